@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create (or reuse) .venv and install the package with pinned deps.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.installed
+FASHION_MNIST_PKG := dataset-fashion-mnist
+
+.PHONY: install demo test test-fast lint data-packages clean
+
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev]'
+	@touch $(STAMP)
+
+# Real Fashion-MNIST images for the scene generator (best effort: needs apt-get and root).
+data-packages:
+	@if dpkg -s $(FASHION_MNIST_PKG) >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q $(FASHION_MNIST_PKG) >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(FASHION_MNIST_PKG) >/dev/null 2>&1)) || \
+		echo "note: could not install $(FASHION_MNIST_PKG); procedural sprites will be used"; \
+	else echo "note: $(FASHION_MNIST_PKG) not installed; procedural sprites will be used"; fi
+
+install: $(STAMP) data-packages
+
+demo: install
+	$(PY) tools/trunk_summary.py
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check mtmnv3 heads tools tests benchmarks
+
+clean:
+	rm -rf $(VENV) work_dirs .pytest_cache

@@ -1,0 +1,162 @@
+"""Generic layers the trunk is built from.
+
+The module structure (``Sequential`` of conv, norm, activation; an inverted
+residual whose body is ``.block``) deliberately mirrors torchvision's
+MobileNetV3 so that its state dicts load by a prefix rename alone.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "make_divisible",
+    "get_activation",
+    "ConvBNAct",
+    "SqueezeExcite",
+    "InvertedResidual",
+]
+
+#: Activation names accepted by the trunk, mapped to their module class.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "hswish": nn.Hardswish,
+    "relu6": nn.ReLU6,
+    "relu": nn.ReLU,
+}
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor`` (as the MobileNet papers do).
+
+    The result never drops more than 10% below ``value``.
+    """
+    if min_value is None:
+        min_value = divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+def get_activation(name: str) -> type[nn.Module]:
+    """Return the activation class for ``name`` ('hswish', 'relu6' or 'relu')."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d -> optional activation, 'same' padding."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        activation: type[nn.Module] | None = nn.ReLU,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        dilation: int = 1,
+    ) -> None:
+        padding = (kernel_size - 1) // 2 * dilation
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation=dilation,
+                groups=groups,
+                bias=False,
+            ),
+            norm_layer(out_channels),
+        ]
+        if activation is not None:
+            layers.append(activation(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = out_channels
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation with a hard-sigmoid gate (MobileNetV3, Sec. 5.3).
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, squeeze_channels: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.activation = nn.ReLU()
+        self.scale_activation = nn.Hardsigmoid()
+
+    def gate(self, x: Tensor) -> Tensor:
+        """The per-channel gate in [0, 1], shape ``(N, C, 1, 1)``."""
+        scale = self.avgpool(x)
+        scale = self.activation(self.fc1(scale))
+        return self.scale_activation(self.fc2(scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gate(x) * x
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV3 bottleneck: expand 1x1 -> depthwise kxk -> [SE] -> project 1x1.
+
+    The expansion conv is omitted when the expansion size equals the input
+    channels (as in the paper's first block). A residual connection is used
+    when stride is 1 and input and output channels match.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        expanded_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        activation: type[nn.Module],
+        use_se: bool,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        self.use_res_connect = stride == 1 and in_channels == out_channels
+        layers: list[nn.Module] = []
+        if expanded_channels != in_channels:
+            layers.append(
+                ConvBNAct(in_channels, expanded_channels, 1, activation=activation, norm_layer=norm_layer)
+            )
+        layers.append(
+            ConvBNAct(
+                expanded_channels,
+                expanded_channels,
+                kernel_size,
+                stride=1 if dilation > 1 else stride,
+                groups=expanded_channels,
+                activation=activation,
+                norm_layer=norm_layer,
+                dilation=dilation,
+            )
+        )
+        if use_se:
+            layers.append(SqueezeExcite(expanded_channels, make_divisible(expanded_channels // 4, 8)))
+        layers.append(ConvBNAct(expanded_channels, out_channels, 1, activation=None, norm_layer=norm_layer))
+        self.block = nn.Sequential(*layers)
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        result = self.block(x)
+        if self.use_res_connect:
+            result += x
+        return result
+
