@@ -7,9 +7,8 @@ MobileNetV3 so that its state dicts load by a prefix rename alone.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -159,4 +158,3 @@ class InvertedResidual(nn.Module):
         if self.use_res_connect:
             result += x
         return result
-

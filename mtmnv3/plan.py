@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .fileio import atomic_write_json
 
@@ -64,8 +65,7 @@ class StagePlan:
             expected_start = end
         if expected_start != self.num_blocks:
             raise ValueError(
-                f"stages cover {expected_start} blocks but the trunk has {self.num_blocks}: "
-                f"{list(stages)}"
+                f"stages cover {expected_start} blocks but the trunk has {self.num_blocks}: {list(stages)}"
             )
         for attr in ("predicted_ms", "measured_ms", "placement"):
             value = getattr(self, attr)
@@ -73,13 +73,11 @@ class StagePlan:
                 value = tuple(value)
                 object.__setattr__(self, attr, value)
                 if len(value) != len(stages):
-                    raise ValueError(
-                        f"{attr} has {len(value)} entries for {len(stages)} stages: {value}"
-                    )
+                    raise ValueError(f"{attr} has {len(value)} entries for {len(stages)} stages: {value}")
 
     # ---- construction -------------------------------------------------
     @classmethod
-    def from_cuts(cls, num_blocks: int, cuts: Sequence[int], **kwargs: Any) -> "StagePlan":
+    def from_cuts(cls, num_blocks: int, cuts: Sequence[int], **kwargs: Any) -> StagePlan:
         """Build a plan from the block indices where a new stage starts.
 
         ``cuts=[2, 4]`` with 6 blocks gives stages ``[0,2) [2,4) [4,6)``.
@@ -91,7 +89,7 @@ class StagePlan:
         return cls(tuple(zip(bounds[:-1], bounds[1:])), num_blocks, **kwargs)
 
     @classmethod
-    def from_strides(cls, block_strides: Sequence[int], **kwargs: Any) -> "StagePlan":
+    def from_strides(cls, block_strides: Sequence[int], **kwargs: Any) -> StagePlan:
         """The default plan: a new stage starts at every block with stride > 1
         (the first block, the stem, always starts stage 0)."""
         cuts = [i for i, s in enumerate(block_strides) if i > 0 and s > 1]
@@ -117,7 +115,7 @@ class StagePlan:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StagePlan":
+    def from_dict(cls, d: dict[str, Any]) -> StagePlan:
         if not isinstance(d, dict):
             raise TypeError(f"a stage plan must be a dict, got {type(d).__name__}")
         d = dict(d)
@@ -140,7 +138,7 @@ class StagePlan:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "StagePlan":
+    def from_json(cls, text: str) -> StagePlan:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | os.PathLike) -> None:
@@ -148,7 +146,7 @@ class StagePlan:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "StagePlan":
+    def load(cls, path: str | os.PathLike) -> StagePlan:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"stage plan file not found: {path}")
         with open(path, encoding="utf-8") as f:

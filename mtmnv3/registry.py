@@ -31,18 +31,14 @@ __all__ = [
     "BUDGET_POLICIES",
 ]
 
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope="mtmnv3", locations=["mtmnv3.models"])
+MODELS = Registry("model", parent=MMENGINE_MODELS, scope="mtmnv3", locations=["mtmnv3.trunk", "mtmnv3.heads"])
 DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope="mtmnv3", locations=["mtmnv3.data"])
 DATA_SAMPLERS = Registry(
     "data sampler", parent=MMENGINE_DATA_SAMPLERS, scope="mtmnv3", locations=["mtmnv3.data"]
 )
-TRANSFORMS = Registry(
-    "transform", parent=MMENGINE_TRANSFORMS, scope="mtmnv3", locations=["mtmnv3.data"]
-)
+TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope="mtmnv3", locations=["mtmnv3.data"])
 METRICS = Registry("metric", parent=MMENGINE_METRICS, scope="mtmnv3", locations=["mtmnv3.evaluation"])
-EVALUATOR = Registry(
-    "evaluator", parent=MMENGINE_EVALUATOR, scope="mtmnv3", locations=["mtmnv3.evaluation"]
-)
+EVALUATOR = Registry("evaluator", parent=MMENGINE_EVALUATOR, scope="mtmnv3", locations=["mtmnv3.evaluation"])
 HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="mtmnv3", locations=["mtmnv3.engine"])
 OPTIM_WRAPPERS = Registry(
     "optim wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope="mtmnv3", locations=["mtmnv3.engine"]

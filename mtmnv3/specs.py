@@ -7,8 +7,8 @@ raises on any token it does not know (instead of silently skipping it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 __all__ = [
     "BlockSpec",
@@ -63,7 +63,7 @@ class BlockSpec:
         parts.append("hs" if self.use_hs else "re")
         return "_".join(parts)
 
-    def minimalistic(self) -> "BlockSpec":
+    def minimalistic(self) -> BlockSpec:
         """The 'minimalistic' row: no SE, no hard-swish, 3x3 kernels."""
         return replace(self, kernel=3, use_se=False, use_hs=False)
 
@@ -88,9 +88,7 @@ def parse_block(text: str) -> BlockSpec:
             raise ValueError(f"unknown token {token!r} in block string {text!r}")
     missing = [k for k in "kecs" if k not in fields]
     if missing or use_hs is None:
-        raise ValueError(
-            f"block string {text!r} lacks {missing + ([] if use_hs is not None else ['hs|re'])}"
-        )
+        raise ValueError(f"block string {text!r} lacks {missing + ([] if use_hs is not None else ['hs|re'])}")
     return BlockSpec(fields["k"], fields["e"], fields["c"], use_se, use_hs, fields["s"])
 
 

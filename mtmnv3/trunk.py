@@ -10,8 +10,9 @@ MACs, params), and ``forward_stages`` runs any contiguous range of them.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from mmengine.model import BaseModule
@@ -155,7 +156,9 @@ class MobileNetV3Trunk(BaseModule):
             se = "none"
         if isinstance(se, str):
             if se not in SE_MODES:
-                raise ValueError(f"unknown se mode {se!r}; expected one of {SE_MODES}, a bool or block indices")
+                raise ValueError(
+                    f"unknown se mode {se!r}; expected one of {SE_MODES}, a bool or block indices"
+                )
             flags, stride = [], 2
             for spec in specs:
                 stride *= spec.stride
@@ -241,7 +244,9 @@ class MobileNetV3Trunk(BaseModule):
         resolved = []
         for i in out_indices:
             if not isinstance(i, int) or not -n <= i < n:
-                raise ValueError(f"out_indices entries must be ints in [{-n}, {n - 1}], got {list(out_indices)}")
+                raise ValueError(
+                    f"out_indices entries must be ints in [{-n}, {n - 1}], got {list(out_indices)}"
+                )
             resolved.append(i % n)
         if len(set(resolved)) != len(resolved) or not resolved:
             raise ValueError(f"out_indices must be non-empty and unique, got {list(out_indices)}")
@@ -265,7 +270,7 @@ class MobileNetV3Trunk(BaseModule):
                 for p in block.parameters():
                     p.requires_grad = False
 
-    def train(self, mode: bool = True) -> "MobileNetV3Trunk":
+    def train(self, mode: bool = True) -> MobileNetV3Trunk:
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -363,7 +368,7 @@ class MobileNetV3Trunk(BaseModule):
         arch: str = "large",
         strict: bool = True,
         **kwargs: Any,
-    ) -> "MobileNetV3Trunk":
+    ) -> MobileNetV3Trunk:
         """Build a trunk and load a torchvision ``mobilenet_v3_{arch}`` state dict.
 
         Args:
