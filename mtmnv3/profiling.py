@@ -1,0 +1,146 @@
+"""Latency measurement: warm-up, repeats, medians; per-stage trunk timings.
+
+Absolute times drift on shared machines, so comparisons should be ratios
+measured interleaved in one run (see :func:`interleaved_ratio`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .trunk import MobileNetV3Trunk
+
+__all__ = [
+    "Timing",
+    "time_fn",
+    "interleaved_ratio",
+    "num_threads",
+    "stage_latency",
+    "format_table",
+]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Summary of repeated timings, in milliseconds."""
+
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    repeats: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> "Timing":
+        if not samples_ms:
+            raise ValueError("need at least one timing sample")
+        ordered = sorted(samples_ms)
+        p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+        return cls(statistics.median(ordered), p90, ordered[0], len(ordered))
+
+
+@contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_fn(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> Timing:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return Timing.from_samples(samples)
+
+
+def interleaved_ratio(
+    fn: Callable[[], object],
+    ref: Callable[[], object],
+    rounds: int = 15,
+    inner: int = 5,
+    warmup: int = 3,
+) -> tuple[float, Timing, Timing]:
+    """Time ``fn`` against ``ref`` in alternating rounds (so drift hits both).
+
+    Each round times ``inner`` calls of each, in alternating order.
+
+    Returns:
+        ``(median(fn) / median(ref), fn timing, ref timing)``; per-call ms.
+    """
+    for _ in range(warmup):
+        fn()
+        ref()
+    a, b = [], []
+    for r in range(rounds):
+        order = ((fn, a), (ref, b)) if r % 2 == 0 else ((ref, b), (fn, a))
+        for f, out in order:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                f()
+            out.append((time.perf_counter() - t0) * 1e3 / inner)
+    ta, tb = Timing.from_samples(a), Timing.from_samples(b)
+    return ta.median_ms / tb.median_ms, ta, tb
+
+
+@torch.no_grad()
+def stage_latency(
+    trunk: MobileNetV3Trunk,
+    size: int | tuple[int, int] = 224,
+    batch: int = 1,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> list[Timing]:
+    """Median latency of each trunk stage on its real input, eager mode.
+
+    Returns:
+        One :class:`Timing` per stage (in ``trunk.feature_info`` order).
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    was_training = trunk.training
+    trunk.eval()
+    try:
+        x = torch.randn(batch, 3, h, w)
+        inputs = []
+        for i in range(trunk.num_stages):
+            inputs.append(x)
+            x = trunk.forward_stages(x, i, i + 1)
+        return [
+            time_fn(lambda i=i: trunk.forward_stages(inputs[i], i, i + 1), warmup, repeats)
+            for i in range(trunk.num_stages)
+        ]
+    finally:
+        trunk.train(was_training)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-markdown table (floats with 3 significant decimals)."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
