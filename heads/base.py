@@ -1,0 +1,64 @@
+"""The plug-in head contract.
+
+A head declares which trunk stage taps (or the shared neck) it reads, and
+implements ``forward`` (features -> raw outputs), ``loss`` (raw outputs +
+data samples -> dict of named losses) and ``predict`` (raw outputs -> fields
+written onto the data samples). Heads read channels and strides from the
+trunk's ``feature_info`` (or the neck's ``out_channels``/``strides``), never
+from hard-coded numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["BaseHead", "resolve_tap"]
+
+
+def resolve_tap(
+    feature_info: Sequence[dict[str, Any]], tap: int | None = None, stride: int | None = None
+) -> int:
+    """Pick a stage index by position (``tap``, negatives allowed) or by stride
+    (the deepest stage with that output stride)."""
+    n = len(feature_info)
+    if (tap is None) == (stride is None):
+        raise ValueError(f"give exactly one of tap or stride, got tap={tap!r}, stride={stride!r}")
+    if tap is not None:
+        if not isinstance(tap, int) or not -n <= tap < n:
+            raise ValueError(f"tap must be an int in [{-n}, {n - 1}], got {tap!r}")
+        return tap % n
+    matches = [i for i, f in enumerate(feature_info) if f["stride"] == stride]
+    if not matches:
+        raise ValueError(
+            f"no trunk stage has stride {stride}; strides are {[f['stride'] for f in feature_info]}"
+        )
+    return matches[-1]
+
+
+class BaseHead(nn.Module):
+    """Base class of plug-in heads.
+
+    Attributes:
+        task: the label kind the head trains on: ``'cls'``, ``'det'`` or ``'track'``.
+        taps: trunk stage indices the head reads directly (empty if it reads the neck).
+        uses_neck: whether the head reads the shared neck's outputs.
+    """
+
+    task: str = ""
+    uses_neck: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taps: tuple[int, ...] = ()
+
+    def forward(self, feats: Sequence[Tensor]) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, data_samples: Sequence[Any]) -> dict[str, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def predict(self, outputs: Any, data_samples: Sequence[Any]) -> None:  # pragma: no cover
+        raise NotImplementedError

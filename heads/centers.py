@@ -1,0 +1,60 @@
+"""Object centres on a feature grid, shared by the detection and embedding heads
+(so an object's embedding is read exactly where its heatmap peak is trained)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["grid_centers", "gaussian_radius", "draw_gaussian"]
+
+#: CenterNet's minimum IoU a box shifted within the radius keeps with the truth.
+GAUSSIAN_MIN_OVERLAP = 0.7
+
+
+def grid_centers(bboxes: Tensor, stride: int, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Float centres in grid units and their integer cells (clamped to the grid).
+
+    Args:
+        bboxes: ``(K, 4)`` xyxy in input pixels.
+
+    Returns:
+        ``(centers (K, 2) float, cells (K, 2) long)``, both as (x, y).
+    """
+    centers = torch.stack(((bboxes[:, 0] + bboxes[:, 2]) / 2, (bboxes[:, 1] + bboxes[:, 3]) / 2), 1) / stride
+    cells = centers.floor().long()
+    cells[:, 0].clamp_(0, width - 1)
+    cells[:, 1].clamp_(0, height - 1)
+    return centers, cells
+
+
+def gaussian_radius(height: float, width: float, min_overlap: float = GAUSSIAN_MIN_OVERLAP) -> float:
+    """CenterNet's radius (Law & Deng 2018, as corrected in CenterNet): the
+    largest corner shift keeping IoU >= ``min_overlap``, in grid units."""
+    a1, b1 = 1.0, height + width
+    c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(b1**2 - 4 * a1 * c1)) / 2
+    a2, b2 = 4.0, 2 * (height + width)
+    c2 = (1 - min_overlap) * width * height
+    r2 = (b2 + math.sqrt(b2**2 - 4 * a2 * c2)) / 2
+    a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
+    c3 = (min_overlap - 1) * width * height
+    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
+    """Max-paste a 2D Gaussian of ``radius`` at (cx, cy) into ``heatmap`` (H, W), in place."""
+    diameter = 2 * radius + 1
+    sigma = diameter / 6
+    ys = torch.arange(-radius, radius + 1, dtype=heatmap.dtype).view(-1, 1)
+    xs = torch.arange(-radius, radius + 1, dtype=heatmap.dtype).view(1, -1)
+    gaussian = torch.exp(-(xs * xs + ys * ys) / (2 * sigma * sigma))
+    h, w = heatmap.shape
+    left, right = min(cx, radius), min(w - cx, radius + 1)
+    top, bottom = min(cy, radius), min(h - cy, radius + 1)
+    region = heatmap[cy - top : cy + bottom, cx - left : cx + right]
+    patch = gaussian[radius - top : radius + bottom, radius - left : radius + right]
+    torch.maximum(region, patch, out=region)

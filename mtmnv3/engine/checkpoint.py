@@ -1,0 +1,94 @@
+"""Checkpoints: atomic writes through mmengine's file backend, weights-only resume,
+and strict loading with errors that name the mismatch."""
+
+from __future__ import annotations
+
+import collections
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.logging.history_buffer import HistoryBuffer
+from torch import nn
+
+from mtmnv3.fileio import atomic_open
+
+__all__ = [
+    "AtomicLocalBackend",
+    "ATOMIC_BACKEND_ARGS",
+    "allow_mmengine_checkpoint_globals",
+    "load_model_checkpoint",
+]
+
+#: ``backend_args`` for mmengine's CheckpointHook so checkpoints are written atomically.
+ATOMIC_BACKEND_ARGS = dict(backend="atomic_local")
+
+
+@register_backend("atomic_local")
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend, but every write goes to a temp file that is
+    renamed into place, so a run killed mid-save never leaves half a checkpoint."""
+
+    def put(self, obj: bytes, filepath: str | Path) -> None:
+        with atomic_open(filepath, "wb") as f:
+            f.write(obj)
+
+    def put_text(self, obj: str, filepath: str | Path, encoding: str = "utf-8") -> None:
+        with atomic_open(filepath, "w", encoding=encoding) as f:
+            f.write(obj)
+
+
+def allow_mmengine_checkpoint_globals() -> None:
+    """Allow-list the classes mmengine's resume checkpoints hold, so they load
+    with torch's default ``weights_only=True`` (torch >= 2.6) instead of
+    unpickling arbitrary code."""
+    torch.serialization.add_safe_globals(
+        [
+            HistoryBuffer,
+            collections.OrderedDict,
+            np.ndarray,
+            np.dtype,
+            np.core.multiarray._reconstruct,
+            np.core.multiarray.scalar,
+            *{type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")},
+        ]
+    )
+
+
+def load_model_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> dict[str, Any]:
+    """Load an mmengine checkpoint's ``state_dict`` into ``model``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the checkpoint holds another architecture (missing,
+            unexpected or differently shaped tensors, named in the message).
+
+    Returns:
+        The checkpoint's ``meta`` dict (empty if none).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    allow_mmengine_checkpoint_globals()
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict (got {type(ckpt).__name__})")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if shapes or (strict and (missing or unexpected)):
+        raise ValueError(
+            f"checkpoint {path} does not match the model (another architecture or head set?): "
+            f"{len(shapes)} shape mismatches {shapes[:3]}, {len(missing)} missing keys {missing[:5]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    model.load_state_dict(state, strict=strict)
+    return ckpt.get("meta", {}) or {}

@@ -1,0 +1,76 @@
+"""Config loading and Runner construction shared by the command-line tools."""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Any
+
+import torch
+from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
+from mmengine.runner import Runner
+
+from .checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
+
+__all__ = ["load_config", "prepare_train_config", "build_runner", "DictAction"]
+
+
+def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = None) -> Config:
+    """Load an mmengine config; ``cfg_options`` are merged on top (``--cfg-options``)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = Config.fromfile(str(path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def prepare_train_config(
+    cfg: Config,
+    config_path: str | os.PathLike,
+    work_dir: str | None = None,
+    resume: str | None = None,
+    amp: bool = False,
+    launcher: str = "none",
+) -> Config:
+    """Apply the train tool's flags to a config (mmdet ``tools/train.py`` semantics).
+
+    ``resume='auto'`` resumes from the work dir's last checkpoint; a path
+    resumes from that checkpoint.
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = osp.join("work_dirs", osp.splitext(osp.basename(str(config_path)))[0])
+    cfg.launcher = launcher
+    if resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f"--resume checkpoint not found: {resume}")
+        cfg.resume, cfg.load_from = True, resume
+    if amp:
+        optim = cfg.optim_wrapper
+        if optim.get("type", "OptimWrapper") != "OptimWrapper":
+            raise ValueError(f"--amp needs optim_wrapper.type='OptimWrapper', got {optim.get('type')!r}")
+        optim.type = "AmpOptimWrapper"
+        optim.setdefault("loss_scale", "dynamic")
+        if not torch.cuda.is_available():
+            optim.setdefault("dtype", "bfloat16")
+    # Checkpoints are always written atomically.
+    ckpt = cfg.get("default_hooks", {}).get("checkpoint")
+    if ckpt is not None:
+        ckpt.setdefault("backend_args", dict(ATOMIC_BACKEND_ARGS))
+    if not torch.cuda.is_available():
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build mmengine's Runner (from ``cfg.runner_type`` if set)."""
+    allow_mmengine_checkpoint_globals()
+    if "runner_type" in cfg:
+        from mmengine.registry import RUNNERS
+
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

@@ -1,0 +1,203 @@
+"""MultiTaskPerceptor: one trunk, an optional shared neck, plug-in heads.
+
+Training returns per-task losses; a batch may carry only some tasks' labels
+(each head trains on the samples that have its labels). Prediction runs only
+the active heads and only as deep into the trunk as they need, so a per-frame
+budget can switch heads off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+from torch import Tensor, nn
+
+import mtmnv3.heads  # noqa: F401  (registers the heads)
+from mtmnv3.registry import MODELS
+from mtmnv3.structures import MultiTaskDataSample
+
+from .neck import FPNLite  # noqa: F401  (registers the neck)
+
+__all__ = ["MultiTaskPerceptor", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+#: Heads whose predictions others build on run first (embeddings are read at detections).
+_PREDICT_ORDER = {"det": 0, "cls": 1, "track": 2}
+
+
+@MODELS.register_module()
+class MultiTaskPerceptor(BaseModel):
+    """Shared MobileNetV3 trunk + neck + heads, as an mmengine model.
+
+    Args:
+        trunk: trunk config (e.g. ``dict(type='MobileNetV3Trunk', arch='small')``) or module.
+        heads: ``{name: head config}``; names are free (e.g. ``cls``, ``det``, ``emb``).
+        neck: neck config, built when any head reads the neck.
+        task_weights: static loss weight per head name (default 1.0 each).
+        data_preprocessor: mmengine data preprocessor config (default: ImageNet
+            mean/std normalisation of RGB uint8 images, padding to 32).
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(
+        self,
+        trunk: dict | nn.Module,
+        heads: Mapping[str, dict],
+        neck: dict | None = None,
+        task_weights: Mapping[str, float] | None = None,
+        data_preprocessor: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(
+                type="ImgDataPreprocessor", mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_size_divisor=32
+            )
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.trunk = MODELS.build(trunk) if isinstance(trunk, dict) else trunk
+        if not isinstance(heads, Mapping) or not heads:
+            raise ValueError(f"heads must be a non-empty dict of name -> head config, got {heads!r}")
+        head_classes = {name: _head_class(cfg, name) for name, cfg in heads.items()}
+        self.neck = None
+        if any(cls.uses_neck for cls in head_classes.values()):
+            neck = neck or dict(type="FPNLite")
+            self.neck = MODELS.build(neck, default_args=dict(feature_info=self.trunk.feature_info))
+        self.heads = nn.ModuleDict()
+        for name, cfg in heads.items():
+            if head_classes[name].uses_neck:
+                default_args = dict(in_channels=self.neck.out_channels, strides=self.neck.strides)
+            else:
+                default_args = dict(feature_info=self.trunk.feature_info)
+            self.heads[name] = MODELS.build(cfg, default_args=default_args)
+        weights = dict(task_weights or {})
+        unknown = sorted(set(weights) - set(self.heads))
+        if unknown:
+            raise ValueError(f"task_weights names {unknown} that are not heads; heads are {list(self.heads)}")
+        self.task_weights = {name: float(weights.get(name, 1.0)) for name in self.heads}
+        self.active_heads: tuple[str, ...] = tuple(self.heads)
+
+    # ---- head selection ------------------------------------------------------------
+    def set_active_heads(self, names: Iterable[str] | None) -> None:
+        """Choose which heads ``predict`` runs (None: all)."""
+        names = tuple(self.heads) if names is None else tuple(names)
+        unknown = [n for n in names if n not in self.heads]
+        if unknown:
+            raise ValueError(f"unknown heads {unknown}; heads are {list(self.heads)}")
+        self.active_heads = names
+
+    def required_taps(self, names: Iterable[str]) -> list[int]:
+        """Trunk stages that the named heads (and the neck, if they use it) read."""
+        taps: set[int] = set()
+        for name in names:
+            head = self.heads[name]
+            taps.update(self.neck.taps if head.uses_neck else head.taps)
+        return sorted(taps)
+
+    # ---- forward ----------------------------------------------------------------------
+    def head_outputs(self, inputs: Tensor, names: Sequence[str]) -> dict[str, Any]:
+        """Raw outputs of the named heads, running the trunk only as deep as needed."""
+        feats = self.trunk.forward_taps(inputs, self.required_taps(names))
+        neck_out = None
+        if any(self.heads[n].uses_neck for n in names):
+            neck_out = self.neck(feats)
+        return {n: self.heads[n](neck_out if self.heads[n].uses_neck else feats) for n in names}
+
+    def forward(
+        self, inputs: Tensor, data_samples: list[MultiTaskDataSample] | None = None, mode: str = "tensor"
+    ) -> Any:
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        if mode == "predict":
+            return self.predict(inputs, data_samples)
+        if mode == "tensor":
+            return self.head_outputs(inputs, self.active_heads)
+        raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
+
+    def task_losses(
+        self, inputs: Tensor, data_samples: Sequence[MultiTaskDataSample]
+    ) -> dict[str, dict[str, Tensor]]:
+        """Per head: its named losses (computed on the samples that carry its labels)."""
+        if data_samples is None:
+            raise ValueError("training needs data_samples with labels")
+        names = list(self.heads)
+        outputs = self.head_outputs(inputs, names)
+        return {n: self.heads[n].loss(outputs[n], data_samples) for n in names}
+
+    def loss(self, inputs: Tensor, data_samples: Sequence[MultiTaskDataSample]) -> dict[str, Tensor]:
+        flat: dict[str, Tensor] = {}
+        for losses in self.task_losses(inputs, data_samples).values():
+            flat.update(losses)
+        return flat
+
+    def combine_losses(self, task_losses: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted sum of the per-task losses; stops on a non-finite loss.
+
+        Raises:
+            FloatingPointError: naming the task, the loss and the iteration.
+        """
+        total = None
+        log_vars: dict[str, Tensor] = {}
+        for name, losses in task_losses.items():
+            task_total = sum(losses.values())
+            for key, value in losses.items():
+                if not torch.isfinite(value).all():
+                    it = MessageHub.get_current_instance().get_info("iter", None)
+                    raise FloatingPointError(
+                        f"non-finite loss {key}={value.item()} in task '{name}' at iteration "
+                        f"{'?' if it is None else it + 1}; lower the learning rate or check the labels"
+                    )
+                log_vars[key] = value.detach()
+            weighted = self.task_weights[name] * task_total
+            total = weighted if total is None else total + weighted
+        log_vars["loss"] = total.detach()
+        return total, log_vars
+
+    def train_step(self, data: dict | tuple | list, optim_wrapper: Any) -> dict[str, Tensor]:
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            task_losses = self.task_losses(data["inputs"], data["data_samples"])
+        total, log_vars = self.combine_losses(task_losses)
+        optim_wrapper.update_params(total)
+        return log_vars
+
+    @torch.no_grad()
+    def predict(
+        self,
+        inputs: Tensor,
+        data_samples: list[MultiTaskDataSample] | None = None,
+        heads: Sequence[str] | None = None,
+    ) -> list[MultiTaskDataSample]:
+        """Run the active (or given) heads; write predictions onto the samples.
+
+        Returns:
+            The data samples with ``pred_score``/``pred_label`` (classification),
+            ``pred_instances`` (detection: bboxes in original pixels, scores,
+            labels, cells; ``embeddings`` when an embedding head runs).
+        """
+        names = tuple(self.active_heads if heads is None else heads)
+        if data_samples is None:
+            h, w = inputs.shape[-2:]
+            data_samples = [
+                MultiTaskDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+                for _ in range(len(inputs))
+            ]
+        order = sorted(names, key=lambda n: _PREDICT_ORDER.get(self.heads[n].task, math.inf))
+        outputs = self.head_outputs(inputs, order)
+        for n in order:
+            self.heads[n].predict(outputs[n], data_samples)
+        return data_samples
+
+
+def _head_class(cfg: Any, name: str) -> type:
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise ValueError(f"head {name!r} must be a config dict with a 'type', got {cfg!r}")
+    cls = MODELS.get(cfg["type"]) if isinstance(cfg["type"], str) else cfg["type"]
+    if cls is None:
+        heads = sorted(k for k, v in MODELS.module_dict.items() if hasattr(v, "uses_neck"))
+        raise KeyError(f"unknown head type {cfg['type']!r} for head {name!r}; registered heads: {heads}")
+    return cls

@@ -1,0 +1,180 @@
+"""Heads, neck and the multi-task model on hand-made samples."""
+
+import pytest
+import torch
+from mmengine.structures import InstanceData
+from mtmnv3.heads import CenterDetHead, ClsHead, EmbeddingHead, resolve_tap
+from mtmnv3.heads.centers import draw_gaussian, gaussian_radius, grid_centers
+
+from mtmnv3.models import FPNLite, MultiTaskPerceptor
+from mtmnv3.registry import MODELS
+from mtmnv3.structures import MultiTaskDataSample
+from mtmnv3.variants import create_trunk
+
+SIZE = 128
+BOXES = [[10.0, 12.0, 50.0, 60.0], [64.0, 30.0, 120.0, 90.0]]
+
+
+def make_sample(tasks=("cls", "det", "track"), label=3, boxes=BOXES, labels=(1, 3), ids=(3, 7), ignore=None):
+    s = MultiTaskDataSample(
+        metainfo=dict(tasks=tasks, img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE), scale_factor=(1.0, 1.0))
+    )
+    gi = InstanceData()
+    gi.bboxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    gi.labels = torch.tensor(labels, dtype=torch.long)
+    gi.instance_ids = torch.tensor(ids, dtype=torch.long)
+    gi.ignore = torch.tensor(ignore if ignore is not None else [False] * len(labels))
+    gi.visibility = torch.ones(len(labels))
+    s.gt_instances = gi
+    s.gt_label = label
+    return s
+
+
+def model_cfg(**overrides):
+    cfg = dict(
+        trunk=dict(type="MobileNetV3Trunk", arch="small", width_mult=0.5),
+        heads=dict(
+            cls=dict(type="ClsHead", num_classes=11, hidden_channels=64),
+            det=dict(type="CenterDetHead", num_classes=10, feat_channels=32),
+            emb=dict(type="EmbeddingHead", num_ids=20, embed_dim=32, feat_channels=32),
+        ),
+        neck=dict(type="FPNLite", out_channels=32),
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def batch(samples):
+    g = torch.Generator().manual_seed(0)
+    return dict(
+        inputs=[torch.randint(0, 255, (3, SIZE, SIZE), dtype=torch.uint8, generator=g) for _ in samples],
+        data_samples=samples,
+    )
+
+
+def test_resolve_tap_by_position_and_stride():
+    info = create_trunk("tiny").feature_info
+    assert resolve_tap(info, tap=-1) == 4
+    assert resolve_tap(info, stride=16) == 3
+    with pytest.raises(ValueError, match="no trunk stage has stride 64"):
+        resolve_tap(info, stride=64)
+    with pytest.raises(ValueError, match="exactly one of tap or stride"):
+        resolve_tap(info)
+
+
+def test_heads_read_channels_from_feature_info():
+    for variant in ("tiny", "large"):
+        trunk = create_trunk(variant)
+        head = ClsHead(trunk.feature_info, num_classes=5, stride=16)
+        assert head.pre_logits[0].in_channels == trunk.feature_info[3]["channels"]
+        neck = FPNLite(trunk.feature_info, strides=(8, 16, 32), out_channels=16, num_outs=3)
+        assert [trunk.feature_info[t]["stride"] for t in neck.taps] == [8, 16, 32]
+        feats = trunk.forward_taps(torch.randn(1, 3, 96, 80), neck.taps)
+        outs = neck(feats)
+        assert [o.shape[-2:] for o in outs] == [(12, 10), (6, 5), (3, 3)]
+
+
+def test_gaussian_targets():
+    heat = torch.zeros(10, 10)
+    draw_gaussian(heat, 0, 9, 2)  # at a corner: clipped, no error
+    assert heat[9, 0] == 1 and heat.max() == 1 and heat[7, 0] < 1
+    assert gaussian_radius(10, 10) > gaussian_radius(10, 10, min_overlap=0.9)
+    centers, cells = grid_centers(torch.tensor([[0.0, 0.0, 16.0, 8.0]]), 8, 4, 4)
+    assert centers.tolist() == [[1.0, 0.5]] and cells.tolist() == [[1, 0]]
+
+
+def test_model_losses_and_gradients():
+    model = MODELS.build(dict(type="MultiTaskPerceptor", **model_cfg()))
+    data = model.data_preprocessor(batch([make_sample(), make_sample(label=5)]), True)
+    losses = model.loss(data["inputs"], data["data_samples"])
+    assert set(losses) == {"loss_cls", "loss_det_heatmap", "loss_det_wh", "loss_det_offset", "loss_emb"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, no_grad
+
+
+def test_partial_labels_train_only_their_heads():
+    model = MultiTaskPerceptor(**model_cfg())
+    samples = [make_sample(tasks=("cls",)), make_sample(tasks=("cls",), label=1)]
+    data = model.data_preprocessor(batch(samples), True)
+    losses = model.loss(data["inputs"], data["data_samples"])
+    assert losses["loss_cls"] > 0
+    assert losses["loss_det_heatmap"] == 0 and losses["loss_emb"] == 0
+    sum(losses.values()).backward()
+    assert model.heads["cls"].fc.weight.grad.abs().sum() > 0
+    assert model.heads["det"].heatmap[0].weight.grad.abs().sum() == 0
+    # a detection-only sample does not train the classifier
+    model.zero_grad()
+    data = model.data_preprocessor(batch([make_sample(tasks=("det",))]), True)
+    losses = model.loss(data["inputs"], data["data_samples"])
+    assert losses["loss_cls"] == 0 and losses["loss_det_heatmap"] > 0
+
+
+def test_ignored_boxes_are_not_trained():
+    head = CenterDetHead(in_channels=8, strides=(8,), num_classes=4)
+    t = head._targets([make_sample(ignore=[True, False])], 16, 16, torch.device("cpu"))
+    assert t["mask"].sum() == 1 and t["heatmap"].eq(1).sum() == 1
+    assert t["care"][0, 0, 2, 2] == 0 and t["care"][0, 0, 15, 15] == 1
+
+
+def test_detection_head_learns_and_decodes_boxes():
+    torch.manual_seed(0)
+    head = CenterDetHead(in_channels=8, strides=(8,), num_classes=4, feat_channels=16)
+    sample = make_sample(boxes=[[16.0, 16.0, 48.0, 64.0]], labels=(2,), ids=(1,))
+    feats = (torch.randn(1, 8, 16, 16),)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        sum(head.loss(head(feats), [sample]).values()).backward()
+        opt.step()
+    head.eval()
+    dets = head.decode(head(feats))[0]
+    assert dets["labels"][0] == 2 and dets["scores"][0] > 0.5
+    torch.testing.assert_close(dets["bboxes"][0], torch.tensor([16.0, 16.0, 48.0, 64.0]), atol=3.0, rtol=0)
+
+
+def test_predict_runs_only_active_heads_and_maps_to_original_coords():
+    model = MultiTaskPerceptor(**model_cfg()).eval()
+    s = make_sample()
+    s.set_metainfo(dict(scale_factor=(0.5, 0.5), ori_shape=(256, 256)))
+    data = model.data_preprocessor(batch([s]), False)
+    out = model.predict(data["inputs"], data["data_samples"])[0]
+    assert out.pred_score.shape == (11,) and abs(out.pred_score.sum().item() - 1) < 1e-5
+    inst = out.pred_instances
+    assert inst.embeddings.shape[1] == 32
+    torch.testing.assert_close(inst.embeddings.norm(dim=1), torch.ones(len(inst)))
+    assert inst.bboxes.max() <= 256
+    model.set_active_heads(["cls"])
+    assert model.required_taps(["cls"]) == [4]
+    fresh = model.predict(data["inputs"])[0]
+    assert "pred_instances" not in fresh and "pred_score" in fresh
+    with pytest.raises(ValueError, match=r"unknown heads \['seg'\]"):
+        model.set_active_heads(["seg"])
+    with pytest.raises(RuntimeError, match="run the detection head first"):
+        model.predict(data["inputs"], heads=["emb"])
+
+
+def test_bad_configs_give_clear_errors():
+    with pytest.raises(KeyError, match="unknown head type 'SegHead'"):
+        MultiTaskPerceptor(**model_cfg(heads=dict(seg=dict(type="SegHead"))))
+    with pytest.raises(ValueError, match="non-empty dict"):
+        MultiTaskPerceptor(**model_cfg(heads={}))
+    with pytest.raises(ValueError, match=r"task_weights names \['seg'\]"):
+        MultiTaskPerceptor(**model_cfg(task_weights=dict(seg=1.0)))
+    with pytest.raises(ValueError, match="num_ids must be an int >= 2, got 1"):
+        EmbeddingHead(in_channels=8, strides=(8,), num_ids=1)
+
+
+def test_out_of_range_identity_raises():
+    model = MultiTaskPerceptor(**model_cfg())
+    data = model.data_preprocessor(batch([make_sample(ids=(3, 99))]), True)
+    with pytest.raises(ValueError, match="identity 99 out of range for num_ids=20"):
+        model.loss(data["inputs"], data["data_samples"])
+
+
+def test_nan_loss_names_task_and_iteration():
+    model = MultiTaskPerceptor(**model_cfg())
+    losses = {"cls": {"loss_cls": torch.tensor(1.0)}, "det": {"loss_det_wh": torch.tensor(float("nan"))}}
+    with pytest.raises(FloatingPointError, match=r"loss_det_wh=nan in task 'det' at iteration"):
+        model.combine_losses(losses)
