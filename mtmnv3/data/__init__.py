@@ -1,0 +1,78 @@
+"""Data: the procedural scene generator and loaders for real formats.
+
+Importing this package registers every dataset (in ``DATASETS``) and
+transform (in ``TRANSFORMS``) of the package.
+"""
+
+from .common import SCENE_META_KEYS, TASKS, DataError, MultiTaskBaseDataset, build_pipeline, read_image_rgb
+from .datasets import (
+    ClassificationListDataset,
+    CocoDetDataset,
+    ImageFolderDataset,
+    MOTChallengeDataset,
+    MultiTaskDataset,
+)
+from .fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FashionMNISTDataset,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    read_idx,
+)
+from .mot import mot_to_xyxy, read_mot_gt, read_seqinfo, xyxy_to_mot
+from .sprites import SPRITE_CLASSES, AppearanceSource, resolve_appearance
+from .synth import (
+    DOMAINS,
+    NO_OBJECT_CLASS_NAME,
+    SceneConfig,
+    SynthFrame,
+    cls_class_names,
+    generate_sequence,
+    sequence_meta,
+)
+from .synth_io import SPLITS, SynthMultiTaskDataset, ensure_synth_dataset, render_preview, write_synth_dataset
+from .transforms import ColorJitter, Letterbox, PackMultiTaskInputs, RandomCrop, RandomFlip, Resize
+
+__all__ = [
+    "AppearanceSource",
+    "ClassificationListDataset",
+    "CocoDetDataset",
+    "ColorJitter",
+    "DOMAINS",
+    "DataError",
+    "FASHION_MNIST_CLASSES",
+    "FashionMNISTDataset",
+    "ImageFolderDataset",
+    "Letterbox",
+    "MOTChallengeDataset",
+    "MultiTaskBaseDataset",
+    "MultiTaskDataset",
+    "NO_OBJECT_CLASS_NAME",
+    "PackMultiTaskInputs",
+    "RandomCrop",
+    "RandomFlip",
+    "Resize",
+    "SCENE_META_KEYS",
+    "SPLITS",
+    "SPRITE_CLASSES",
+    "SceneConfig",
+    "SynthFrame",
+    "SynthMultiTaskDataset",
+    "TASKS",
+    "build_pipeline",
+    "cls_class_names",
+    "ensure_synth_dataset",
+    "find_fashion_mnist",
+    "generate_sequence",
+    "load_fashion_mnist",
+    "mot_to_xyxy",
+    "read_idx",
+    "read_image_rgb",
+    "read_mot_gt",
+    "read_seqinfo",
+    "render_preview",
+    "resolve_appearance",
+    "sequence_meta",
+    "write_synth_dataset",
+    "xyxy_to_mot",
+]

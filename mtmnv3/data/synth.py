@@ -1,0 +1,589 @@
+"""Procedural scene generator: the package's built-in default data.
+
+Video sequences of objects of C classes moving over textured backgrounds,
+deterministic from a seed. Each object keeps one identity from the frame it
+enters to the frame it leaves (ids are never reused within a sequence);
+objects enter from the image borders, leave through them, change scale
+smoothly and occlude each other in a fixed depth order.
+
+Per-frame annotations (one row per object that has at least one pixel inside
+the image):
+
+* ``boxes``: float32 (K, 4) xyxy, the tight box of the object's full
+  silhouette clipped to the image (occlusion does not shrink it, as in
+  MOTChallenge); ``x2``/``y2`` are exclusive pixel edges.
+* ``labels`` (0-based class), ``instance_ids`` (1-based, per sequence).
+* ``visibility``: visible silhouette pixels / whole silhouette pixels, so
+  both occlusion and truncation by the border lower it.
+* ``ignore``: ``visibility < SceneConfig.min_visibility`` (MOTChallenge's
+  "consider" flag 0).
+
+**Classification label of a frame** (what an edge camera would report: "what
+is the main thing in view"): the class of the object with the largest visible
+area (visible silhouette pixels, ties to the lower instance id), or the extra
+class ``C`` = ``'no object'`` when no object shows at least
+``SceneConfig.cls_min_visible_px`` pixels. The label depends only on scene
+content, so it stays correct under the lighting, blur, noise, resolution and
+background-domain shifts used in robustness studies (a lighting or domain
+label would not).
+
+Degradations are applied per sequence, after rendering and in this order:
+lighting (gamma, contrast, brightness, colour cast), motion blur, resolution
+(down then up) and noise. They never move objects, so annotations hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .sprites import APPEARANCE_POOLS, APPEARANCES, AppearanceSource
+
+__all__ = [
+    "DOMAINS",
+    "NO_OBJECT_CLASS_NAME",
+    "SceneConfig",
+    "SynthFrame",
+    "cls_class_names",
+    "generate_sequence",
+    "make_background",
+    "sequence_meta",
+]
+
+DOMAINS = ("smooth", "stripes", "checker", "blobs", "speckle")
+NO_OBJECT_CLASS_NAME = "no object"
+#: Fraction of the image side the camera pans over (background margin).
+PAN_MARGIN_FRAC = 0.08
+#: Sprites are lit between this fraction of their tint colour and the full colour.
+SHADE_MIN = 0.3
+#: Object tint: HSV saturation and value ranges (OpenCV 8-bit scale).
+TINT_SATURATION = (150, 255)
+TINT_VALUE = (170, 255)
+#: Backgrounds keep their saturation below this (objects stay the vivid part).
+BACKGROUND_MAX_SATURATION = 0.55
+SMOOTH_OCTAVES = 4
+BLOB_COUNT_PER_MEGAPIXEL = 400
+#: Entering objects aim within this angle of the inward normal of their edge.
+ENTER_ANGLE_SPREAD = math.pi / 4
+#: An object not inside the image this many frames after spawning is retired.
+MAX_ENTER_FRAMES = 400
+SEED_STREAM_SCENE = 1
+SEED_STREAM_DEGRADE = 2
+SEED_STREAM_META = 3
+
+
+def _pair(value, name: str, lo: float, hi: float = math.inf, ordered: bool = True) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a (min, max) pair, got {value!r}")
+    a, b = float(value[0]), float(value[1])
+    if not (lo <= a <= hi and lo <= b <= hi) or (ordered and a > b):
+        raise ValueError(f"{name} must satisfy {lo} <= min <= max <= {hi}, got {value!r}")
+    return a, b
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Every knob of the scene generator (frozen; hashable).
+
+    Attributes:
+        num_sequences: number of sequences (videos).
+        num_frames: frames per sequence.
+        image_size: int (square) or (height, width), pixels.
+        num_objects: objects present at once (slots; a leaving object's slot
+            spawns a new identity after a random delay).
+        appearance: ``'auto'`` (Fashion-MNIST if installed, else sprites),
+            ``'fashion_mnist'`` or ``'sprites'``.
+        appearance_pool: ``'train'``, ``'val'`` or ``'test'`` object-image pool.
+        domains: background texture families; sequence i uses
+            ``domains[i % len(domains)]``. Known: ``DOMAINS``.
+        object_scale: (min, max) object side as a fraction of the smaller
+            image side.
+        scale_change: amplitude of the smooth log-scale oscillation of each
+            object (0 = constant size; 0.3 = about x0.74..x1.35).
+        speed: (min, max) object speed, fraction of the smaller image side per frame.
+        respawn_delay: (min, max) frames before a free slot spawns a new object.
+        camera_pan: background pan speed, pixels per frame.
+        brightness: additive brightness in [-1, 1] (fraction of full scale).
+        contrast: contrast gain around mid-grey (> 0).
+        gamma: gamma applied to [0, 1] intensities (> 0; > 1 darkens).
+        color_cast: per-channel RGB gains.
+        lighting_jitter: per-sequence random variation of the lighting
+            knobs (0 = every sequence uses exactly the knobs).
+        downscale: resolution factor >= 1; frames are shrunk by it and
+            resized back (1 = off).
+        motion_blur: linear blur kernel length in pixels (0 or 1 = off);
+            the direction is random per sequence.
+        noise_std: Gaussian noise standard deviation in grey levels (0-255).
+        min_visibility: boxes less visible than this are flagged ignore.
+        cls_min_visible_px: visible pixels an object needs to be the frame's
+            classification label (else ``'no object'``).
+        frame_rate: frames per second written to ``seqinfo.ini``.
+        jpeg_quality: quality of written JPEG frames (1-100).
+    """
+
+    num_sequences: int = 4
+    num_frames: int = 100
+    image_size: int | tuple[int, int] = 192
+    num_objects: int = 4
+    appearance: str = "auto"
+    appearance_pool: str = "train"
+    domains: tuple[str, ...] = DOMAINS
+    object_scale: tuple[float, float] = (0.22, 0.45)
+    scale_change: float = 0.25
+    speed: tuple[float, float] = (0.005, 0.02)
+    respawn_delay: tuple[int, int] = (0, 20)
+    camera_pan: float = 0.3
+    brightness: float = 0.0
+    contrast: float = 1.0
+    gamma: float = 1.0
+    color_cast: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    lighting_jitter: float = 0.0
+    downscale: float = 1.0
+    motion_blur: int = 0
+    noise_std: float = 0.0
+    min_visibility: float = 0.1
+    cls_min_visible_px: int = 64
+    frame_rate: int = 30
+    jpeg_quality: int = 92
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("num_sequences", "num_frames", "num_objects", "frame_rate", "jpeg_quality", "motion_blur", "cls_min_visible_px"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+            set_(self, name, int(v))
+        for name in ("num_sequences", "num_frames", "frame_rate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_objects", "motion_blur", "cls_min_visible_px"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        size = self.image_size
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+            size = (int(size), int(size))
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size)):
+            raise TypeError(f"image_size must be an int or an (height, width) pair of ints, got {self.image_size!r}")
+        if min(size) < 16:
+            raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size!r}")
+        set_(self, "image_size", (int(size[0]), int(size[1])))
+        if self.appearance not in APPEARANCES:
+            raise ValueError(f"appearance must be one of {APPEARANCES}, got {self.appearance!r}")
+        if self.appearance_pool not in APPEARANCE_POOLS:
+            raise ValueError(f"appearance_pool must be one of {APPEARANCE_POOLS}, got {self.appearance_pool!r}")
+        domains = (self.domains,) if isinstance(self.domains, str) else tuple(self.domains)
+        unknown = [d for d in domains if d not in DOMAINS]
+        if not domains or unknown:
+            raise ValueError(f"domains must be a non-empty subset of {DOMAINS}, got {self.domains!r}")
+        set_(self, "domains", domains)
+        set_(self, "object_scale", _pair(self.object_scale, "object_scale", 0.01, 1.0))
+        set_(self, "speed", _pair(self.speed, "speed", 0.0, 1.0))
+        delay = _pair(self.respawn_delay, "respawn_delay", 0)
+        set_(self, "respawn_delay", (int(delay[0]), int(delay[1])))
+        cast = tuple(float(c) for c in self.color_cast) if isinstance(self.color_cast, (tuple, list)) else None
+        if cast is None or len(cast) != 3 or min(cast) < 0:
+            raise ValueError(f"color_cast must be three non-negative gains, got {self.color_cast!r}")
+        set_(self, "color_cast", cast)
+        checks = {
+            "scale_change": (0.0, 2.0),
+            "camera_pan": (0.0, 100.0),
+            "brightness": (-1.0, 1.0),
+            "lighting_jitter": (0.0, 1.0),
+            "noise_std": (0.0, 255.0),
+            "min_visibility": (0.0, 1.0),
+        }
+        for name, (lo, hi) in checks.items():
+            v = float(getattr(self, name))
+            if not lo <= v <= hi:
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)!r}")
+            set_(self, name, v)
+        for name in ("contrast", "gamma"):
+            v = float(getattr(self, name))
+            if not v > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            set_(self, name, v)
+        if not float(self.downscale) >= 1.0:
+            raise ValueError(f"downscale must be >= 1, got {self.downscale!r}")
+        set_(self, "downscale", float(self.downscale))
+
+    @property
+    def height(self) -> int:
+        return self.image_size[0]  # type: ignore[index]
+
+    @property
+    def width(self) -> int:
+        return self.image_size[1]  # type: ignore[index]
+
+    def replace(self, **changes) -> SceneConfig:
+        """A copy with some knobs changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every knob."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass
+class SynthFrame:
+    """One rendered frame and its annotations.
+
+    Attributes:
+        frame_id: 1-based frame number.
+        image: uint8 (H, W, 3) RGB.
+        boxes: float32 (K, 4) xyxy pixels (x2, y2 exclusive).
+        labels: int64 (K,) 0-based classes.
+        instance_ids: int64 (K,) 1-based identities (per sequence).
+        visibility: float32 (K,) in [0, 1].
+        ignore: bool (K,).
+        visible_px: int64 (K,) visible silhouette pixels.
+        cls_label: frame classification label (C = no object).
+        id_map: int32 (H, W) identity shown at each pixel (0 = background),
+            before degradations.
+    """
+
+    frame_id: int
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    instance_ids: np.ndarray
+    visibility: np.ndarray
+    ignore: np.ndarray
+    visible_px: np.ndarray
+    cls_label: int
+    id_map: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+def cls_class_names(classes: tuple[str, ...]) -> tuple[str, ...]:
+    """Classification classes: the C object classes plus ``'no object'`` (index C)."""
+    return (*classes, NO_OBJECT_CLASS_NAME)
+
+
+def _seed_sequence(seed: int, seq_index: int, stream: int) -> np.random.SeedSequence:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(seq_index, bool) or not isinstance(seq_index, (int, np.integer)) or seq_index < 0:
+        raise ValueError(f"seq_index must be a non-negative int, got {seq_index!r}")
+    return np.random.SeedSequence([int(seed), int(seq_index), stream])
+
+
+# ----------------------------------------------------------------------------- backgrounds
+def _random_colors(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 3) float32 RGB in [0, 1] with limited saturation."""
+    hsv = np.stack(
+        [rng.uniform(0, 180, n), rng.uniform(0, BACKGROUND_MAX_SATURATION * 255, n), rng.uniform(40, 230, n)], 1
+    ).astype(np.uint8)[None]
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float32) / 255.0
+
+
+def _two_tone(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    c = _random_colors(rng, 2)
+    return c[0] * (1 - t[..., None]) + c[1] * t[..., None]
+
+
+def make_background(domain: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A texture of one domain family.
+
+    Args:
+        domain: one of ``DOMAINS``.
+        height, width: size in pixels.
+        rng: random generator.
+
+    Returns:
+        uint8 (height, width, 3) RGB.
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    h, w = height, width
+    if domain == "smooth":
+        acc = np.zeros((h, w, 3), np.float32)
+        for octave in range(SMOOTH_OCTAVES):
+            cells = 2 ** (octave + 1)
+            grid = rng.random((cells + 1, cells + 1, 3)).astype(np.float32)
+            acc += cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC) / 2**octave
+        acc = (acc - acc.min()) / max(float(np.ptp(acc)), 1e-6)
+        c = _random_colors(rng, 2)
+        img = c[0] * (1 - acc) + c[1] * acc
+    elif domain == "stripes":
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        theta = rng.uniform(0, math.pi)
+        period = rng.uniform(6, 24)
+        t = 0.5 + 0.5 * np.sin(2 * math.pi / period * (xx * math.cos(theta) + yy * math.sin(theta)))
+        img = _two_tone(t, rng)
+    elif domain == "checker":
+        cell = int(rng.integers(8, 32))
+        yy, xx = np.mgrid[0:h, 0:w]
+        t = (((yy // cell) + (xx // cell)) % 2).astype(np.float32)
+        img = _two_tone(cv2.GaussianBlur(t, (3, 3), 0), rng)
+    elif domain == "blobs":
+        img = np.empty((h, w, 3), np.float32)
+        img[:] = _random_colors(rng, 1)[0]
+        n = max(4, int(BLOB_COUNT_PER_MEGAPIXEL * h * w / 1e6))
+        colors = _random_colors(rng, n)
+        for i in range(n):
+            center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(rng.integers(3, max(4, w // 8))), int(rng.integers(3, max(4, h // 8))))
+            cv2.ellipse(img, center, axes, float(rng.uniform(0, 180)), 0, 360, colors[i].tolist(), -1, cv2.LINE_AA)
+    else:  # speckle
+        small = rng.random((max(1, h // 3), max(1, w // 3))).astype(np.float32)
+        t = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        img = _two_tone(cv2.GaussianBlur(t, (3, 3), 0), rng)
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- degradations
+def _lighting_lut(brightness: float, contrast: float, gamma: float, cast: tuple[float, float, float]) -> np.ndarray:
+    """(256, 1, 3) uint8 lookup table: gamma, then contrast about 0.5, brightness, cast."""
+    x = np.arange(256, dtype=np.float64) / 255.0
+    y = (x**gamma - 0.5) * contrast + 0.5 + brightness
+    lut = np.stack([y * g for g in cast], 1)
+    return np.clip(lut * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, None, :]
+
+
+def _blur_kernel(length: int, angle: float) -> np.ndarray:
+    k = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2
+    dx, dy = math.cos(angle) * c, math.sin(angle) * c
+    cv2.line(k, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1)
+    return k / k.sum()
+
+
+def sequence_meta(cfg: SceneConfig, seq_index: int, seed: int) -> dict:
+    """The per-sequence scene knobs (domain and the jittered lighting values).
+
+    Returns:
+        dict with ``domain``, ``appearance`` (resolved), ``brightness``,
+        ``contrast``, ``gamma``, ``color_cast``, ``downscale``,
+        ``motion_blur``, ``noise_std`` and ``blur_angle`` (radians).
+    """
+    from .sprites import resolve_appearance
+
+    rng = np.random.default_rng(_seed_sequence(seed, seq_index, SEED_STREAM_META))
+    j = cfg.lighting_jitter
+    jit = rng.uniform(-1, 1, 6) * j
+    return {
+        "domain": cfg.domains[seq_index % len(cfg.domains)],
+        "appearance": resolve_appearance(cfg.appearance),
+        "brightness": float(np.clip(cfg.brightness + 0.3 * jit[0], -1, 1)),
+        "contrast": float(cfg.contrast * math.exp(0.5 * jit[1])),
+        "gamma": float(cfg.gamma * math.exp(0.5 * jit[2])),
+        "color_cast": [float(g * math.exp(0.3 * d)) for g, d in zip(cfg.color_cast, jit[3:6], strict=True)],
+        "downscale": cfg.downscale,
+        "motion_blur": cfg.motion_blur,
+        "noise_std": cfg.noise_std,
+        "blur_angle": float(rng.uniform(0, math.pi)),
+    }
+
+
+# ----------------------------------------------------------------------------- objects
+@dataclass
+class _Object:
+    ident: int
+    cls: int
+    grey: np.ndarray
+    mask: np.ndarray
+    tint: np.ndarray
+    depth: float
+    t0: int
+    pos0: np.ndarray
+    vel: np.ndarray
+    base_size: float
+    scale_period: float
+    scale_phase: float
+    entered: bool = False
+    cache_size: int = -1
+    cache_rgb: np.ndarray | None = None
+    cache_mask: np.ndarray | None = None
+
+    def sprite(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if size != self.cache_size:
+            g = cv2.resize(self.grey, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+            m = cv2.resize(self.mask.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) >= 0.5
+            shade = SHADE_MIN + (1 - SHADE_MIN) * g
+            self.cache_rgb = (shade[..., None] * self.tint).astype(np.uint8)
+            self.cache_mask = m
+            self.cache_size = size
+        assert self.cache_rgb is not None and self.cache_mask is not None
+        return self.cache_rgb, self.cache_mask
+
+
+class _Scene:
+    """Spawns, moves and renders the objects of one sequence."""
+
+    def __init__(self, cfg: SceneConfig, source: AppearanceSource, rng: np.random.Generator) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.rng = rng
+        self.h, self.w = cfg.height, cfg.width
+        self.side = min(self.h, self.w)
+        self.next_id = 1
+        self.slots: list[_Object | None] = [None] * cfg.num_objects
+        self.wake: list[int] = [0] * cfg.num_objects
+        for k in range(cfg.num_objects):
+            self.slots[k] = self._spawn(0, inside=True)
+
+    def _spawn(self, t: int, inside: bool) -> _Object:
+        cfg, rng = self.cfg, self.rng
+        cls = int(rng.integers(self.source.num_classes))
+        grey, mask, _ = self.source.sample(cls, rng)
+        hsv = np.array([[[rng.integers(0, 180), rng.integers(*TINT_SATURATION), rng.integers(*TINT_VALUE)]]], np.uint8)
+        tint = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+        size = rng.uniform(*cfg.object_scale) * self.side
+        speed = rng.uniform(*cfg.speed) * self.side
+        if inside:
+            pos = np.array([rng.uniform(0.1, 0.9) * self.w, rng.uniform(0.1, 0.9) * self.h])
+            angle = rng.uniform(0, 2 * math.pi)
+        else:
+            edge = int(rng.integers(4))  # 0 left, 1 right, 2 top, 3 bottom
+            half = size / 2 + 1
+            along_x, along_y = rng.uniform(0.1, 0.9) * self.w, rng.uniform(0.1, 0.9) * self.h
+            pos, normal = [
+                (np.array([-half, along_y]), 0.0),
+                (np.array([self.w + half, along_y]), math.pi),
+                (np.array([along_x, -half]), math.pi / 2),
+                (np.array([along_x, self.h + half]), -math.pi / 2),
+            ][edge]
+            angle = normal + rng.uniform(-ENTER_ANGLE_SPREAD, ENTER_ANGLE_SPREAD)
+            speed = max(speed, 1.0)  # an entering object must get in
+        obj = _Object(
+            ident=self.next_id,
+            cls=cls,
+            grey=grey,
+            mask=mask,
+            tint=tint,
+            depth=float(rng.random()),
+            t0=t,
+            pos0=pos,
+            vel=speed * np.array([math.cos(angle), math.sin(angle)]),
+            base_size=size,
+            scale_period=float(rng.uniform(40, 160)),
+            scale_phase=float(rng.uniform(0, 2 * math.pi)),
+            entered=inside,
+        )
+        self.next_id += 1
+        return obj
+
+    def _geometry(self, obj: _Object, t: int) -> tuple[int, int, int]:
+        age = t - obj.t0
+        log_scale = self.cfg.scale_change * math.sin(2 * math.pi * age / obj.scale_period + obj.scale_phase)
+        size = max(2, int(round(obj.base_size * math.exp(log_scale))))
+        cx, cy = obj.pos0 + obj.vel * age
+        return int(round(cx - size / 2)), int(round(cy - size / 2)), size
+
+    def step(self, t: int) -> list[tuple[_Object, int, int, int]]:
+        """Advance slots to frame ``t`` (0-based); return (object, x0, y0, size) to draw."""
+        active = []
+        for k, obj in enumerate(self.slots):
+            if obj is None:
+                if t < self.wake[k]:
+                    continue
+                obj = self.slots[k] = self._spawn(t, inside=False)
+            x0, y0, s = self._geometry(obj, t)
+            inside = x0 < self.w and y0 < self.h and x0 + s > 0 and y0 + s > 0
+            if inside:
+                obj.entered = True
+            elif obj.entered or t - obj.t0 > MAX_ENTER_FRAMES:
+                self.slots[k] = None
+                self.wake[k] = t + 1 + int(self.rng.integers(self.cfg.respawn_delay[0], self.cfg.respawn_delay[1] + 1))
+                continue
+            if inside:
+                active.append((obj, x0, y0, s))
+        active.sort(key=lambda a: a[0].depth)  # far (small depth) first; near ones paint over
+        return active
+
+
+def _render(scene: _Scene, drawn, frame: np.ndarray, id_map: np.ndarray) -> list[tuple[_Object, np.ndarray, int]]:
+    """Paint objects far to near; return (object, full box, silhouette pixels) of those in view."""
+    h, w = frame.shape[:2]
+    out = []
+    for obj, x0, y0, s in drawn:
+        rgb, mask = obj.sprite(s)
+        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
+        m = mask[ya - y0 : yb - y0, xa - x0 : xb - x0]
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        if rows.size == 0:
+            continue
+        frame[ya:yb, xa:xb][m] = rgb[ya - y0 : yb - y0, xa - x0 : xb - x0][m]
+        id_map[ya:yb, xa:xb][m] = obj.ident
+        box = np.array([xa + cols[0], ya + rows[0], xa + cols[-1] + 1, ya + rows[-1] + 1], np.float32)
+        out.append((obj, box, int(mask.sum())))
+    return out
+
+
+def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[SynthFrame]:
+    """Render one sequence, frame by frame.
+
+    Deterministic: the same (cfg, seq_index, seed) gives identical frames.
+
+    Args:
+        cfg: scene knobs.
+        seq_index: index of the sequence (selects the domain and the random stream).
+        seed: base seed.
+
+    Yields:
+        ``cfg.num_frames`` :class:`SynthFrame` objects, frame_id 1..num_frames.
+    """
+    meta = sequence_meta(cfg, seq_index, seed)
+    source = AppearanceSource(meta["appearance"], cfg.appearance_pool)
+    rng = np.random.default_rng(_seed_sequence(seed, seq_index, SEED_STREAM_SCENE))
+    noise_rng = np.random.default_rng(_seed_sequence(seed, seq_index, SEED_STREAM_DEGRADE))
+    h, w = cfg.height, cfg.width
+    margin = max(1, int(PAN_MARGIN_FRAC * min(h, w)))
+    background = make_background(meta["domain"], h + 2 * margin, w + 2 * margin, rng)
+    pan_angle = rng.uniform(0, 2 * math.pi)
+    pan_start = rng.uniform(0, 2 * margin, 2)
+    scene = _Scene(cfg, source, rng)
+    num_classes = source.num_classes
+    lut = _lighting_lut(meta["brightness"], meta["contrast"], meta["gamma"], tuple(meta["color_cast"]))
+    blur = _blur_kernel(cfg.motion_blur, meta["blur_angle"]) if cfg.motion_blur > 1 else None
+    small = (max(1, round(w / cfg.downscale)), max(1, round(h / cfg.downscale)))
+    for t in range(cfg.num_frames):
+        # Step 1: camera pan (triangle wave inside the background margin).
+        travel = pan_start + cfg.camera_pan * t * np.array([math.cos(pan_angle), math.sin(pan_angle)])
+        ox, oy = (int(2 * margin - abs(v % (4 * margin) - 2 * margin)) for v in travel)
+        frame = background[oy : oy + h, ox : ox + w].copy()
+        id_map = np.zeros((h, w), np.int32)
+        # Step 2: objects, far to near.
+        shown = _render(scene, scene.step(t), frame, id_map)
+        visible = np.bincount(id_map.ravel(), minlength=scene.next_id)
+        shown.sort(key=lambda item: item[0].ident)
+        k = len(shown)
+        boxes = np.stack([b for _, b, _ in shown]) if k else np.zeros((0, 4), np.float32)
+        ids = np.array([o.ident for o, _, _ in shown], np.int64)
+        labels = np.array([o.cls for o, _, _ in shown], np.int64)
+        vis_px = visible[ids].astype(np.int64) if k else np.zeros(0, np.int64)
+        area = np.array([a for _, _, a in shown], np.float64)
+        visibility = (vis_px / np.maximum(area, 1)).astype(np.float32) if k else np.zeros(0, np.float32)
+        # Step 3: the frame's classification label (largest visible area; ties to the lower id).
+        cls_label = num_classes
+        if k and vis_px.max() >= cfg.cls_min_visible_px:
+            cls_label = int(labels[int(np.argmax(vis_px))])
+        # Step 4: degradations.
+        frame = cv2.LUT(frame, lut)
+        if blur is not None:
+            frame = cv2.filter2D(frame, -1, blur, borderType=cv2.BORDER_REFLECT)
+        if cfg.downscale > 1:
+            frame = cv2.resize(cv2.resize(frame, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+        if cfg.noise_std > 0:
+            noise = noise_rng.standard_normal(frame.shape, dtype=np.float32) * cfg.noise_std
+            frame = np.clip(frame + noise, 0, 255).astype(np.uint8)
+        yield SynthFrame(
+            frame_id=t + 1,
+            image=frame,
+            boxes=boxes.astype(np.float32),
+            labels=labels,
+            instance_ids=ids,
+            visibility=visibility,
+            ignore=visibility < cfg.min_visibility,
+            visible_px=vis_px,
+            cls_label=cls_label,
+            id_map=id_map,
+            meta=meta,
+        )
