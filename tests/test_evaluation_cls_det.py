@@ -242,3 +242,45 @@ def test_format_metrics_table_orders_tasks_and_validates():
         format_metrics_table([("cls/top1", 1.0)])
     with pytest.raises(ValueError, match="-1"):
         format_metrics_table({"cls/top1": 1.0}, precision=-1)
+
+
+def test_letterboxed_multitask_samples_map_back_to_original_pixels():
+    from mtmnv3.evaluation import MOTMetric
+    from mtmnv3.structures import MultiTaskDataSample
+
+    # Original 300x400 (H, W) letterboxed into 320x320: scale 0.8 -> 240x320, 40 px pad on top.
+    scale, top, left = 0.8, 40, 0
+    samples = []
+    for frame in (1, 2):
+        sample = MultiTaskDataSample(
+            metainfo=dict(
+                img_id=frame,
+                video_id=0,
+                frame_id=frame,
+                ori_shape=(300, 400),
+                img_shape=(320, 320),
+                scale_factor=(scale, scale),
+                pad_param=(top, 40, left, 0),
+                tasks=("det", "track"),
+            )
+        )
+        original = torch.tensor([GT_1, GT_2])
+        gt = InstanceData()
+        gt.bboxes = original * scale + torch.tensor([left, top, left, top])
+        gt.labels = torch.tensor([0, 1])
+        gt.instance_ids = torch.tensor([1, 2])
+        gt.visibility = torch.ones(2)
+        gt.ignore = torch.zeros(2, dtype=torch.bool)
+        sample.gt_instances = gt
+        pred = InstanceData(
+            bboxes=original.clone(), scores=torch.tensor([0.9, 0.8]), labels=torch.tensor([0, 1])
+        )
+        sample.pred_instances = pred
+        sample.pred_track_instances = InstanceData(
+            bboxes=original.clone(), scores=torch.tensor([0.9, 0.8]), instance_ids=torch.tensor([7, 8])
+        )
+        samples.append(sample)
+    m = run_metric([CocoDetMetric(), MOTMetric()], samples)
+    assert m["det/mAP"] == pytest.approx(1.0)
+    assert m["mot/MOTA"] == pytest.approx(1.0) and m["mot/MOTP"] == pytest.approx(1.0)
+    assert m["mot/HOTA"] == pytest.approx(1.0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from mmengine.structures import BaseDataElement
 
-__all__ = ["get_field", "has_field", "sample_tasks", "to_numpy", "scale_factor_of"]
+__all__ = ["get_field", "has_field", "sample_tasks", "to_numpy", "scale_factor_of", "boxes_to_original"]
 
 _MISSING = object()
 
@@ -82,3 +82,25 @@ def scale_factor_of(sample: Mapping | BaseDataElement) -> tuple[float, float]:
     if values.size != 2 or not np.all(values > 0):
         raise ValueError(f"scale_factor must be one or two positive numbers (w, h), got {factor!r}")
     return float(values[0]), float(values[1])
+
+
+def boxes_to_original(boxes: np.ndarray, sample: Mapping | BaseDataElement) -> np.ndarray:
+    """Map xyxy boxes from input-image (packed) pixels back to original-image pixels.
+
+    Undoes letterbox padding (``pad_param`` = (top, bottom, left, right), when
+    set) and then the resize (``scale_factor`` = (w, h)).
+
+    Args:
+        boxes: (K, 4) xyxy boxes in input-image pixels.
+        sample: The data sample whose metainfo describes the preprocessing.
+
+    Returns:
+        (K, 4) float64 xyxy boxes in original-image pixels.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    pad = get_field(sample, "pad_param", None)
+    if pad is not None:
+        top, _, left, _ = (float(v) for v in to_numpy(pad, np.float64).reshape(-1))
+        boxes = boxes - np.array([left, top, left, top])
+    w_scale, h_scale = scale_factor_of(sample)
+    return boxes / np.array([w_scale, h_scale, w_scale, h_scale])

@@ -19,7 +19,7 @@ from pycocotools.cocoeval import COCOeval
 
 from mtmnv3.registry import METRICS
 
-from ._sample import get_field, has_field, sample_tasks, scale_factor_of, to_numpy
+from ._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
 
 __all__ = ["CocoDetMetric", "build_coco_gt", "coco_evaluate"]
 
@@ -153,12 +153,13 @@ class CocoDetMetric(BaseMetric):
     ``scores``, ``labels``).
 
     Ground truth, by default, is taken from each sample's ``gt_instances``:
-    boxes in input-image pixels are divided by ``scale_factor`` (w, h) to get
-    original-image pixels, ``labels`` are the category ids and ``ignore``
-    boxes become crowd regions. With ``ann_file`` a COCO json is the ground
-    truth instead, matched to the samples on ``img_id``; predicted label
-    ``i`` then means the i-th category id of the file in sorted order (the
-    mmdet convention), unless ``label_to_cat_id`` says otherwise.
+    boxes in input-image pixels are mapped back to original-image pixels
+    (letterbox ``pad_param`` removed, then divided by ``scale_factor`` (w, h)),
+    ``labels`` are the category ids and ``ignore`` boxes become crowd regions.
+    With ``ann_file`` a COCO json is the ground truth instead, matched to the
+    samples on ``img_id``; predicted label ``i`` then means the i-th category
+    id of the file in sorted order (the mmdet convention), unless
+    ``label_to_cat_id`` says otherwise.
 
     With the default prefix ``'det'`` the keys returned by ``evaluate`` are
     ``det/mAP``, ``det/mAP_50``, ``det/mAP_75`` and, with ``classwise``,
@@ -233,8 +234,7 @@ class CocoDetMetric(BaseMetric):
     def _gt_of(sample: Mapping | BaseDataElement, img_id: int) -> dict[str, Any]:
         gt = get_field(sample, "gt_instances")
         boxes = _boxes_of(gt, "gt_instances", img_id)
-        w_scale, h_scale = scale_factor_of(sample)
-        boxes = boxes / np.array([w_scale, h_scale, w_scale, h_scale])
+        boxes = boxes_to_original(boxes, sample)
         ignore = get_field(gt, "ignore", None)
         ignore = np.zeros(len(boxes), bool) if ignore is None else to_numpy(ignore, bool).reshape(-1)
         ori_shape = get_field(sample, "ori_shape", None)

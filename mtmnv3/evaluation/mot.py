@@ -35,7 +35,7 @@ from trackeval.metrics import HOTA
 
 from mtmnv3.registry import METRICS
 
-from ._sample import get_field, has_field, sample_tasks, scale_factor_of, to_numpy
+from ._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
 from .mot_io import (
     COL_CONF,
     COL_FRAME,
@@ -310,12 +310,15 @@ def evaluate_mot_files(
 
 
 def _instance_rows(
-    instances: Any, frame: int, scale: tuple[float, float] | None, what: str, img_id: int
+    instances: Any, frame: int, sample: Any, what: str, img_id: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """MOTChallenge ``left, top, width, height`` rows (and ids) from InstanceData fields."""
+    """MOTChallenge ``left, top, width, height`` rows (and ids) from InstanceData fields.
+
+    With ``sample`` given, boxes are mapped from input-image to original pixels.
+    """
     boxes = to_numpy(get_field(instances, "bboxes"), np.float64).reshape(-1, 4)
-    if scale is not None:
-        boxes = boxes / np.array([scale[0], scale[1], scale[0], scale[1]])
+    if sample is not None:
+        boxes = boxes_to_original(boxes, sample)
     ids = to_numpy(get_field(instances, "instance_ids"), np.int64).reshape(-1)
     if len(ids) != len(boxes):
         raise ValueError(f"{what} of img_id={img_id}: {len(boxes)} boxes but {len(ids)} instance_ids")
@@ -334,9 +337,10 @@ class MOTMetric(BaseMetric):
     Samples count when their ``tasks`` metainfo includes ``'track'`` (or,
     without ``tasks``, when they carry ``pred_track_instances``). They are
     grouped by ``video_id`` and ordered by ``frame_id``. Ground truth is
-    ``gt_instances`` (``bboxes`` in input-image pixels, divided by
-    ``scale_factor`` back to original pixels; ``instance_ids``; ``ignore``
-    boxes and boxes with unknown id (-1) are not evaluated). Predictions are
+    ``gt_instances`` (``bboxes`` in input-image pixels, mapped back to
+    original pixels by removing ``pad_param`` and dividing by
+    ``scale_factor``; ``instance_ids``; ``ignore`` boxes and boxes with
+    unknown id (-1) are not evaluated). Predictions are
     ``pred_track_instances`` (``bboxes`` in original-image pixels,
     ``instance_ids``, ``scores``).
 
@@ -383,7 +387,7 @@ class MOTMetric(BaseMetric):
             if not has_field(sample, "pred_track_instances"):
                 raise KeyError(f"MOTMetric needs pred_track_instances in tracking sample img_id={img_id}")
             gt = get_field(sample, "gt_instances")
-            gt_rows, gt_ids = _instance_rows(gt, frame, scale_factor_of(sample), "gt_instances", img_id)
+            gt_rows, gt_ids = _instance_rows(gt, frame, sample, "gt_instances", img_id)
             ignore = get_field(gt, "ignore", None)
             ignore = np.zeros(len(gt_rows), bool) if ignore is None else to_numpy(ignore, bool).reshape(-1)
             mark = np.where(ignore | (gt_ids < 0), GT_IGNORE_MARK, 1)
