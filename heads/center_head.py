@@ -40,8 +40,11 @@ def _branch(in_channels: int, feat_channels: int, out_channels: int) -> nn.Seque
 
 
 def to_original_coords(bboxes: Tensor, metainfo: dict[str, Any]) -> Tensor:
-    """Map xyxy boxes from the packed input image back to the original image."""
-    off = metainfo.get("pad_offset", (0.0, 0.0))
+    """Map xyxy boxes from the packed input image back to the original image
+    (undoing letterbox padding ``pad_param`` = (top, bottom, left, right) and
+    ``scale_factor`` = (w, h))."""
+    top, _, left, _ = metainfo.get("pad_param", (0, 0, 0, 0))
+    off = (left, top)
     sw, sh = metainfo.get("scale_factor", (1.0, 1.0))
     out = bboxes.clone()
     out[:, 0::2] = (out[:, 0::2] - off[0]) / sw

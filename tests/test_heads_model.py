@@ -137,7 +137,7 @@ def test_detection_head_learns_and_decodes_boxes():
 def test_predict_runs_only_active_heads_and_maps_to_original_coords():
     model = MultiTaskPerceptor(**model_cfg()).eval()
     s = make_sample()
-    s.set_metainfo(dict(scale_factor=(0.5, 0.5), ori_shape=(256, 256)))
+    s.set_metainfo(dict(scale_factor=(0.5, 0.5), ori_shape=(256, 256), pad_param=(8, 8, 0, 0)))
     data = model.data_preprocessor(batch([s]), False)
     out = model.predict(data["inputs"], data["data_samples"])[0]
     assert out.pred_score.shape == (11,) and abs(out.pred_score.sum().item() - 1) < 1e-5
@@ -145,6 +145,10 @@ def test_predict_runs_only_active_heads_and_maps_to_original_coords():
     assert inst.embeddings.shape[1] == 32
     torch.testing.assert_close(inst.embeddings.norm(dim=1), torch.ones(len(inst)))
     assert inst.bboxes.max() <= 256
+    from mtmnv3.heads.center_head import to_original_coords
+
+    back = to_original_coords(torch.tensor([[10.0, 18.0, 30.0, 48.0]]), s.metainfo)
+    assert back.tolist() == [[20.0, 20.0, 60.0, 80.0]]
     model.set_active_heads(["cls"])
     assert model.required_taps(["cls"]) == [4]
     fresh = model.predict(data["inputs"])[0]

@@ -7,7 +7,7 @@ from .checkpoint import (
     load_model_checkpoint,
 )
 from .hooks import EvalProgressHook
-from .runner import build_runner, load_config, prepare_train_config
+from .runner import DictAction, build_runner, load_config, prepare_train_config, validate_config
 
 __all__ = [
     "ATOMIC_BACKEND_ARGS",
@@ -18,4 +18,6 @@ __all__ = [
     "build_runner",
     "load_config",
     "prepare_train_config",
+    "validate_config",
+    "DictAction",
 ]

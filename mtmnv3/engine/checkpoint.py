@@ -3,6 +3,7 @@ and strict loading with errors that name the mismatch."""
 
 from __future__ import annotations
 
+import codecs
 import collections
 import os
 from pathlib import Path
@@ -41,18 +42,34 @@ class AtomicLocalBackend(LocalBackend):
             f.write(obj)
 
 
+def _history_buffer_state(self: HistoryBuffer) -> dict:
+    """HistoryBuffer's state without its statistics methods.
+
+    mmengine pickles ``HistoryBuffer._statistics_methods`` (functions, stored
+    through ``getattr``), which ``weights_only`` loading rightly refuses. They
+    are class-level registrations that ``__setstate__`` restores anyway, so
+    checkpoints do not need them.
+    """
+    state = dict(self.__dict__)
+    state.pop("statistics_methods", None)
+    return state
+
+
 def allow_mmengine_checkpoint_globals() -> None:
-    """Allow-list the classes mmengine's resume checkpoints hold, so they load
-    with torch's default ``weights_only=True`` (torch >= 2.6) instead of
-    unpickling arbitrary code."""
+    """Make mmengine's resume checkpoints load with torch's default
+    ``weights_only=True`` (torch >= 2.6): allow-list the plain data classes
+    they hold, and stop HistoryBuffer from pickling functions (see
+    :func:`_history_buffer_state`). ``getattr`` is never allow-listed."""
+    HistoryBuffer.__getstate__ = _history_buffer_state
     torch.serialization.add_safe_globals(
         [
             HistoryBuffer,
             collections.OrderedDict,
             np.ndarray,
             np.dtype,
-            np.core.multiarray._reconstruct,
-            np.core.multiarray.scalar,
+            np._core.multiarray._reconstruct,
+            np._core.multiarray.scalar,
+            codecs.encode,
             *{type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")},
         ]
     )

@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 from .checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
 
-__all__ = ["load_config", "prepare_train_config", "build_runner", "DictAction"]
+__all__ = ["load_config", "prepare_train_config", "validate_config", "build_runner", "DictAction"]
 
 
 def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = None) -> Config:
@@ -66,9 +66,45 @@ def prepare_train_config(
     return cfg
 
 
+def _check_type(registry: Any, cfg: Any, where: str) -> None:
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("type"), str):
+        return
+    if registry.get(cfg["type"]) is None:
+        raise KeyError(
+            f"unknown {registry.name} type {cfg['type']!r} in {where}; "
+            f"registered: {sorted(registry.module_dict)}"
+        )
+
+
+def validate_config(cfg: Config) -> None:
+    """Check, before anything runs, that every model, head, dataset and metric
+    type the config names is registered (mmengine would only find out when it
+    builds them, possibly after training)."""
+    from mmengine.registry import init_default_scope
+
+    from mtmnv3.registry import DATASETS, METRICS, MODELS
+
+    init_default_scope(cfg.get("default_scope", "mtmnv3"))
+    MODELS.import_from_location()
+    DATASETS.import_from_location()
+    METRICS.import_from_location()
+    model = cfg.get("model", {})
+    _check_type(MODELS, model, "model")
+    for name, head in (model.get("heads") or {}).items():
+        _check_type(MODELS, head, f"model.heads.{name}")
+    for split in ("train", "val", "test"):
+        loader = cfg.get(f"{split}_dataloader")
+        if loader:
+            _check_type(DATASETS, loader.get("dataset"), f"{split}_dataloader.dataset")
+        evaluator = cfg.get(f"{split}_evaluator")
+        for i, metric in enumerate(evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]):
+            _check_type(METRICS, metric, f"{split}_evaluator[{i}]")
+
+
 def build_runner(cfg: Config) -> Runner:
-    """Build mmengine's Runner (from ``cfg.runner_type`` if set)."""
+    """Validate the config, then build mmengine's Runner (from ``cfg.runner_type`` if set)."""
     allow_mmengine_checkpoint_globals()
+    validate_config(cfg)
     if "runner_type" in cfg:
         from mmengine.registry import RUNNERS
 

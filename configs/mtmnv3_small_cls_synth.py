@@ -1,0 +1,15 @@
+# MobileNetV3-small trunk, heads: classification; built-in synthetic data, 3000 iterations.
+_base_ = [
+    "./_base_/default_runtime.py",
+    "./_base_/schedules/iter_3000.py",
+    "./_base_/datasets/synth_multitask.py",
+    "./_base_/models/heads_synth.py",
+]
+model = dict(
+    type="MultiTaskPerceptor",
+    trunk=dict(type="MobileNetV3Trunk", arch="small"),
+    neck={{_base_.neck}},
+    heads=dict(cls={{_base_.cls_head}}),
+)
+val_evaluator = [dict(type="Top1Accuracy")]
+test_evaluator = val_evaluator

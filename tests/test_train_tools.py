@@ -1,0 +1,181 @@
+"""tools/train.py and tools/test.py through mmengine's real Runner, on tiny settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "mtmnv3_small_3task_synth.py"
+
+
+def tiny_options(data_root, max_iters=6, ckpt_interval=3, batch=4):
+    """Shrink the three-task config: tiny trunk, tiny data, a few iterations."""
+    return [
+        "model.trunk.width_mult=0.25",
+        "model.neck.out_channels=16",
+        "model.heads.cls.hidden_channels=32",
+        "model.heads.det.feat_channels=16",
+        "model.heads.emb.feat_channels=16",
+        f"train_cfg.max_iters={max_iters}",
+        f"train_cfg.val_interval={max_iters}",
+        "param_scheduler.0.end=2",
+        "param_scheduler.1.begin=2",
+        f"param_scheduler.1.end={max_iters}",
+        f"default_hooks.checkpoint.interval={ckpt_interval}",
+        "default_hooks.logger.interval=1",
+        "default_hooks.checkpoint.max_keep_ckpts=10",
+        f"train_dataloader.batch_size={batch}",
+        "train_dataloader.num_workers=0",
+        "train_dataloader.persistent_workers=False",
+        "val_dataloader.num_workers=0",
+        "test_dataloader.num_workers=0",
+        "test_dataloader.persistent_workers=False",
+        f"test_dataloader.dataset.data_root={data_root}",
+        "test_dataloader.dataset.num_sequences=1",
+        "test_dataloader.dataset.num_frames=8",
+        "test_dataloader.dataset.image_size=96",
+        "test_dataloader.dataset.pipeline.0.size=96",
+        "val_dataloader.persistent_workers=False",
+        "val_dataloader.batch_size=8",
+        f"train_dataloader.dataset.data_root={data_root}",
+        f"val_dataloader.dataset.data_root={data_root}",
+        "train_dataloader.dataset.num_sequences=2",
+        "train_dataloader.dataset.num_frames=8",
+        "val_dataloader.dataset.num_sequences=1",
+        "val_dataloader.dataset.num_frames=8",
+        "train_dataloader.dataset.image_size=96",
+        "val_dataloader.dataset.image_size=96",
+        "train_dataloader.dataset.pipeline.2.size=96",
+        "val_dataloader.dataset.pipeline.0.size=96",
+    ]
+
+
+def run_tool(tool, *args, timeout=300, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    data_root, work = tmp / "data", tmp / "work"
+    r = run_tool("train.py", CONFIG, "--work-dir", work, "--cfg-options", *tiny_options(data_root))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp, data_root, work, r
+
+
+def test_train_writes_checkpoints_logs_eta_and_metrics(trained):
+    tmp, data_root, work, r = trained
+    log = r.stdout + r.stderr
+    assert (work / "iter_6.pth").is_file() and (work / "last_checkpoint").is_file()
+    assert "eta:" in log
+    for key in ("loss_cls", "loss_det_heatmap", "loss_emb"):
+        assert key in log
+    assert "cls/top1" in log and "det/mAP" in log
+    assert not list(work.glob(".*.tmp"))
+    ckpt = torch.load(work / "iter_6.pth", map_location="cpu", weights_only=False)
+    assert any(k.startswith("trunk.blocks.") for k in ckpt["state_dict"])
+
+
+def test_test_tool_reports_metrics(trained, tmp_path):
+    tmp, data_root, work, _ = trained
+    out = tmp_path / "metrics.json"
+    r = run_tool(
+        "test.py", CONFIG, work / "iter_6.pth", "--out-json", out, "--cfg-options", *tiny_options(data_root)
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    assert 0 <= metrics["cls/top1"] <= 1 and 0 <= metrics["det/mAP_50"] <= 1
+
+
+def test_test_tool_rejects_checkpoint_of_another_architecture(trained, tmp_path):
+    tmp, data_root, work, _ = trained
+    opts = [o for o in tiny_options(data_root) if not o.startswith("model.trunk.width_mult")]
+    r = run_tool("test.py", CONFIG, work / "iter_6.pth", "--cfg-options", *opts, "model.trunk.width_mult=0.5")
+    assert r.returncode == 2
+    assert "does not match the model" in r.stderr and "shape mismatches" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    data_root, work = tmp_path / "data", tmp_path / "work"
+    # Generate the data first so the timed part is training only.
+    opts = tiny_options(data_root, max_iters=12, ckpt_interval=2, batch=2)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tools/train.py"),
+            str(CONFIG),
+            "--work-dir",
+            str(work),
+            "--cfg-options",
+            *opts,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while not (work / "iter_4.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (work / "iter_4.pth").exists(), "training never reached its first checkpoints"
+    assert not (work / "iter_12.pth").exists()
+    # every checkpoint on disk is complete (atomic writes)
+    for ckpt in work.glob("iter_*.pth"):
+        torch.load(ckpt, map_location="cpu", weights_only=False)
+    r = run_tool("train.py", CONFIG, "--work-dir", work, "--resume", "--cfg-options", *opts)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed" in (r.stdout + r.stderr).lower()
+    assert (work / "iter_12.pth").is_file()
+
+
+def test_resume_with_explicit_missing_path(tmp_path):
+    r = run_tool("train.py", CONFIG, "--work-dir", tmp_path, "--resume", tmp_path / "nope.pth")
+    assert r.returncode == 2 and "--resume checkpoint not found" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("model.heads.cls.type=SegHead", "SegHead"),
+        ("train_dataloader.dataset.type=NoSuchDataset", "NoSuchDataset"),
+    ],
+)
+def test_unknown_head_or_dataset_is_a_clear_error(tmp_path, option, message):
+    r = run_tool(
+        "train.py",
+        CONFIG,
+        "--work-dir",
+        tmp_path / "w",
+        "--cfg-options",
+        *tiny_options(tmp_path / "data"),
+        option,
+    )
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_config(tmp_path):
+    r = run_tool("train.py", tmp_path / "nope.py")
+    assert r.returncode == 2 and "config file not found" in r.stderr
