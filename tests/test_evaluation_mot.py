@@ -275,6 +275,9 @@ def test_metrics_build_from_registry_in_fresh_interpreter():
         "for name in ('Top1Accuracy', 'CocoDetMetric', 'MOTMetric'):\n"
         "    m = METRICS.build(dict(type=name))\n"
         "    print(type(m).__name__, m.prefix)\n"
+        "from mmengine.registry import METRICS as ROOT_METRICS, init_default_scope\n"
+        "init_default_scope('mtmnv3')\n"
+        "print(type(ROOT_METRICS.build(dict(type='MOTMetric'))).__name__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["Top1Accuracy", "cls", "CocoDetMetric", "det", "MOTMetric", "mot"]
+    assert out.split() == ["Top1Accuracy", "cls", "CocoDetMetric", "det", "MOTMetric", "mot", "MOTMetric"]
