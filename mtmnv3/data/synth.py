@@ -29,7 +29,9 @@ label would not).
 
 Degradations are applied per sequence, after rendering and in this order:
 lighting (gamma, contrast, brightness, colour cast), motion blur, resolution
-(down then up) and noise. They never move objects, so annotations hold.
+(down then up) and noise. They never move objects, so annotations hold; the
+background draws from its own random stream, so the same seed with another
+background domain gives the same objects, motion and labels.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ MAX_ENTER_FRAMES = 400
 SEED_STREAM_SCENE = 1
 SEED_STREAM_DEGRADE = 2
 SEED_STREAM_META = 3
+SEED_STREAM_BACKGROUND = 4
 
 
 def _pair(value, name: str, lo: float, hi: float = math.inf, ordered: bool = True) -> tuple[float, float]:
@@ -536,7 +539,9 @@ def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[S
     noise_rng = np.random.default_rng(_seed_sequence(seed, seq_index, SEED_STREAM_DEGRADE))
     h, w = cfg.height, cfg.width
     margin = max(1, int(PAN_MARGIN_FRAC * min(h, w)))
-    background = make_background(meta["domain"], h + 2 * margin, w + 2 * margin, rng)
+    # Backgrounds draw from their own stream: changing the domain keeps the same objects and motion.
+    bg_rng = np.random.default_rng(_seed_sequence(seed, seq_index, SEED_STREAM_BACKGROUND))
+    background = make_background(meta["domain"], h + 2 * margin, w + 2 * margin, bg_rng)
     pan_angle = rng.uniform(0, 2 * math.pi)
     pan_start = rng.uniform(0, 2 * margin, 2)
     scene = _Scene(cfg, source, rng)

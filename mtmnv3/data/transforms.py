@@ -33,12 +33,13 @@ HUE_RANGE = 180  # OpenCV 8-bit hue
 
 def _size_hw(size, name: str) -> tuple[int, int]:
     """int or (width, height) -> (height, width)."""
+    given = size
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size), int(size))
     if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size)):
-        raise TypeError(f"{name} must be an int or a (width, height) pair, got {size!r}")
+        raise TypeError(f"{name} must be an int or a (width, height) pair, got {given!r}")
     if min(size) < 1:
-        raise ValueError(f"{name} must be positive, got {size!r}")
+        raise ValueError(f"{name} must be positive, got {given!r}")
     return int(size[1]), int(size[0])
 
 
