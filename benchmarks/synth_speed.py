@@ -24,7 +24,7 @@ CASES = (
         dict(num_sequences=4, num_frames=250, image_size=320, num_objects=8, motion_blur=7, noise_std=8.0,
              downscale=2.0, lighting_jitter=0.5),
     ),
-    ("default train split: 8x120 frames, 192 px, 3 objects", dict(num_sequences=8, num_frames=120, image_size=192, num_objects=3)),
+    ("default train split: 16x60 frames, 192 px, 3 objects", dict(num_sequences=16, num_frames=60, image_size=192, num_objects=3)),
 )
 
 

@@ -22,9 +22,9 @@ from mtmnv3.data import (
     ensure_synth_dataset,
     generate_sequence,
     render_preview,
+    synth_io,
     write_synth_dataset,
 )
-from mtmnv3.data import synth_io
 from mtmnv3.structures import MultiTaskDataSample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +85,7 @@ def test_classification_index_read_back(written):
     assert [s["gt_cls_label"] for s in cls] == [fr.cls_label for seq in truth for fr in seq]
 
 
+@pytest.mark.filterwarnings("ignore:Operation with tuple is deprecated")
 def test_motmetrics_reads_every_gt(written):
     mm = pytest.importorskip("motmetrics")
     out, truth = written

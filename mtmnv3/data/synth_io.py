@@ -55,8 +55,8 @@ SPLIT_SEQUENCE_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 #: Default object-image pool of each split (val/test never reuse train images).
 SPLIT_APPEARANCE_POOL = {"train": "train", "val": "val", "test": "test"}
 #: Default sizes of the built-in dataset: small enough to generate in seconds.
-DEFAULT_SPLIT_SEQUENCES = {"train": 8, "val": 2, "test": 2}
-DEFAULT_NUM_FRAMES = 120
+DEFAULT_SPLIT_SEQUENCES = {"train": 16, "val": 8, "test": 8}
+DEFAULT_NUM_FRAMES = 60
 DEFAULT_IMAGE_SIZE = 192
 DEFAULT_NUM_OBJECTS = 3
 HASH_CHARS = 12
@@ -299,8 +299,8 @@ class SynthMultiTaskDataset(MultiTaskDataset):
     Args:
         data_root: cache folder of generated splits.
         split: ``'train'``, ``'val'`` or ``'test'``.
-        num_sequences: sequences (default 8 for train, 2 for val/test).
-        num_frames: frames per sequence (default 120).
+        num_sequences: sequences (default 16 for train, 8 for val/test).
+        num_frames: frames per sequence (default 60).
         image_size: frame size in pixels (default 192).
         num_objects: objects at once (default 3).
         seed: base seed.
