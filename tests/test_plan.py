@@ -96,3 +96,13 @@ def test_invalid_plan_inputs(tmp_path):
         StagePlan.load(tmp_path / "bad.json")
     with pytest.raises(TypeError, match="stage_plan must be a StagePlan"):
         MobileNetV3Trunk(arch="small", stage_plan=42)
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    StagePlan.from_cuts(13, [5]).save(tmp_path / "p.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "p.json").stat().st_mode) == 0o666 & ~umask

@@ -332,7 +332,8 @@ class SynthMultiTaskDataset(MultiTaskDataset):
             num_objects=num_objects,
         )
         self.split = split
-        self.synth_dir = ensure_synth_dataset(data_root, split, seed=seed, **knobs)
+        # Absolute, so mmengine does not join data_root onto an already rooted ann_file.
+        self.synth_dir = ensure_synth_dataset(data_root, split, seed=seed, **knobs).resolve()
         super().__init__(ann_file=os.fspath(self.synth_dir / COCO_FILE), data_root=os.fspath(self.synth_dir), pipeline=pipeline, **kwargs)
 
 
