@@ -1,29 +1,22 @@
 # Detection data: the package's built-in synthetic scenes in COCO format, read
 # by mmdet's own CocoDataset, pipeline and CocoMetric.
 #
-# Produce the data once (deterministic from the seed) with
-#   python tools/make_synth.py --out data/synth --sequences 8 --frames 40 --size 320 --objects 6 --seed 0
-# (see configs/mmdet/README.md), or point `data_root`/`ann_file` at any COCO
-# json of your own together with `metainfo=dict(classes=...)`.
+# Produce the data once (deterministic from the seed; see configs/mmdet/README.md):
+#   python tools/make_synth.py --out data/synth/train --sequences 16 --frames 60 --size 320 \
+#       --objects 6 --seed 0 --appearance sprites
+#   python tools/make_synth.py --out data/synth/val --sequences 4 --frames 60 --size 320 \
+#       --objects 6 --seed 1 --appearance sprites
+# Each folder holds annotations/coco.json with image paths relative to the folder.
+# For your own COCO json, set the data roots, ann_file and metainfo=dict(classes=...).
 dataset_type = "CocoDataset"
-data_root = "data/synth/"
-ann_file = "annotations/train.json"
-val_ann_file = "annotations/val.json"
+train_data_root = "data/synth/train/"
+val_data_root = "data/synth/val/"
+ann_file = "annotations/coco.json"
 img_prefix = ""
-# Category names as the generator writes them into the COCO json (order = label index).
+# Category names of the generator's sprite appearance, in label order. With
+# --appearance fashion_mnist use the Fashion-MNIST names ("t-shirt/top", "trouser", ...).
 metainfo = dict(
-    classes=(
-        "circle",
-        "square",
-        "triangle",
-        "ring",
-        "cross",
-        "star",
-        "diamond",
-        "hexagon",
-        "crescent",
-        "arrow",
-    )
+    classes=("circle", "square", "triangle", "ring", "cross", "star", "diamond", "hexagon", "crescent", "arrow")
 )
 image_size = (320, 320)
 backend_args = None
@@ -49,7 +42,7 @@ train_dataloader = dict(
     batch_sampler=dict(type="AspectRatioBatchSampler"),
     dataset=dict(
         type=dataset_type,
-        data_root=data_root,
+        data_root=train_data_root,
         ann_file=ann_file,
         data_prefix=dict(img=img_prefix),
         metainfo=metainfo,
@@ -66,8 +59,8 @@ val_dataloader = dict(
     sampler=dict(type="DefaultSampler", shuffle=False),
     dataset=dict(
         type=dataset_type,
-        data_root=data_root,
-        ann_file=val_ann_file,
+        data_root=val_data_root,
+        ann_file=ann_file,
         data_prefix=dict(img=img_prefix),
         metainfo=metainfo,
         test_mode=True,
@@ -78,7 +71,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(
     type="CocoMetric",
-    ann_file=data_root + val_ann_file,
+    ann_file=val_data_root + ann_file,
     metric="bbox",
     format_only=False,
     backend_args=backend_args,
