@@ -76,9 +76,10 @@ def _read_state_dict(checkpoint: str | os.PathLike, map_location: str | None) ->
     try:
         ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location, logger="silent")
     except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln] or ["see the cause"]
         raise ValueError(
             f"checkpoint {filename!r} holds pickled objects that torch's weights-only loading refuses "
-            f"({str(exc).splitlines()[-1][:200]}); re-save just its weights, e.g. "
+            f"({lines[0][:160]}); re-save just its weights, e.g. "
             "torch.save({'state_dict': ckpt['state_dict']}, path), from a trusted copy"
         ) from exc
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
