@@ -1,0 +1,81 @@
+"""Shared trunk vs single-task models, same data and training budget.
+
+Trains (or reuses, when a run's final checkpoint exists) the three-task
+config and the single-task classification and detection configs, then prints
+each task's metric for the shared and the single-task model, plus training
+wall time and the models' size.
+
+Usage: python benchmarks/shared_vs_single.py [--arch small] [--work-root work_dirs/shared_vs_single]
+                                             [--data-root data/synth] [--cfg-options k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = {"3task": "mtmnv3_{arch}_3task_synth.py", "cls": "mtmnv3_{arch}_cls_synth.py", "det": "mtmnv3_{arch}_det_synth.py"}
+TASK_METRICS = {"cls": "cls/top1", "det": "det/mAP_50"}
+
+
+def final_metrics(work: Path) -> dict:
+    scalars = sorted(work.glob("*/vis_data/scalars.json"))
+    for path in reversed(scalars):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        vals = [r for r in rows if any(k in r for k in TASK_METRICS.values())]
+        if vals:
+            return vals[-1]
+    raise FileNotFoundError(f"no validation metrics under {work}")
+
+
+def train(config: Path, work: Path, options: list[str]) -> float | None:
+    """Train unless the final checkpoint exists; returns wall seconds (None if reused)."""
+    if (work / "last_checkpoint").is_file() and any(work.glob("*/vis_data/scalars.json")):
+        try:
+            final_metrics(work)
+            return None
+        except FileNotFoundError:
+            pass
+    start = time.perf_counter()
+    cmd = [sys.executable, str(ROOT / "tools/train.py"), str(config), "--work-dir", str(work)]
+    subprocess.run(cmd + (["--cfg-options", *options] if options else []), check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="small", choices=["small", "large"])
+    p.add_argument("--work-root", default="work_dirs/shared_vs_single")
+    p.add_argument("--data-root", default="data/synth")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--cfg-options", nargs="+", default=[])
+    args = p.parse_args(argv)
+    data_root = Path(args.data_root).resolve()
+    options = [f"{s}_dataloader.dataset.data_root={data_root}" for s in ("train", "val", "test")] + args.cfg_options
+    results, walls = {}, {}
+    for name in args.runs:
+        config = ROOT / "configs" / RUNS[name].format(arch=args.arch)
+        work = Path(args.work_root) / f"{args.arch}_{name}"
+        walls[name] = train(config, work, options)
+        results[name] = final_metrics(work)
+    print(f"\nShared trunk vs single-task, MobileNetV3-{args.arch}, same data and schedule\n")
+    print("| task | metric | single-task | shared (3 tasks) | shared - single |")
+    print("|---|---|---|---|---|")
+    for task, key in TASK_METRICS.items():
+        if task in results and "3task" in results:
+            single, shared = results[task][key], results["3task"][key]
+            print(f"| {task} | {key} | {single:.4f} | {shared:.4f} | {shared - single:+.4f} |")
+    print("\n| run | train wall time |")
+    print("|---|---|")
+    for name, wall in walls.items():
+        print(f"| {name} | {'reused' if wall is None else f'{wall / 60:.1f} min'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
