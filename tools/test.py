@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-from mtmnv3.engine import DictAction, build_runner, load_config, load_model_checkpoint
+from mtmnv3.engine import add_runner_args, build_runner, load_config, load_model_checkpoint, parse_runner_args
 from mtmnv3.fileio import atomic_write_json
 
 
@@ -21,13 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("config")
     p.add_argument("checkpoint")
     p.add_argument("--work-dir", help="where test logs go (default: a temporary folder)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     p.add_argument("--out-json", help="also write the metrics as JSON here")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = p.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    add_runner_args(p)
+    return parse_runner_args(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

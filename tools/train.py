@@ -10,10 +10,9 @@ Distributed (CPU, gloo): torchrun --nproc_per_node 2 tools/train.py CONFIG --lau
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from mtmnv3.engine import DictAction, build_runner, load_config, prepare_train_config
+from mtmnv3.engine import add_runner_args, build_runner, load_config, parse_runner_args, prepare_train_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,12 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="resume from CKPT, or without a value from the work dir's last checkpoint",
     )
     p.add_argument("--amp", action="store_true", help="automatic mixed precision")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = p.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    add_runner_args(p)
+    return parse_runner_args(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,15 @@ from .checkpoint import (
     load_model_checkpoint,
 )
 from .hooks import EvalProgressHook
-from .runner import DictAction, build_runner, load_config, prepare_train_config, validate_config
+from .runner import (
+    DictAction,
+    add_runner_args,
+    build_runner,
+    load_config,
+    parse_runner_args,
+    prepare_train_config,
+    validate_config,
+)
 
 __all__ = [
     "ATOMIC_BACKEND_ARGS",
@@ -19,5 +27,7 @@ __all__ = [
     "load_config",
     "prepare_train_config",
     "validate_config",
+    "add_runner_args",
+    "parse_runner_args",
     "DictAction",
 ]

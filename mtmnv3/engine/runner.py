@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import os.path as osp
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -12,7 +14,37 @@ from mmengine.runner import Runner
 
 from .checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
 
-__all__ = ["load_config", "prepare_train_config", "validate_config", "build_runner", "DictAction"]
+__all__ = [
+    "load_config",
+    "prepare_train_config",
+    "validate_config",
+    "build_runner",
+    "add_runner_args",
+    "parse_runner_args",
+    "DictAction",
+]
+
+#: Launchers mmengine's Runner accepts (``--launcher``).
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every Runner tool shares (mmdet's names): ``--cfg-options``,
+    ``--launcher`` and ``--local-rank`` (set by older launchers)."""
+    parser.add_argument(
+        "--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value"
+    )
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+
+
+def parse_runner_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Parse, and export ``LOCAL_RANK`` for torch.distributed as mmengine expects."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
 
 
 def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = None) -> Config:
