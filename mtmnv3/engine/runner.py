@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import os.path as osp
 from collections.abc import Sequence
@@ -133,10 +134,39 @@ def validate_config(cfg: Config) -> None:
             _check_type(METRICS, metric, f"{split}_evaluator[{i}]")
 
 
+def init_cpu_distributed(cfg: Config) -> None:
+    """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine's PyTorch launcher always calls ``torch.cuda.set_device``, which
+    fails on CPU-only machines; the Runner skips its own initialisation when a
+    process group already exists, so we create it here (from torchrun's env).
+    Its DDP wrapper also passes ``device_ids=[LOCAL_RANK]``, which DDP rejects
+    for CPU modules, so the wrapper config sets ``device_ids=None``.
+    """
+    if cfg.get("launcher", "none") != "pytorch" or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+
+    wrapper = cfg.get("model_wrapper_cfg") or dict(type="MMDistributedDataParallel", broadcast_buffers=False)
+    wrapper["device_ids"] = None
+    wrapper.setdefault("find_unused_parameters", cfg.get("find_unused_parameters", False))
+    cfg.model_wrapper_cfg = wrapper
+
+    if dist.is_initialized():
+        return
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ValueError(f"--launcher pytorch needs torchrun's environment; {missing} are not set")
+    timeout = cfg.get("env_cfg", {}).get("dist_cfg", {}).get("timeout")
+    kwargs = {} if timeout is None else {"timeout": datetime.timedelta(seconds=timeout)}
+    dist.init_process_group(backend="gloo", **kwargs)
+
+
 def build_runner(cfg: Config) -> Runner:
     """Validate the config, then build mmengine's Runner (from ``cfg.runner_type`` if set)."""
     allow_mmengine_checkpoint_globals()
     validate_config(cfg)
+    init_cpu_distributed(cfg)
     if "runner_type" in cfg:
         from mmengine.registry import RUNNERS
 
