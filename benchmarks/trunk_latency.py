@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
             for threads in args.threads:
                 with num_threads(threads), torch.inference_mode():
                     ratio, t_ours, t_tv = interleaved_ratio(
-                        lambda: ours(x), lambda: tv.features(x), rounds=args.rounds, inner=args.inner
+                        lambda ours=ours, x=x: ours(x),
+                        lambda tv=tv, x=x: tv.features(x),
+                        rounds=args.rounds,
+                        inner=args.inner,
                     )
                 rows.append([arch, size, threads, t_tv.median_ms, t_ours.median_ms, ratio])
                 print(f"{arch} {size} {threads}t: ratio {ratio:.3f}", file=sys.stderr)

@@ -10,6 +10,7 @@ from hard-coded numbers.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ def resolve_tap(
     return matches[-1]
 
 
-class BaseHead(nn.Module):
+class BaseHead(nn.Module, metaclass=abc.ABCMeta):
     """Base class of plug-in heads.
 
     Attributes:
@@ -54,11 +55,14 @@ class BaseHead(nn.Module):
         super().__init__()
         self.taps: tuple[int, ...] = ()
 
-    def forward(self, feats: Sequence[Tensor]) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, feats: Sequence[Tensor]) -> Any:
+        """Trunk taps ``{stage: tensor}`` (or neck outputs) -> raw head outputs."""
 
-    def loss(self, outputs: Any, data_samples: Sequence[Any]) -> dict[str, Tensor]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def loss(self, outputs: Any, data_samples: Sequence[Any]) -> dict[str, Tensor]:
+        """Named losses on the samples that carry this head's labels."""
 
-    def predict(self, outputs: Any, data_samples: Sequence[Any]) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def predict(self, outputs: Any, data_samples: Sequence[Any]) -> None:
+        """Write predictions onto the data samples."""

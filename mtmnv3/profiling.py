@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -36,7 +36,7 @@ class Timing:
     repeats: int
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> "Timing":
+    def from_samples(cls, samples_ms: Sequence[float]) -> Timing:
         if not samples_ms:
             raise ValueError("need at least one timing sample")
         ordered = sorted(samples_ms)
