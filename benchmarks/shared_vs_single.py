@@ -19,7 +19,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = {"3task": "mtmnv3_{arch}_3task_synth.py", "cls": "mtmnv3_{arch}_cls_synth.py", "det": "mtmnv3_{arch}_det_synth.py"}
+RUNS = {
+    "3task": "mtmnv3_{arch}_3task_synth.py",
+    "cls": "mtmnv3_{arch}_cls_synth.py",
+    "det": "mtmnv3_{arch}_det_synth.py",
+}
 TASK_METRICS = {"cls": "cls/top1", "det": "det/mAP_50"}
 
 
@@ -33,14 +37,19 @@ def final_metrics(work: Path) -> dict:
     raise FileNotFoundError(f"no validation metrics under {work}")
 
 
+def has_metrics(work: Path) -> bool:
+    """Whether a finished run (one that logged validation metrics) is in ``work``."""
+    return any(
+        any(k in line for k in TASK_METRICS.values())
+        for path in work.glob("*/vis_data/scalars.json")
+        for line in path.read_text().splitlines()
+    )
+
+
 def train(config: Path, work: Path, options: list[str]) -> float | None:
-    """Train unless the final checkpoint exists; returns wall seconds (None if reused)."""
-    if (work / "last_checkpoint").is_file() and any(work.glob("*/vis_data/scalars.json")):
-        try:
-            final_metrics(work)
-            return None
-        except FileNotFoundError:
-            pass
+    """Train unless a finished run is already there; returns wall seconds (None if reused)."""
+    if has_metrics(work):
+        return None
     start = time.perf_counter()
     cmd = [sys.executable, str(ROOT / "tools/train.py"), str(config), "--work-dir", str(work)]
     subprocess.run(cmd + (["--cfg-options", *options] if options else []), check=True, cwd=ROOT)
@@ -56,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cfg-options", nargs="+", default=[])
     args = p.parse_args(argv)
     data_root = Path(args.data_root).resolve()
-    options = [f"{s}_dataloader.dataset.data_root={data_root}" for s in ("train", "val", "test")] + args.cfg_options
+    options = [
+        f"{s}_dataloader.dataset.data_root={data_root}" for s in ("train", "val", "test")
+    ] + args.cfg_options
     results, walls = {}, {}
     for name in args.runs:
         config = ROOT / "configs" / RUNS[name].format(arch=args.arch)

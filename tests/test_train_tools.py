@@ -176,6 +176,13 @@ def test_unknown_head_or_dataset_is_a_clear_error(tmp_path, option, message):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_amp_without_gpu_is_a_clear_error(tmp_path):
+    r = run_tool("train.py", CONFIG, "--work-dir", tmp_path / "w", "--amp")
+    assert r.returncode == 2 and "--amp needs a CUDA GPU" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_missing_config(tmp_path):
     r = run_tool("train.py", tmp_path / "nope.py")
     assert r.returncode == 2 and "config file not found" in r.stderr

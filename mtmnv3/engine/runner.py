@@ -83,13 +83,16 @@ def prepare_train_config(
             raise FileNotFoundError(f"--resume checkpoint not found: {resume}")
         cfg.resume, cfg.load_from = True, resume
     if amp:
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "--amp needs a CUDA GPU (mmengine's AmpOptimWrapper supports only GPU/NPU/MLU/MUSA); "
+                "this machine has none"
+            )
         optim = cfg.optim_wrapper
         if optim.get("type", "OptimWrapper") != "OptimWrapper":
             raise ValueError(f"--amp needs optim_wrapper.type='OptimWrapper', got {optim.get('type')!r}")
         optim.type = "AmpOptimWrapper"
         optim.setdefault("loss_scale", "dynamic")
-        if not torch.cuda.is_available():
-            optim.setdefault("dtype", "bfloat16")
     # Checkpoints are always written atomically.
     ckpt = cfg.get("default_hooks", {}).get("checkpoint")
     if ckpt is not None:
