@@ -43,6 +43,6 @@ HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="mtmnv3", locations=["mtmn
 OPTIM_WRAPPERS = Registry(
     "optim wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope="mtmnv3", locations=["mtmnv3.engine"]
 )
-# Package-only registries (no mmengine parent); their modules add a location when they land.
-LOSS_WEIGHTINGS = Registry("loss weighting", scope="mtmnv3")
-BUDGET_POLICIES = Registry("budget policy", scope="mtmnv3")
+# Package-only registries (no mmengine parent).
+LOSS_WEIGHTINGS = Registry("loss weighting", scope="mtmnv3", locations=["mtmnv3.scheduling.weighting"])
+BUDGET_POLICIES = Registry("budget policy", scope="mtmnv3", locations=["mtmnv3.scheduling.budget"])

@@ -1,0 +1,1 @@
+"""Hardware-aware study: latency tables, stage-split search, quantization."""

@@ -1,0 +1,1 @@
+"""Robustness study: the shift suite (corruptions), adversarial attacks, robust training."""

@@ -1,0 +1,1 @@
+"""Per-frame compute-budget policies, registered in BUDGET_POLICIES."""

@@ -1,0 +1,1 @@
+"""Task-loss balancing methods (one small file each), registered in LOSS_WEIGHTINGS."""

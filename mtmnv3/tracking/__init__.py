@@ -1,0 +1,1 @@
+"""Tracking by embedding: Kalman motion, two-stage association, MOTChallenge output."""
