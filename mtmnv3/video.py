@@ -1,0 +1,277 @@
+"""Video input and output for the live demo.
+
+* :class:`LatestFrameReader` reads a camera in a background thread and keeps
+  only the newest frame, so a slow consumer never sees a growing lag: frames
+  that arrive while the model is busy are dropped, not queued.
+* :class:`VideoFileReader` reads every frame of a file in order (no drops;
+  the file's frames are the evaluation ground truth).
+* :func:`open_source` turns ``--camera-id`` / ``--video`` into one of them
+  and raises :class:`VideoSourceError` with a message naming the problem
+  (missing file, unreadable codec, camera that cannot be opened).
+* :class:`AtomicVideoWriter` writes to a temp file next to the target and
+  renames it on success, so a crash never leaves a half-written video.
+
+Frames are RGB ``uint8`` ``(H, W, 3)`` arrays everywhere in the package;
+OpenCV's BGR stays inside this module.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "Frame",
+    "VideoSourceError",
+    "LatestFrameReader",
+    "VideoFileReader",
+    "open_source",
+    "AtomicVideoWriter",
+    "display_available",
+]
+
+#: Seconds to wait for a camera's first frame before calling it unusable.
+CAMERA_FIRST_FRAME_TIMEOUT_S = 5.0
+
+
+class VideoSourceError(RuntimeError):
+    """A camera or video that cannot be opened or read."""
+
+
+@dataclass
+class Frame:
+    """One frame: RGB pixels, its index in the source, and the capture time
+    (``time.perf_counter()`` seconds)."""
+
+    index: int
+    image: np.ndarray
+    timestamp: float
+
+
+def _to_rgb(bgr: np.ndarray) -> np.ndarray:
+    if bgr.ndim == 2:
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+    if bgr.shape[2] == 4:
+        return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoFileReader:
+    """Every frame of a video file, in order, as :class:`Frame` (RGB)."""
+
+    def __init__(self, path: str | os.PathLike, max_frames: int | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise VideoSourceError(f"video file not found: {str(path)!r} (expected a readable video file)")
+        self.path = path
+        self.cap = cv2.VideoCapture(str(path))
+        if not self.cap.isOpened():
+            raise VideoSourceError(
+                f"cannot open video {str(path)!r}: OpenCV has no reader for it (unknown container or codec)"
+            )
+        ok, first = self.cap.read()
+        if not ok or first is None:
+            self.cap.release()
+            raise VideoSourceError(f"cannot read any frame from video {str(path)!r} (empty or corrupt file)")
+        self._first = first
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or 30.0
+        self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        self.size = (first.shape[1], first.shape[0])  # (w, h)
+        self.max_frames = max_frames
+        self.dropped = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        bgr = self._first
+        try:
+            while bgr is not None and (self.max_frames is None or index < self.max_frames):
+                yield Frame(index, _to_rgb(bgr), time.perf_counter())
+                index += 1
+                ok, bgr = self.cap.read()
+                if not ok:
+                    break
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class LatestFrameReader:
+    """A camera read in a background thread that keeps only the newest frame.
+
+    :meth:`__iter__` blocks until a frame newer than the last one returned is
+    available, so the consumer always processes the most recent image and the
+    number of frames it never saw is counted in :attr:`dropped`.
+    """
+
+    def __init__(
+        self,
+        camera_id: int,
+        max_frames: int | None = None,
+        first_frame_timeout_s: float = CAMERA_FIRST_FRAME_TIMEOUT_S,
+        capture: cv2.VideoCapture | None = None,
+    ) -> None:
+        self.camera_id = camera_id
+        self.cap = capture if capture is not None else cv2.VideoCapture(int(camera_id))
+        if not self.cap.isOpened():
+            raise VideoSourceError(
+                f"cannot open camera {camera_id}: no such device or it is busy "
+                "(expected a camera index OpenCV can open, e.g. 0)"
+            )
+        self.max_frames = max_frames
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or 30.0
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._stopped = False
+        self._error: str | None = None
+        self._read_count = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
+        self._thread.start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._latest is not None or self._stopped, timeout=first_frame_timeout_s)
+            if self._latest is None:
+                self.close()
+                raise VideoSourceError(
+                    f"camera {camera_id} opened but delivered no frame within {first_frame_timeout_s:.0f} s"
+                )
+        self.size = (self._latest.image.shape[1], self._latest.image.shape[0])
+
+    def _run(self) -> None:
+        while not self._stopped:
+            ok, bgr = self.cap.read()
+            if not ok or bgr is None:
+                with self._cond:
+                    self._error = "camera stopped delivering frames"
+                    self._stopped = True
+                    self._cond.notify_all()
+                return
+            frame = Frame(self._read_count, _to_rgb(bgr), time.perf_counter())
+            self._read_count += 1
+            with self._cond:
+                self._latest = frame
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        last = -1
+        served = 0
+        try:
+            while self.max_frames is None or served < self.max_frames:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopped or (self._latest is not None and self._latest.index > last))
+                    frame = self._latest
+                    if frame is None or frame.index <= last:
+                        break  # stopped, nothing new
+                self.dropped += frame.index - last - 1
+                last = frame.index
+                served += 1
+                yield frame
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+        self.cap.release()
+
+
+def open_source(
+    camera_id: int | None = None, video: str | os.PathLike | None = None, max_frames: int | None = None
+) -> VideoFileReader | LatestFrameReader:
+    """The demo's frame source: exactly one of ``camera_id`` or ``video``."""
+    if (camera_id is None) == (video is None):
+        raise VideoSourceError("give exactly one source: a camera index or a video file path")
+    if video is not None:
+        return VideoFileReader(video, max_frames=max_frames)
+    return LatestFrameReader(int(camera_id), max_frames=max_frames)
+
+
+def display_available() -> bool:
+    """Whether a window can be shown (an X11 or Wayland display is set)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class AtomicVideoWriter:
+    """Write RGB frames to a video file atomically (temp file, then rename).
+
+    The codec is chosen from the suffix (``.mp4`` -> ``mp4v``, ``.avi`` ->
+    ``MJPG``). The codecs need even sizes, so an odd width or height is padded
+    by one edge pixel; frames of another size are resized to the first one's.
+    Use as a context manager: on an exception the temp file is removed and
+    ``path`` is left untouched.
+    """
+
+    CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in self.CODECS:
+            raise ValueError(f"unsupported video suffix {suffix!r} for {str(path)!r}; expected one of {sorted(self.CODECS)}")
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps!r}")
+        self.fps = float(fps)
+        self.fourcc = cv2.VideoWriter_fourcc(*self.CODECS[suffix])
+        self._writer: cv2.VideoWriter | None = None
+        self._tmp: str | None = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+            os.close(fd)
+            self.size = (rgb.shape[1] + rgb.shape[1] % 2, rgb.shape[0] + rgb.shape[0] % 2)
+            self._writer = cv2.VideoWriter(self._tmp, self.fourcc, self.fps, self.size)
+            if not self._writer.isOpened():
+                self._discard()
+                raise VideoSourceError(f"OpenCV cannot write {self.path.suffix} video to {str(self.path)!r}")
+        h, w = rgb.shape[:2]
+        if (w + w % 2, h + h % 2) != self.size:
+            rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
+        elif (w, h) != self.size:
+            rgb = cv2.copyMakeBorder(rgb, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def _discard(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self._tmp and os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        self._tmp = None
+
+    def close(self) -> None:
+        """Finish the file and move it into place (no file when no frame was written)."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+
+    def __enter__(self) -> AtomicVideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._discard()
