@@ -138,7 +138,9 @@ class LatestFrameReader:
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
         self._thread.start()
         with self._cond:
-            self._cond.wait_for(lambda: self._latest is not None or self._stopped, timeout=first_frame_timeout_s)
+            self._cond.wait_for(
+                lambda: self._latest is not None or self._stopped, timeout=first_frame_timeout_s
+            )
             if self._latest is None:
                 self.close()
                 raise VideoSourceError(
@@ -167,7 +169,11 @@ class LatestFrameReader:
         try:
             while self.max_frames is None or served < self.max_frames:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._stopped or (self._latest is not None and self._latest.index > last))
+                    self._cond.wait_for(
+                        lambda last=last: (
+                            self._stopped or (self._latest is not None and self._latest.index > last)
+                        )
+                    )
                     frame = self._latest
                     if frame is None or frame.index <= last:
                         break  # stopped, nothing new
@@ -219,7 +225,9 @@ class AtomicVideoWriter:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in self.CODECS:
-            raise ValueError(f"unsupported video suffix {suffix!r} for {str(path)!r}; expected one of {sorted(self.CODECS)}")
+            raise ValueError(
+                f"unsupported video suffix {suffix!r} for {str(path)!r}; expected one of {sorted(self.CODECS)}"
+            )
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
         self.fps = float(fps)
@@ -232,7 +240,9 @@ class AtomicVideoWriter:
     def write(self, rgb: np.ndarray) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+            fd, self._tmp = tempfile.mkstemp(
+                prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
+            )
             os.close(fd)
             self.size = (rgb.shape[1] + rgb.shape[1] % 2, rgb.shape[0] + rgb.shape[0] % 2)
             self._writer = cv2.VideoWriter(self._tmp, self.fourcc, self.fps, self.size)

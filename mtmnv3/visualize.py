@@ -26,13 +26,24 @@ def _scale(image: np.ndarray) -> float:
     return max(0.35, min(image.shape[:2]) / 640.0)
 
 
-def _label(image: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, int, int], scale: float) -> None:
+def _label(
+    image: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, int, int], scale: float
+) -> None:
     (tw, th), base = cv2.getTextSize(text, _FONT, scale, 1)
     x, y = org
     y = max(y, th + base)
     cv2.rectangle(image, (x, y - th - base), (x + tw + 2, y), color, -1)
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-    cv2.putText(image, text, (x + 1, y - base), _FONT, scale, (0, 0, 0) if luminance > 140 else (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        image,
+        text,
+        (x + 1, y - base),
+        _FONT,
+        scale,
+        (0, 0, 0) if luminance > 140 else (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
 
 
 def draw_tracks(
@@ -58,7 +69,9 @@ def draw_tracks(
             parts.append(f"#{tid}")
         if labels is not None:
             lab = int(labels[i])
-            parts.append(class_names[lab] if class_names is not None and 0 <= lab < len(class_names) else str(lab))
+            parts.append(
+                class_names[lab] if class_names is not None and 0 <= lab < len(class_names) else str(lab)
+            )
         if scores is not None:
             parts.append(f"{float(scores[i]):.2f}")
         if parts:
