@@ -19,7 +19,9 @@ from mtmnv3.data.synth import make_background
 HAS_FMNIST = find_fashion_mnist("train") is not None and find_fashion_mnist("test") is not None
 TINY = dict(num_sequences=1, num_frames=40, image_size=64, num_objects=3, object_scale=(0.3, 0.5))
 #: Fast objects so entering/leaving happens within a tiny sequence.
-BUSY = dict(num_sequences=1, num_frames=80, image_size=64, num_objects=3, speed=(0.05, 0.08), respawn_delay=(0, 3))
+BUSY = dict(
+    num_sequences=1, num_frames=80, image_size=64, num_objects=3, speed=(0.05, 0.08), respawn_delay=(0, 3)
+)
 
 
 def frames(seed=0, seq=0, **knobs):
@@ -113,9 +115,40 @@ def test_visibility_ignore_and_classification_label_definition():
     assert saw_no_object, "expected no-object frames while the single slot waits"
 
 
+def test_main_subject_is_largest_and_in_front():
+    knobs = dict(
+        num_frames=30,
+        image_size=96,
+        num_objects=4,
+        object_scale=(0.15, 0.25),
+        scale_change=0.0,
+        speed=(0.0, 0.005),
+    )
+    main = frames(**knobs, main_object_scale=(0.5, 0.6))
+    for fr in main:
+        # slot 0 spawns first: identity 1 is the main subject; it is drawn nearest and is the label
+        k = int(np.flatnonzero(fr.instance_ids == 1)[0])
+        assert fr.visibility[k] == pytest.approx(1.0)
+        assert fr.cls_label == fr.labels[k]
+
+    def tie_rate(seq):
+        return np.mean([len(v) > 1 and v[1] > 0.8 * v[0] for v in (np.sort(f.visible_px)[::-1] for f in seq)])
+
+    assert tie_rate(main) == 0.0
+
+
 def test_degradations_keep_annotations():
     base = frames(seed=7)
-    shifted = frames(seed=7, brightness=0.3, gamma=0.8, color_cast=(1.2, 1.0, 0.8), motion_blur=5, downscale=3.0, noise_std=12.0, domains=("checker",))
+    shifted = frames(
+        seed=7,
+        brightness=0.3,
+        gamma=0.8,
+        color_cast=(1.2, 1.0, 0.8),
+        motion_blur=5,
+        downscale=3.0,
+        noise_std=12.0,
+        domains=("checker",),
+    )
     for a, b in zip(base, shifted, strict=True):
         np.testing.assert_array_equal(a.boxes, b.boxes)
         np.testing.assert_array_equal(a.instance_ids, b.instance_ids)
@@ -181,6 +214,7 @@ def test_procedural_sprites_path():
         (dict(domains=("lava",)), "domains must be a non-empty subset"),
         (dict(appearance="photos"), "appearance must be one of"),
         (dict(object_scale=(0.5, 0.2)), "object_scale must satisfy"),
+        (dict(main_object_scale=(0.7, 0.5)), "main_object_scale must satisfy"),
         (dict(gamma=0), "gamma must be > 0, got 0"),
         (dict(downscale=0.5), "downscale must be >= 1, got 0.5"),
         (dict(brightness=2), "brightness must be in"),

@@ -106,6 +106,10 @@ class SceneConfig:
             ``domains[i % len(domains)]``. Known: ``DOMAINS``.
         object_scale: (min, max) object side as a fraction of the smaller
             image side.
+        main_object_scale: None (every slot alike) or (min, max) scale of a
+            "main subject": slot 0's objects get this scale and are drawn in
+            front of the others, so the frame's classification label (the
+            most visible object) is rarely a near-tie between two objects.
         scale_change: amplitude of the smooth log-scale oscillation of each
             object (0 = constant size; 0.3 = about x0.74..x1.35).
         speed: (min, max) object speed, fraction of the smaller image side per frame.
@@ -137,6 +141,7 @@ class SceneConfig:
     appearance_pool: str = "train"
     domains: tuple[str, ...] = DOMAINS
     object_scale: tuple[float, float] = (0.22, 0.45)
+    main_object_scale: tuple[float, float] | None = None
     scale_change: float = 0.25
     speed: tuple[float, float] = (0.005, 0.02)
     respawn_delay: tuple[int, int] = (0, 20)
@@ -156,7 +161,15 @@ class SceneConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for name in ("num_sequences", "num_frames", "num_objects", "frame_rate", "jpeg_quality", "motion_blur", "cls_min_visible_px"):
+        for name in (
+            "num_sequences",
+            "num_frames",
+            "num_objects",
+            "frame_rate",
+            "jpeg_quality",
+            "motion_blur",
+            "cls_min_visible_px",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{name} must be an int, got {v!r}")
@@ -172,25 +185,37 @@ class SceneConfig:
         size = self.image_size
         if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
             size = (int(size), int(size))
-        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size)):
-            raise TypeError(f"image_size must be an int or an (height, width) pair of ints, got {self.image_size!r}")
+        if not (
+            isinstance(size, (tuple, list))
+            and len(size) == 2
+            and all(isinstance(s, (int, np.integer)) for s in size)
+        ):
+            raise TypeError(
+                f"image_size must be an int or an (height, width) pair of ints, got {self.image_size!r}"
+            )
         if min(size) < 16:
             raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size!r}")
         set_(self, "image_size", (int(size[0]), int(size[1])))
         if self.appearance not in APPEARANCES:
             raise ValueError(f"appearance must be one of {APPEARANCES}, got {self.appearance!r}")
         if self.appearance_pool not in APPEARANCE_POOLS:
-            raise ValueError(f"appearance_pool must be one of {APPEARANCE_POOLS}, got {self.appearance_pool!r}")
+            raise ValueError(
+                f"appearance_pool must be one of {APPEARANCE_POOLS}, got {self.appearance_pool!r}"
+            )
         domains = (self.domains,) if isinstance(self.domains, str) else tuple(self.domains)
         unknown = [d for d in domains if d not in DOMAINS]
         if not domains or unknown:
             raise ValueError(f"domains must be a non-empty subset of {DOMAINS}, got {self.domains!r}")
         set_(self, "domains", domains)
         set_(self, "object_scale", _pair(self.object_scale, "object_scale", 0.01, 1.0))
+        if self.main_object_scale is not None:
+            set_(self, "main_object_scale", _pair(self.main_object_scale, "main_object_scale", 0.01, 1.0))
         set_(self, "speed", _pair(self.speed, "speed", 0.0, 1.0))
         delay = _pair(self.respawn_delay, "respawn_delay", 0)
         set_(self, "respawn_delay", (int(delay[0]), int(delay[1])))
-        cast = tuple(float(c) for c in self.color_cast) if isinstance(self.color_cast, (tuple, list)) else None
+        cast = (
+            tuple(float(c) for c in self.color_cast) if isinstance(self.color_cast, (tuple, list)) else None
+        )
         if cast is None or len(cast) != 3 or min(cast) < 0:
             raise ValueError(f"color_cast must be three non-negative gains, got {self.color_cast!r}")
         set_(self, "color_cast", cast)
@@ -281,7 +306,8 @@ def _seed_sequence(seed: int, seq_index: int, stream: int) -> np.random.SeedSequ
 def _random_colors(rng: np.random.Generator, n: int) -> np.ndarray:
     """(n, 3) float32 RGB in [0, 1] with limited saturation."""
     hsv = np.stack(
-        [rng.uniform(0, 180, n), rng.uniform(0, BACKGROUND_MAX_SATURATION * 255, n), rng.uniform(40, 230, n)], 1
+        [rng.uniform(0, 180, n), rng.uniform(0, BACKGROUND_MAX_SATURATION * 255, n), rng.uniform(40, 230, n)],
+        1,
     ).astype(np.uint8)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float32) / 255.0
 
@@ -333,7 +359,9 @@ def make_background(domain: str, height: int, width: int, rng: np.random.Generat
         for i in range(n):
             center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
             axes = (int(rng.integers(3, max(4, w // 8))), int(rng.integers(3, max(4, h // 8))))
-            cv2.ellipse(img, center, axes, float(rng.uniform(0, 180)), 0, 360, colors[i].tolist(), -1, cv2.LINE_AA)
+            cv2.ellipse(
+                img, center, axes, float(rng.uniform(0, 180)), 0, 360, colors[i].tolist(), -1, cv2.LINE_AA
+            )
     else:  # speckle
         small = rng.random((max(1, h // 3), max(1, w // 3))).astype(np.float32)
         t = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -342,7 +370,9 @@ def make_background(domain: str, height: int, width: int, rng: np.random.Generat
 
 
 # ----------------------------------------------------------------------------- degradations
-def _lighting_lut(brightness: float, contrast: float, gamma: float, cast: tuple[float, float, float]) -> np.ndarray:
+def _lighting_lut(
+    brightness: float, contrast: float, gamma: float, cast: tuple[float, float, float]
+) -> np.ndarray:
     """(256, 1, 3) uint8 lookup table: gamma, then contrast about 0.5, brightness, cast."""
     x = np.arange(256, dtype=np.float64) / 255.0
     y = (x**gamma - 0.5) * contrast + 0.5 + brightness
@@ -430,15 +460,18 @@ class _Scene:
         self.slots: list[_Object | None] = [None] * cfg.num_objects
         self.wake: list[int] = [0] * cfg.num_objects
         for k in range(cfg.num_objects):
-            self.slots[k] = self._spawn(0, inside=True)
+            self.slots[k] = self._spawn(0, inside=True, slot=k)
 
-    def _spawn(self, t: int, inside: bool) -> _Object:
+    def _spawn(self, t: int, inside: bool, slot: int = -1) -> _Object:
         cfg, rng = self.cfg, self.rng
         cls = int(rng.integers(self.source.num_classes))
         grey, mask, _ = self.source.sample(cls, rng)
-        hsv = np.array([[[rng.integers(0, 180), rng.integers(*TINT_SATURATION), rng.integers(*TINT_VALUE)]]], np.uint8)
+        hsv = np.array(
+            [[[rng.integers(0, 180), rng.integers(*TINT_SATURATION), rng.integers(*TINT_VALUE)]]], np.uint8
+        )
         tint = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
-        size = rng.uniform(*cfg.object_scale) * self.side
+        main = slot == 0 and cfg.main_object_scale is not None
+        size = rng.uniform(*(cfg.main_object_scale if main else cfg.object_scale)) * self.side
         speed = rng.uniform(*cfg.speed) * self.side
         if inside:
             pos = np.array([rng.uniform(0.1, 0.9) * self.w, rng.uniform(0.1, 0.9) * self.h])
@@ -461,7 +494,7 @@ class _Scene:
             grey=grey,
             mask=mask,
             tint=tint,
-            depth=float(rng.random()),
+            depth=float(rng.random()) + (1.0 if main else 0.0),  # the main subject is nearest
             t0=t,
             pos0=pos,
             vel=speed * np.array([math.cos(angle), math.sin(angle)]),
@@ -487,14 +520,16 @@ class _Scene:
             if obj is None:
                 if t < self.wake[k]:
                     continue
-                obj = self.slots[k] = self._spawn(t, inside=False)
+                obj = self.slots[k] = self._spawn(t, inside=False, slot=k)
             x0, y0, s = self._geometry(obj, t)
             inside = x0 < self.w and y0 < self.h and x0 + s > 0 and y0 + s > 0
             if inside:
                 obj.entered = True
             elif obj.entered or t - obj.t0 > MAX_ENTER_FRAMES:
                 self.slots[k] = None
-                self.wake[k] = t + 1 + int(self.rng.integers(self.cfg.respawn_delay[0], self.cfg.respawn_delay[1] + 1))
+                self.wake[k] = (
+                    t + 1 + int(self.rng.integers(self.cfg.respawn_delay[0], self.cfg.respawn_delay[1] + 1))
+                )
                 continue
             if inside:
                 active.append((obj, x0, y0, s))
@@ -502,7 +537,9 @@ class _Scene:
         return active
 
 
-def _render(scene: _Scene, drawn, frame: np.ndarray, id_map: np.ndarray) -> list[tuple[_Object, np.ndarray, int]]:
+def _render(
+    scene: _Scene, drawn, frame: np.ndarray, id_map: np.ndarray
+) -> list[tuple[_Object, np.ndarray, int]]:
     """Paint objects far to near; return (object, full box, silhouette pixels) of those in view."""
     h, w = frame.shape[:2]
     out = []
@@ -575,7 +612,9 @@ def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[S
         if blur is not None:
             frame = cv2.filter2D(frame, -1, blur, borderType=cv2.BORDER_REFLECT)
         if cfg.downscale > 1:
-            frame = cv2.resize(cv2.resize(frame, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+            frame = cv2.resize(
+                cv2.resize(frame, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR
+            )
         if cfg.noise_std > 0:
             noise = noise_rng.standard_normal(frame.shape, dtype=np.float32) * cfg.noise_std
             frame = np.clip(frame + noise, 0, 255).astype(np.uint8)
