@@ -21,7 +21,7 @@ from mtmnv3.registry import MODELS
 from .base import BaseHead
 from .centers import draw_gaussian, gaussian_radius, grid_centers
 
-__all__ = ["CenterDetHead", "to_original_coords"]
+__all__ = ["CenterDetHead", "decode_centers", "to_original_coords"]
 
 #: Heatmap bias so the initial sigmoid is ~0.1 (CenterNet's prior, -2.19).
 HEATMAP_PRIOR_BIAS = -2.19
@@ -54,6 +54,53 @@ def to_original_coords(bboxes: Tensor, metainfo: dict[str, Any]) -> Tensor:
         out[:, 0::2] = out[:, 0::2].clamp(0, w)
         out[:, 1::2] = out[:, 1::2].clamp(0, h)
     return out
+
+
+@torch.no_grad()
+def decode_centers(
+    outputs: dict[str, Tensor], stride: int, max_per_img: int, score_thr: float, nms_iou: float
+) -> list[dict[str, Tensor]]:
+    """Decode raw CenterNet maps; shared by :meth:`CenterDetHead.decode` and ONNX Runtime.
+
+    Args:
+        outputs: ``heatmap`` logits (N, C, H, W), ``wh`` and ``offset`` (N, 2, H, W).
+        stride: output stride of the maps.
+        max_per_img: peaks kept per image (top-k before NMS).
+        score_thr: minimum score of a kept detection.
+        nms_iou: IoU threshold of the batched (per-class) NMS.
+
+    Returns:
+        Per image ``bboxes`` (K, 4) xyxy in input pixels, ``scores`` (K,),
+        ``labels`` (K,) and ``cells`` (K, 2) grid (x, y).
+    """
+    heat = outputs["heatmap"].sigmoid()
+    n, c, h, w = heat.shape
+    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    k = min(max_per_img, c * h * w)
+    scores, flat = peaks.view(n, -1).topk(k)
+    labels = torch.div(flat, h * w, rounding_mode="floor")
+    cell = flat % (h * w)
+    ys, xs = torch.div(cell, w, rounding_mode="floor"), cell % w
+    results = []
+    for b in range(n):
+        keep = scores[b] > score_thr
+        idx, x, y = cell[b][keep], xs[b][keep], ys[b][keep]
+        off = outputs["offset"][b].flatten(1)[:, idx]
+        size = outputs["wh"][b].flatten(1)[:, idx].clamp(min=0)
+        cx, cy = x.float() + off[0], y.float() + off[1]
+        bboxes = torch.stack((cx - size[0] / 2, cy - size[1] / 2, cx + size[0] / 2, cy + size[1] / 2), 1)
+        bboxes = bboxes * stride
+        sc, lb = scores[b][keep], labels[b][keep]
+        nms_keep = batched_nms(bboxes, sc, lb, nms_iou)
+        results.append(
+            dict(
+                bboxes=bboxes[nms_keep],
+                scores=sc[nms_keep],
+                labels=lb[nms_keep],
+                cells=torch.stack((x, y), 1)[nms_keep],
+            )
+        )
+    return results
 
 
 @MODELS.register_module()
@@ -183,34 +230,7 @@ class CenterDetHead(BaseHead):
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor]) -> list[dict[str, Tensor]]:
         """Peaks -> per image ``bboxes`` (input pixels), ``scores``, ``labels``, ``cells`` (x, y)."""
-        heat = outputs["heatmap"].sigmoid()
-        n, c, h, w = heat.shape
-        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
-        k = min(self.max_per_img, c * h * w)
-        scores, flat = peaks.view(n, -1).topk(k)
-        labels = torch.div(flat, h * w, rounding_mode="floor")
-        cell = flat % (h * w)
-        ys, xs = torch.div(cell, w, rounding_mode="floor"), cell % w
-        results = []
-        for b in range(n):
-            keep = scores[b] > self.score_thr
-            idx, x, y = cell[b][keep], xs[b][keep], ys[b][keep]
-            off = outputs["offset"][b].flatten(1)[:, idx]
-            size = outputs["wh"][b].flatten(1)[:, idx].clamp(min=0)
-            cx, cy = x.float() + off[0], y.float() + off[1]
-            bboxes = torch.stack((cx - size[0] / 2, cy - size[1] / 2, cx + size[0] / 2, cy + size[1] / 2), 1)
-            bboxes = bboxes * self.stride
-            sc, lb = scores[b][keep], labels[b][keep]
-            nms_keep = batched_nms(bboxes, sc, lb, self.nms_iou)
-            results.append(
-                dict(
-                    bboxes=bboxes[nms_keep],
-                    scores=sc[nms_keep],
-                    labels=lb[nms_keep],
-                    cells=torch.stack((x, y), 1)[nms_keep],
-                )
-            )
-        return results
+        return decode_centers(outputs, self.stride, self.max_per_img, self.score_thr, self.nms_iou)
 
     def predict(self, outputs: dict[str, Tensor], data_samples: Sequence[Any]) -> None:
         for s, det in zip(data_samples, self.decode(outputs)):

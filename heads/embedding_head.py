@@ -20,7 +20,15 @@ from mtmnv3.registry import MODELS
 from .base import BaseHead
 from .centers import grid_centers
 
-__all__ = ["EmbeddingHead"]
+__all__ = ["EmbeddingHead", "gather_embeddings"]
+
+
+def gather_embeddings(emb_map: Tensor, cells: Tensor) -> Tensor:
+    """L2-normalised embeddings of one image's map ``(D, H, W)`` at grid cells ``(K, 2)``
+    (x, y) -> ``(K, D)``; shared by :meth:`EmbeddingHead.gather` and ONNX Runtime."""
+    w = emb_map.shape[-1]
+    flat = emb_map.flatten(1)[:, cells[:, 1] * w + cells[:, 0]]
+    return F.normalize(flat.t(), dim=1)
 
 
 @MODELS.register_module()
@@ -73,9 +81,7 @@ class EmbeddingHead(BaseHead):
 
     def gather(self, emb_map: Tensor, cells: Tensor) -> Tensor:
         """L2-normalised embeddings of one image at grid cells ``(K, 2)`` (x, y) -> ``(K, D)``."""
-        w = emb_map.shape[-1]
-        flat = emb_map.flatten(1)[:, cells[:, 1] * w + cells[:, 0]]
-        return F.normalize(flat.t(), dim=1)
+        return gather_embeddings(emb_map, cells)
 
     def embed_boxes(self, emb_map: Tensor, bboxes: Sequence[Tensor]) -> list[Tensor]:
         """Embeddings for boxes given in input pixels (e.g. a tracker's predictions)."""
