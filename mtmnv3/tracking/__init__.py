@@ -1,1 +1,49 @@
-"""Tracking by embedding: Kalman motion, two-stage association, MOTChallenge output."""
+"""Tracking by embedding: Kalman motion, two-stage association, MOTChallenge output.
+
+============================  ====================================================
+module                        contents
+============================  ====================================================
+:mod:`.kalman`                :class:`KalmanFilterXYAH` (constant velocity on
+                              cx, cy, aspect, h; vectorised over tracks), ``CHI2INV95``
+:mod:`.matching`              IoU / cosine-embedding costs, fusion, motion gate,
+                              thresholded :func:`linear_assignment`
+:mod:`.tracker`               :class:`EmbeddingTracker` (ByteTrack two-stage
+                              association with FairMOT embeddings)
+:mod:`.builder`               :func:`build_tracker` from ``dict(type=..., ...)``
+:mod:`.mot_io`                :func:`run_tracker` over a video, MOTChallenge result rows/files
+============================  ====================================================
+"""
+
+from .builder import TRACKER_TYPES, build_tracker
+from .kalman import CHI2INV95, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
+from .matching import (
+    embedding_distance,
+    fuse_embedding_iou,
+    gate_cost,
+    iou_distance,
+    iou_matrix,
+    linear_assignment,
+)
+from .mot_io import run_tracker, tracks_to_mot_rows
+from .tracker import EmbeddingTracker, Track, TrackResult, TrackState
+
+__all__ = [
+    "CHI2INV95",
+    "KalmanFilterXYAH",
+    "xyah_to_xyxy",
+    "xyxy_to_xyah",
+    "iou_matrix",
+    "iou_distance",
+    "embedding_distance",
+    "fuse_embedding_iou",
+    "gate_cost",
+    "linear_assignment",
+    "EmbeddingTracker",
+    "Track",
+    "TrackResult",
+    "TrackState",
+    "TRACKER_TYPES",
+    "build_tracker",
+    "run_tracker",
+    "tracks_to_mot_rows",
+]

@@ -1,0 +1,264 @@
+"""Constant-velocity Kalman filter in (cx, cy, aspect, h) box space, vectorised over tracks.
+
+The state of a track is ``(cx, cy, a, h, vcx, vcy, va, vh)``: box centre,
+aspect ratio ``a = w / h``, height and their velocities. Observations are
+``(cx, cy, a, h)``. Process and measurement noise scale with the box height,
+as in DeepSORT (Wojke et al., 2017) and ByteTrack (Zhang et al., "ByteTrack:
+Multi-Object Tracking by Associating Every Detection Box", ECCV 2022), whose
+noise weights are the defaults here.
+
+Every method works on a stack of tracks: means of shape (N, 8) and
+covariances of shape (N, 8, 8), so one call predicts or updates all tracks
+(ByteTrack's ``multi_predict``, extended to ``update`` and gating).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CHI2INV95", "GATE_DOF", "KalmanFilterXYAH", "xyah_to_xyxy", "xyxy_to_xyah"]
+
+#: 0.95 quantile of the chi-square distribution with N degrees of freedom
+#: (``scipy.stats.chi2.ppf(0.95, N)``), the Mahalanobis gate of DeepSORT/ByteTrack.
+CHI2INV95: dict[int, float] = {
+    1: 3.8415,
+    2: 5.9915,
+    3: 7.8147,
+    4: 9.4877,
+    5: 11.070,
+    6: 12.592,
+    7: 14.067,
+    8: 15.507,
+    9: 16.919,
+}
+#: Degrees of freedom of a full (cx, cy, a, h) measurement.
+GATE_DOF = 4
+#: Size of a measurement and of the state.
+MEASUREMENT_DIM = 4
+STATE_DIM = 2 * MEASUREMENT_DIM
+#: Initial std of the box size/velocity terms, in multiples of the position/velocity weight (ByteTrack).
+INIT_POSITION_SCALE = 2.0
+INIT_VELOCITY_SCALE = 10.0
+#: Std of the aspect ratio (dimensionless, so not scaled by height), as in ByteTrack.
+ASPECT_STD_INIT = 1e-2
+ASPECT_VELOCITY_STD_INIT = 1e-5
+ASPECT_STD_PROCESS = 1e-2
+ASPECT_VELOCITY_STD_PROCESS = 1e-5
+ASPECT_STD_MEASUREMENT = 1e-1
+
+
+def xyxy_to_xyah(boxes: np.ndarray) -> np.ndarray:
+    """Corner boxes to (centre x, centre y, aspect w/h, height).
+
+    Args:
+        boxes: (N, 4) ``x1, y1, x2, y2`` with positive height.
+
+    Returns:
+        (N, 4) float64 ``cx, cy, w / h, h``.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w / h, h], axis=1)
+
+
+def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
+    """(centre x, centre y, aspect w/h, height) to corner boxes.
+
+    Args:
+        xyah: (N, >=4) array; only the first four columns are read, so a
+            Kalman mean of shape (N, 8) works directly.
+
+    Returns:
+        (N, 4) float64 ``x1, y1, x2, y2``.
+    """
+    xyah = np.asarray(xyah, np.float64)
+    xyah = xyah.reshape(-1, xyah.shape[-1]) if xyah.size else xyah.reshape(0, MEASUREMENT_DIM)
+    h = xyah[:, 3]
+    w = xyah[:, 2] * h
+    return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - h / 2, xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1)
+
+
+def _check_stack(mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.asarray(mean, np.float64)
+    covariance = np.asarray(covariance, np.float64)
+    if mean.ndim != 2 or mean.shape[1] != STATE_DIM:
+        raise ValueError(f"mean must have shape (N, {STATE_DIM}), got {mean.shape}")
+    if covariance.shape != (len(mean), STATE_DIM, STATE_DIM):
+        raise ValueError(
+            f"covariance must have shape (N, {STATE_DIM}, {STATE_DIM}) with N = {len(mean)}, "
+            f"got {covariance.shape}"
+        )
+    return mean, covariance
+
+
+def _check_measurements(measurements: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
+    measurements = np.asarray(measurements, np.float64)
+    if measurements.size == 0 and n in (None, 0):
+        return measurements.reshape(0, MEASUREMENT_DIM)
+    if measurements.ndim != 2 or measurements.shape[1] != MEASUREMENT_DIM or (n is not None and len(measurements) != n):
+        expected = "(M, 4)" if n is None else f"(N, 4) with N = {n}"
+        raise ValueError(f"{name} must have shape {expected} (cx, cy, a, h), got {measurements.shape}")
+    return measurements
+
+
+class KalmanFilterXYAH:
+    """Constant-velocity Kalman filter on (cx, cy, a, h) boxes, for many tracks at once.
+
+    The motion model is ``x_{t+1} = F x_t + w`` with ``F`` adding ``dt``
+    times the velocity to each coordinate; the observation model reads the
+    first four state entries. Noise standard deviations are proportional to
+    the box height ``h`` (``std_weight_position * h`` for positions,
+    ``std_weight_velocity * h`` for velocities) except for the aspect ratio,
+    whose noise is fixed (ByteTrack's ``kalman_filter.py``).
+
+    Args:
+        std_weight_position: Position noise per unit of box height (ByteTrack: 1/20).
+        std_weight_velocity: Velocity noise per unit of box height (ByteTrack: 1/160).
+        dt: Time step of one :meth:`predict`, in frames.
+
+    Raises:
+        ValueError: If a weight or ``dt`` is not positive.
+    """
+
+    def __init__(
+        self, std_weight_position: float = 1.0 / 20, std_weight_velocity: float = 1.0 / 160, dt: float = 1.0
+    ) -> None:
+        for name, value in (
+            ("std_weight_position", std_weight_position),
+            ("std_weight_velocity", std_weight_velocity),
+            ("dt", dt),
+        ):
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.std_weight_position = float(std_weight_position)
+        self.std_weight_velocity = float(std_weight_velocity)
+        self.dt = float(dt)
+        self.motion_mat = np.eye(STATE_DIM)
+        self.motion_mat[:MEASUREMENT_DIM, MEASUREMENT_DIM:] = self.dt * np.eye(MEASUREMENT_DIM)
+        self.update_mat = np.eye(MEASUREMENT_DIM, STATE_DIM)
+
+    def _stds(self, h: np.ndarray, pos_scale: float, vel_scale: float, aspect: float, aspect_vel: float) -> np.ndarray:
+        """(N, 8) standard deviations of the state for heights ``h``."""
+        pos = pos_scale * self.std_weight_position * h
+        vel = vel_scale * self.std_weight_velocity * h
+        return np.stack(
+            [pos, pos, np.full_like(h, aspect), pos, vel, vel, np.full_like(h, aspect_vel), vel], axis=1
+        )
+
+    def initiate(self, measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start tracks from unassociated measurements (velocity 0).
+
+        Args:
+            measurements: (N, 4) boxes ``cx, cy, a, h``.
+
+        Returns:
+            ``mean`` (N, 8) and ``covariance`` (N, 8, 8), diagonal with
+            standard deviations ``2 wp h`` (cx, cy, h), 1e-2 (a), ``10 wv h``
+            (velocities of cx, cy, h) and 1e-5 (velocity of a).
+        """
+        measurements = _check_measurements(measurements, "measurements")
+        mean = np.concatenate([measurements, np.zeros_like(measurements)], axis=1)
+        std = self._stds(
+            measurements[:, 3], INIT_POSITION_SCALE, INIT_VELOCITY_SCALE, ASPECT_STD_INIT, ASPECT_VELOCITY_STD_INIT
+        )
+        covariance = np.zeros((len(mean), STATE_DIM, STATE_DIM))
+        idx = np.arange(STATE_DIM)
+        covariance[:, idx, idx] = std**2
+        return mean, covariance
+
+    def predict(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One prediction step for every track: ``x' = F x``, ``P' = F P F^T + Q``.
+
+        Args:
+            mean: (N, 8) states.
+            covariance: (N, 8, 8) state covariances.
+
+        Returns:
+            Predicted ``mean`` (N, 8) and ``covariance`` (N, 8, 8) (new arrays).
+        """
+        mean, covariance = _check_stack(mean, covariance)
+        std = self._stds(mean[:, 3], 1.0, 1.0, ASPECT_STD_PROCESS, ASPECT_VELOCITY_STD_PROCESS)
+        new_mean = mean @ self.motion_mat.T
+        new_cov = self.motion_mat @ covariance @ self.motion_mat.T
+        idx = np.arange(STATE_DIM)
+        new_cov[:, idx, idx] += std**2
+        return new_mean, new_cov
+
+    def project(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map states to measurement space: ``H x`` and ``S = H P H^T + R``.
+
+        Args:
+            mean: (N, 8) states.
+            covariance: (N, 8, 8) state covariances.
+
+        Returns:
+            Projected ``mean`` (N, 4) and innovation ``covariance`` (N, 4, 4);
+            ``R`` is diagonal with standard deviations ``wp h`` (cx, cy, h) and 0.1 (a).
+        """
+        mean, covariance = _check_stack(mean, covariance)
+        h = mean[:, 3]
+        pos = self.std_weight_position * h
+        std = np.stack([pos, pos, np.full_like(h, ASPECT_STD_MEASUREMENT), pos], axis=1)
+        projected_cov = covariance[:, :MEASUREMENT_DIM, :MEASUREMENT_DIM].copy()
+        idx = np.arange(MEASUREMENT_DIM)
+        projected_cov[:, idx, idx] += std**2
+        return mean[:, :MEASUREMENT_DIM].copy(), projected_cov
+
+    def update(
+        self, mean: np.ndarray, covariance: np.ndarray, measurements: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Correct each track with its own measurement (row i with row i).
+
+        ``K = P H^T S^{-1}``, ``x' = x + K (z - H x)``, ``P' = P - K S K^T``.
+
+        Args:
+            mean: (N, 8) predicted states.
+            covariance: (N, 8, 8) predicted covariances.
+            measurements: (N, 4) ``cx, cy, a, h`` associated with the tracks.
+
+        Returns:
+            Corrected ``mean`` (N, 8) and ``covariance`` (N, 8, 8).
+
+        Raises:
+            ValueError: If the shapes do not correspond.
+        """
+        mean, covariance = _check_stack(mean, covariance)
+        measurements = _check_measurements(measurements, "measurements", len(mean))
+        projected_mean, projected_cov = self.project(mean, covariance)
+        # S K^T = H P  (S symmetric), solved for all tracks at once.
+        gain = np.linalg.solve(projected_cov, covariance[:, :MEASUREMENT_DIM, :]).transpose(0, 2, 1)
+        innovation = measurements - projected_mean
+        new_mean = mean + np.einsum("nij,nj->ni", gain, innovation)
+        new_cov = covariance - gain @ projected_cov @ gain.transpose(0, 2, 1)
+        new_cov = 0.5 * (new_cov + new_cov.transpose(0, 2, 1))  # keep it symmetric against round-off
+        return new_mean, new_cov
+
+    def gating_distance(
+        self, mean: np.ndarray, covariance: np.ndarray, measurements: np.ndarray, only_position: bool = False
+    ) -> np.ndarray:
+        """Squared Mahalanobis distance between every track and every measurement.
+
+        Compare with ``CHI2INV95[4]`` (``CHI2INV95[2]`` when
+        ``only_position``) to gate out implausible associations.
+
+        Args:
+            mean: (N, 8) states.
+            covariance: (N, 8, 8) state covariances.
+            measurements: (M, 4) ``cx, cy, a, h``.
+            only_position: Use only the box centre (2 degrees of freedom).
+
+        Returns:
+            (N, M) float64 squared distances.
+        """
+        mean, covariance = _check_stack(mean, covariance)
+        measurements = _check_measurements(measurements, "measurements")
+        if len(mean) == 0 or len(measurements) == 0:
+            return np.zeros((len(mean), len(measurements)))
+        projected_mean, projected_cov = self.project(mean, covariance)
+        dims = 2 if only_position else MEASUREMENT_DIM
+        projected_mean, projected_cov = projected_mean[:, :dims], projected_cov[:, :dims, :dims]
+        diff = measurements[None, :, :dims] - projected_mean[:, None, :]  # (N, M, d)
+        diff_t = diff.transpose(0, 2, 1)  # (N, d, M)
+        solved = np.linalg.solve(projected_cov, diff_t)
+        return np.einsum("ndm,ndm->nm", diff_t, solved)
