@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import mtmnv3.heads  # noqa: F401  (registers the heads)
 from mtmnv3.registry import MODELS
+from mtmnv3.scheduling.weighting import build_loss_weighting
 from mtmnv3.structures import MultiTaskDataSample
 
 from .neck import FPNLite  # noqa: F401  (registers the neck)
@@ -39,7 +40,11 @@ class MultiTaskPerceptor(BaseModel):
         trunk: trunk config (e.g. ``dict(type='MobileNetV3Trunk', arch='small')``) or module.
         heads: ``{name: head config}``; names are free (e.g. ``cls``, ``det``, ``emb``).
         neck: neck config, built when any head reads the neck.
-        task_weights: static loss weight per head name (default 1.0 each).
+        task_weights: static loss weight per head name (default 1.0 each), applied
+            to each task's loss before the loss-weighting method sees it.
+        loss_weighting: task-loss balancing method config, e.g. ``dict(type='FAMO')``
+            (registered in ``LOSS_WEIGHTINGS``; default ``EqualWeighting``). Its
+            per-task weights (times ``task_weights``) are logged as ``weight_<task>``.
         data_preprocessor: mmengine data preprocessor config (default: ImageNet
             mean/std normalisation of RGB uint8 images, padding to 32).
         init_cfg: mmengine init config.
@@ -53,6 +58,7 @@ class MultiTaskPerceptor(BaseModel):
         task_weights: Mapping[str, float] | None = None,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
+        loss_weighting: dict | None = None,
     ) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(
@@ -79,6 +85,7 @@ class MultiTaskPerceptor(BaseModel):
         if unknown:
             raise ValueError(f"task_weights names {unknown} that are not heads; heads are {list(self.heads)}")
         self.task_weights = {name: float(weights.get(name, 1.0)) for name in self.heads}
+        self.loss_weighting = build_loss_weighting(loss_weighting, list(self.heads))
         self.active_heads: tuple[str, ...] = tuple(self.heads)
 
     # ---- head selection ------------------------------------------------------------
@@ -134,13 +141,18 @@ class MultiTaskPerceptor(BaseModel):
             flat.update(losses)
         return flat
 
-    def combine_losses(self, task_losses: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Weighted sum of the per-task losses; stops on a non-finite loss.
+    def task_totals(
+        self, task_losses: dict[str, dict[str, Tensor]]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Per task: its summed losses times its static weight; stops on a non-finite loss.
+
+        Returns:
+            ``({task: loss}, {loss name: detached value})``.
 
         Raises:
             FloatingPointError: naming the task, the loss and the iteration.
         """
-        total = None
+        totals: dict[str, Tensor] = {}
         log_vars: dict[str, Tensor] = {}
         for name, losses in task_losses.items():
             task_total = sum(losses.values())
@@ -152,8 +164,13 @@ class MultiTaskPerceptor(BaseModel):
                         f"{'?' if it is None else it + 1}; lower the learning rate or check the labels"
                     )
                 log_vars[key] = value.detach()
-            weighted = self.task_weights[name] * task_total
-            total = weighted if total is None else total + weighted
+            totals[name] = self.task_weights[name] * task_total
+        return totals, log_vars
+
+    def combine_losses(self, task_losses: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss-weighting method's objective of the per-task losses (see ``task_totals``)."""
+        totals, log_vars = self.task_totals(task_losses)
+        total = self.loss_weighting(totals, MessageHub.get_current_instance().get_info("iter", None))
         log_vars["loss"] = total.detach()
         return total, log_vars
 
@@ -161,8 +178,17 @@ class MultiTaskPerceptor(BaseModel):
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
             task_losses = self.task_losses(data["inputs"], data["data_samples"])
-        total, log_vars = self.combine_losses(task_losses)
-        optim_wrapper.update_params(total)
+        totals, log_vars = self.task_totals(task_losses)
+        shared = [p for m in (self.trunk, self.neck) if m is not None for p in m.parameters()]
+        log_vars["loss"] = self.loss_weighting.update(
+            totals,
+            optim_wrapper,
+            shared_params=shared,
+            task_params=list(self.heads.parameters()),
+            step=MessageHub.get_current_instance().get_info("iter", None),
+        )
+        for name, weight in self.loss_weighting.weights.items():
+            log_vars[f"weight_{name}"] = torch.tensor(weight * self.task_weights[name])
         return log_vars
 
     @torch.no_grad()

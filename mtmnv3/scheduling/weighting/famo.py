@@ -1,0 +1,102 @@
+"""FAMO: fast adaptive multitask optimisation.
+
+Liu, Liang, Liu, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization",
+NeurIPS 2023 (arXiv:2306.03792).
+
+Task weights ``z = softmax(xi)`` over logits ``xi``; the model descends
+``sum_i z_i log L_i / c`` with ``c = sum_i z_i / L_i`` (held constant), so
+each task's raw loss is weighted by ``z_i / (c L_i)``: one backward pass, O(1)
+extra work per step. The logits follow the change of the log-losses,
+``delta_i = log L_i(t-1) - log L_i(t)``: their gradient is the softmax
+Jacobian applied to delta, ``z * (delta - z . delta)``, stepped by the
+method's own Adam optimiser with weight decay ``gamma`` (the paper's
+regulariser). A task that improves more gets less weight.
+
+Difference from the paper: the paper measures ``L(t)`` after the update on
+the same batch (one extra forward pass); here ``L(t)`` is the next step's
+loss, so training stays at one forward and one backward per iteration.
+
+The logits are an ``nn.Parameter`` with ``requires_grad=False`` (saved in
+checkpoints; the model's optimiser holds them but never steps them); the
+Adam state is saved with the module's state dict. Weights are reported as
+``T z`` (they sum to the number of tasks) and the objective is scaled by the
+number of tasks present, so its gradient matches the equal-weight sum in size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtmnv3.registry import LOSS_WEIGHTINGS
+
+from .base import DEFAULT_MIN_WEIGHT, LossWeighting, floor_weights
+
+__all__ = ["FAMO"]
+
+#: Losses are clamped here before the log (a zero loss means the task is absent).
+LOSS_EPS = 1e-8
+
+
+@LOSS_WEIGHTINGS.register_module()
+class FAMO(LossWeighting):
+    """FAMO task weighting.
+
+    Args:
+        task_names: the tasks.
+        lr: learning rate of the logits' Adam optimiser (the paper: 0.025).
+        gamma: weight decay of the logits (the paper's regulariser).
+        min_weight: floor per weight (weights sum to the number of tasks).
+    """
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        lr: float = 0.025,
+        gamma: float = 1e-3,
+        min_weight: float = DEFAULT_MIN_WEIGHT,
+    ) -> None:
+        super().__init__(task_names)
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if not 0 <= min_weight < 1:
+            raise ValueError(f"min_weight must be in [0, 1), got {min_weight}")
+        self.min_weight = float(min_weight)
+        self.logits = nn.Parameter(torch.zeros(self.num_tasks), requires_grad=False)
+        self.register_buffer("prev_log_losses", torch.zeros(self.num_tasks))
+        self.register_buffer("prev_present", torch.zeros(self.num_tasks, dtype=torch.bool))
+        self._optimizer = torch.optim.Adam([self.logits], lr=lr, weight_decay=gamma)
+
+    def combine(self, losses: Tensor, step: int) -> Tensor:
+        detached = losses.detach().float()
+        present = detached > 0
+        log_losses = detached.clamp_min(LOSS_EPS).log()
+        # Step 1: update the logits from the change of log-losses since the last step.
+        both = present & self.prev_present
+        if bool(both.any()):
+            delta = torch.where(both, self.prev_log_losses - log_losses, torch.zeros_like(log_losses))
+            z = torch.softmax(self.logits.detach(), dim=0)
+            self.logits.grad = z * (delta - (z * delta).sum())
+            self._optimizer.step()
+            self.logits.grad = None
+        self.prev_log_losses.copy_(torch.where(present, log_losses, self.prev_log_losses))
+        self.prev_present.copy_(present)
+        # Step 2: the weighted log-loss objective.
+        weights = floor_weights(torch.softmax(self.logits.detach(), dim=0), self.min_weight)
+        self.current_weights.copy_(weights)
+        z = (weights / self.num_tasks).to(losses.dtype)
+        safe = losses.clamp_min(LOSS_EPS)
+        norm = torch.where(present, z / safe.detach(), torch.zeros_like(z)).sum().clamp_min(LOSS_EPS)
+        terms = torch.where(present, z * safe.log(), torch.zeros_like(z))
+        return present.sum() * terms.sum() / norm
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"optimizer": self._optimizer.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._optimizer.load_state_dict(state["optimizer"])
