@@ -394,3 +394,23 @@ def test_plot_weights(tmp_path):
     (run / "scalars.json").write_text(json.dumps(dict(loss=1.0, iter=1)) + "\n")
     with pytest.raises(ValueError, match="no 'weight_<task>' scalars"):
         plot_weights(run / "scalars.json", tmp_path / "none.png")
+
+
+def test_distributed_path_applies_weighting():
+    """mmengine's DDP wrapper calls forward(mode='loss') then parse_losses, never train_step."""
+    model = tiny_perceptor(task_weights=dict(det=2.0), loss_weighting=dict(type="UncertaintyWeighting"))
+    data = model.data_preprocessor(tiny_batch(), True)
+    flat = model(**data, mode="loss")
+    total, log_vars = model.parse_losses(flat)
+    groups = {t: {k: flat[k] for k in keys} for t, keys in model._loss_keys.items()}
+    expected, _ = model.combine_losses(groups)
+    assert torch.allclose(total, expected)
+    assert {"weight_cls", "weight_det", "weight_emb"} <= set(log_vars)
+    plain_sum = sum(flat.values())
+    assert not torch.allclose(total, plain_sum)  # not mmengine's default sum of loss* keys
+    with pytest.raises(ValueError, match="do not come from this model"):
+        model.parse_losses({"loss_other": torch.tensor(1.0)})
+    grad_model = tiny_perceptor(loss_weighting=dict(type="PCGrad"))
+    data = grad_model.data_preprocessor(tiny_batch(), True)
+    with pytest.raises(RuntimeError, match="single-process training only"):
+        grad_model.parse_losses(grad_model(**data, mode="loss"))

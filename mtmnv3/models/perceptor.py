@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 import mtmnv3.heads  # noqa: F401  (registers the heads)
 from mtmnv3.registry import MODELS
-from mtmnv3.scheduling.weighting import build_loss_weighting
+from mtmnv3.scheduling.weighting import GradientWeighting, build_loss_weighting
 from mtmnv3.structures import MultiTaskDataSample
 
 from .neck import FPNLite  # noqa: F401  (registers the neck)
@@ -133,7 +133,9 @@ class MultiTaskPerceptor(BaseModel):
             raise ValueError("training needs data_samples with labels")
         names = list(self.heads)
         outputs = self.head_outputs(inputs, names)
-        return {n: self.heads[n].loss(outputs[n], data_samples) for n in names}
+        losses = {n: self.heads[n].loss(outputs[n], data_samples) for n in names}
+        self._loss_keys = {n: tuple(v) for n, v in losses.items()}
+        return losses
 
     def loss(self, inputs: Tensor, data_samples: Sequence[MultiTaskDataSample]) -> dict[str, Tensor]:
         flat: dict[str, Tensor] = {}
@@ -172,6 +174,29 @@ class MultiTaskPerceptor(BaseModel):
         totals, log_vars = self.task_totals(task_losses)
         total = self.loss_weighting(totals, MessageHub.get_current_instance().get_info("iter", None))
         log_vars["loss"] = total.detach()
+        return total, log_vars
+
+    def parse_losses(self, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The distributed path: mmengine's DDP wrapper runs ``forward(mode='loss')``
+        and then this, never :meth:`train_step`; regroup the flat losses by task
+        so static weights, the non-finite check and loss-based weighting
+        methods apply there too.
+
+        Raises:
+            RuntimeError: for gradient-manipulating methods (GradNorm, PCGrad,
+                CAGrad), which need per-task gradients of the unreduced model.
+        """
+        if isinstance(self.loss_weighting, GradientWeighting):
+            raise RuntimeError(
+                f"{type(self.loss_weighting).__name__} manipulates per-task gradients and runs in single-process "
+                "training only; use a loss-based method (Equal, Static, Uncertainty, DWA, FAMO) with --launcher pytorch"
+            )
+        keys = getattr(self, "_loss_keys", None)
+        if keys is None or set(losses) != {k for ks in keys.values() for k in ks}:
+            raise ValueError(f"losses {sorted(losses)} do not come from this model's last task_losses call")
+        total, log_vars = self.combine_losses({task: {k: losses[k] for k in ks} for task, ks in keys.items()})
+        for name, weight in self.loss_weighting.weights.items():
+            log_vars[f"weight_{name}"] = torch.tensor(weight * self.task_weights[name])
         return total, log_vars
 
     def train_step(self, data: dict | tuple | list, optim_wrapper: Any) -> dict[str, Tensor]:
