@@ -31,7 +31,12 @@ __all__ = [
     "BUDGET_POLICIES",
 ]
 
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope="mtmnv3", locations=["mtmnv3.trunk", "mtmnv3.heads", "mtmnv3.models"])
+MODELS = Registry(
+    "model",
+    parent=MMENGINE_MODELS,
+    scope="mtmnv3",
+    locations=["mtmnv3.trunk", "mtmnv3.heads", "mtmnv3.models", "mtmnv3.robustness"],
+)
 DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope="mtmnv3", locations=["mtmnv3.data"])
 DATA_SAMPLERS = Registry(
     "data sampler", parent=MMENGINE_DATA_SAMPLERS, scope="mtmnv3", locations=["mtmnv3.data"]

@@ -6,7 +6,12 @@
   in ``TRANSFORMS``);
 * :mod:`.attacks`: FGSM / PGD in pixel space against one head or the trunk;
 * :mod:`.dro`: group DRO weights (Sagawa et al. 2020) and AugMix with its
-  Jensen-Shannon consistency loss (Hendrycks et al. 2020).
+  Jensen-Shannon consistency loss (Hendrycks et al. 2020);
+* :mod:`.evaluate`: the study: every task's metric clean, per corruption x
+  severity (mCE, relative robustness) and under attacks (cross-task transfer);
+  ``tools/robustness.py`` is its command line;
+* :mod:`.robust_model`: ``RobustMultiTaskPerceptor`` (registered in
+  ``MODELS``), training with AugMix consistency and/or group DRO.
 """
 
 from .attacks import (
@@ -28,28 +33,66 @@ from .corruptions import (
     severity_parameter,
 )
 from .dro import AUGMIX_OPS, GroupDROWeights, augmix, group_mean_losses, jensen_shannon_consistency
+from .evaluate import (
+    TASK_METRICS,
+    RobustnessStudy,
+    build_study,
+    corrupt_batch,
+    format_markdown,
+    mean_corruption_error,
+    parse_corruptions,
+    parse_eps,
+    parse_severities,
+    relative_corruption_error,
+    run_study,
+    summarise,
+    write_outputs,
+)
+from .robust_model import (
+    AUGMIX_HELD_OUT,
+    AUGMIX_TRAIN_OPS,
+    RobustMultiTaskPerceptor,
+    bernoulli_js_consistency,
+)
 from .transforms import CorruptFrames, still_image_video_id
 
 __all__ = [
+    "AUGMIX_HELD_OUT",
     "AUGMIX_OPS",
+    "AUGMIX_TRAIN_OPS",
     "CORRUPTIONS",
     "CorruptFrames",
     "GroupDROWeights",
     "NUM_SEVERITIES",
     "PER_FRAME_NOISE",
     "PER_VIDEO_RANDOM",
+    "RobustMultiTaskPerceptor",
+    "RobustnessStudy",
     "SEVERITY_TABLES",
+    "TASK_METRICS",
     "TRUNK_TARGET",
     "attack_loss",
     "augmix",
+    "bernoulli_js_consistency",
+    "build_study",
     "corrupt",
+    "corrupt_batch",
     "fgsm_attack",
+    "format_markdown",
     "group_mean_losses",
     "jensen_shannon_consistency",
+    "mean_corruption_error",
+    "parse_corruptions",
+    "parse_eps",
+    "parse_severities",
     "pgd_attack",
     "pixels_to_unit",
+    "relative_corruption_error",
+    "run_study",
     "severity_parameter",
     "still_image_video_id",
+    "summarise",
     "trunk_feature_distance",
     "unit_to_pixels",
+    "write_outputs",
 ]

@@ -1,0 +1,809 @@
+"""The robustness study: every task's metric under the shift suite and under attacks.
+
+Corruption suite (Hendrycks & Dietterich, "Benchmarking Neural Network
+Robustness to Common Corruptions and Perturbations", ICLR 2019). The model and
+the test dataloader are built from the config **once**; the test batches are
+loaded once and kept in memory, and each (corruption, severity) condition
+corrupts the collated uint8 batch with the vectorised :func:`corrupt` before
+the model's own ``test_step``. Each image's corruption stream is keyed by its
+``video_id`` / ``frame_id`` metainfo (still images: :func:`still_image_video_id`),
+exactly as the ``CorruptFrames`` pipeline transform does, so a video sees one
+camera fault and the result does not depend on batching.
+
+Summary numbers per headline metric ``m`` (error ``E = 1 - m``; see
+:data:`TASK_METRICS`):
+
+* corruption error ``CE_c = sum_s E_{s,c} / sum_s E^ref_{s,c}`` and
+  ``mCE = mean_c CE_c`` against a reference model's results (ImageNet-C's
+  AlexNet normalisation); without a reference, the unnormalised mean error
+  ``CE_c = mean_s E_{s,c}``;
+* relative CE ``sum_s (E_{s,c} - E_clean) / sum_s (E^ref_{s,c} - E^ref_clean)``
+  (with a reference);
+* relative robustness: clean metric minus corrupted metric, per condition and
+  averaged.
+
+Attack mode: FGSM (Goodfellow et al., ICLR 2015) and PGD (Madry et al., ICLR
+2018) at each eps against each head's loss and against the shared trunk's
+features (:mod:`.attacks`); every task's metric is measured under every attack,
+giving a cross-task transfer table (rows: attack target, columns: task metric).
+
+Tracking (MOT) metrics need a tracker run over each video in frame order.
+They are left out unless :class:`RobustnessStudy` gets a
+``sequence_hook_factory``: a callable returning, for each condition, a fresh
+callback that receives every predicted batch in dataloader order and writes
+``pred_track_instances`` onto the samples (the hook to plug the tracker into).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.evaluator import Evaluator
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..fileio import atomic_open, atomic_write_json
+from ..structures import MultiTaskDataSample
+from .attacks import TRUNK_TARGET, fgsm_attack, pgd_attack, pixels_to_unit
+from .corruptions import CORRUPTIONS, NUM_SEVERITIES, corrupt
+from .transforms import still_image_video_id
+
+__all__ = [
+    "ATTACK_METHODS",
+    "RESULTS_VERSION",
+    "TASK_METRICS",
+    "TRACKING_METRIC_TYPES",
+    "RobustnessStudy",
+    "build_study",
+    "collect_batches",
+    "corrupt_batch",
+    "corruption_ids",
+    "format_markdown",
+    "load_reference",
+    "mean_corruption_error",
+    "parse_corruptions",
+    "parse_eps",
+    "parse_severities",
+    "plot_severity_curves",
+    "relative_corruption_error",
+    "run_study",
+    "summarise",
+    "write_outputs",
+]
+
+#: Version of the results JSON layout.
+RESULTS_VERSION = 1
+#: Headline metrics per task (higher is better, error = 1 - metric) that mCE is computed for.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "cls": ("cls/top1",),
+    "det": ("det/mAP", "det/mAP_50"),
+    "mot": ("mot/MOTA", "mot/IDF1"),
+}
+#: Metric types that need a tracker over each video (see ``sequence_hook_factory``).
+TRACKING_METRIC_TYPES = frozenset({"MOTMetric"})
+#: Attack methods of attack mode.
+ATTACK_METHODS = ("fgsm", "pgd")
+#: Default PGD steps (Madry et al. use 7-40; 10 is the common evaluation setting).
+DEFAULT_PGD_STEPS = 10
+#: File names written by :func:`write_outputs`.
+JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "robustness.json", "robustness.md", "severity_curves.png"
+
+Batch = tuple[list[Tensor], list[MultiTaskDataSample]]
+SequenceHook = Callable[[Sequence[MultiTaskDataSample]], None]
+
+
+# ---- argument parsing ------------------------------------------------------------------------
+def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
+    """``'all'`` or comma-separated family names -> the list of families (suite order).
+
+    Raises:
+        ValueError: an unknown or repeated name, or an empty list.
+    """
+    if isinstance(spec, str):
+        if spec.strip() == "all":
+            return list(CORRUPTIONS)
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+    else:
+        names = list(spec)
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {unknown}; known: all, {', '.join(CORRUPTIONS)}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"corruptions must be a non-empty list of distinct names, got {spec!r}")
+    return names
+
+
+def parse_severities(spec: str | Sequence[int]) -> list[int]:
+    """``'1,2,3'`` -> ``[1, 2, 3]`` (sorted).
+
+    Raises:
+        ValueError: a value that is not an integer in 1..5, a repeat, or an empty list.
+    """
+    items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        try:
+            value = int(item)
+        except (TypeError, ValueError):
+            value = None
+        if (
+            value is None
+            or isinstance(item, bool)
+            or str(value) != str(item).strip()
+            or not 1 <= value <= NUM_SEVERITIES
+        ):
+            raise ValueError(f"severities must be integers in 1..{NUM_SEVERITIES}, got {item!r} in {spec!r}")
+        out.append(value)
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"severities must be a non-empty list of distinct values, got {spec!r}")
+    return sorted(out)
+
+
+def parse_eps(spec: str | Sequence[float]) -> list[tuple[str, float]]:
+    """``'2/255,4/255'`` (or decimals) -> ``[('2/255', 0.00784...), ...]``.
+
+    Raises:
+        ValueError: a value that is not a number or fraction in (0, 1].
+    """
+    items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        try:
+            value = float(Fraction(str(item)))
+        except (ValueError, ZeroDivisionError):
+            value = math.nan
+        if not 0 < value <= 1:
+            raise ValueError(
+                f"eps must be numbers in (0, 1] in [0, 1] pixel units (e.g. 4/255), got {item!r}"
+            )
+        out.append((str(item), value))
+    if not out or len({v for _, v in out}) != len(out):
+        raise ValueError(f"eps must be a non-empty list of distinct values, got {spec!r}")
+    return out
+
+
+# ---- corrupting a collated batch ----------------------------------------------------------------
+def corruption_ids(data_samples: Sequence[MultiTaskDataSample]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(video_ids, frame_ids)`` streams of a batch, as ``CorruptFrames`` keys them.
+
+    Frames of a video (``video_id >= 0``) use ``(video_id, frame_id)``; a still
+    image uses ``(still_image_video_id(img_id), 0)``.
+    """
+    vids, fids = [], []
+    for sample in data_samples:
+        meta = sample.metainfo
+        vid = int(meta.get("video_id", -1))
+        if vid >= 0:
+            vids.append(vid)
+            fids.append(int(meta.get("frame_id", 0)))
+        else:
+            vids.append(still_image_video_id(meta.get("img_id", 0)))
+            fids.append(0)
+    return np.asarray(vids, np.int64), np.asarray(fids, np.int64)
+
+
+def corrupt_batch(
+    inputs: Sequence[Tensor],
+    data_samples: Sequence[MultiTaskDataSample],
+    name: str,
+    severity: int,
+    seed: int = 0,
+) -> list[Tensor]:
+    """Corrupt a collated batch (``pseudo_collate``'s list of uint8 ``(3, H, W)``).
+
+    Images of one size are corrupted together with one vectorised call.
+
+    Args:
+        inputs: uint8 ``(3, H, W)`` images (any device).
+        data_samples: their samples (``video_id``, ``frame_id``, ``img_id`` metainfo).
+        name: corruption family.
+        severity: 1..5.
+        seed: base seed of the corruption streams.
+
+    Returns:
+        The corrupted images, same order, shapes and device.
+    """
+    if len(inputs) != len(data_samples):
+        raise ValueError(f"got {len(inputs)} images but {len(data_samples)} data samples")
+    vids, fids = corruption_ids(data_samples)
+    out: list[Tensor | None] = [None] * len(inputs)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(inputs):
+        by_shape.setdefault(tuple(img.shape), []).append(i)
+    for idx in by_shape.values():
+        batch = torch.stack([inputs[i] for i in idx])
+        shifted = corrupt(batch, name, severity, seed, video_ids=vids[idx], frame_ids=fids[idx])
+        for j, i in enumerate(idx):
+            out[i] = shifted[j]
+    return out  # type: ignore[return-value]
+
+
+# ---- mCE arithmetic --------------------------------------------------------------------------------
+def mean_corruption_error(
+    errors: Mapping[str, Mapping[int, float]],
+    reference: Mapping[str, Mapping[int, float]] | None = None,
+) -> tuple[dict[str, float | None], float | None]:
+    """Corruption errors and their mean (Hendrycks & Dietterich 2019, Sec. 3).
+
+    Args:
+        errors: ``{corruption: {severity: error}}`` of the model.
+        reference: the same for the reference model (must hold every
+            corruption and severity of ``errors``); None for unnormalised errors.
+
+    Returns:
+        ``({corruption: CE_c}, mCE)``. With a reference ``CE_c = sum_s E_{s,c} /
+        sum_s E^ref_{s,c}`` (None when the reference's sum is 0); without one
+        ``CE_c = mean_s E_{s,c}``. ``mCE`` is the mean of the defined ``CE_c``.
+    """
+    ce: dict[str, float | None] = {}
+    for name, per_sev in errors.items():
+        total = sum(per_sev.values())
+        if reference is None:
+            ce[name] = total / len(per_sev)
+            continue
+        ref_total = sum(reference[name][s] for s in per_sev)
+        ce[name] = total / ref_total if ref_total > 0 else None
+    defined = [v for v in ce.values() if v is not None]
+    return ce, (sum(defined) / len(defined) if defined else None)
+
+
+def relative_corruption_error(
+    errors: Mapping[str, Mapping[int, float]],
+    clean_error: float,
+    reference: Mapping[str, Mapping[int, float]],
+    reference_clean_error: float,
+) -> tuple[dict[str, float | None], float | None]:
+    """Relative corruption errors (Hendrycks & Dietterich 2019, Sec. 3).
+
+    ``rCE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^ref_{s,c} - E^ref_clean)``
+    (None when the reference's degradation is not positive); returns
+    ``({corruption: rCE_c}, mean of the defined rCE_c)``.
+    """
+    rce: dict[str, float | None] = {}
+    for name, per_sev in errors.items():
+        num = sum(e - clean_error for e in per_sev.values())
+        den = sum(reference[name][s] - reference_clean_error for s in per_sev)
+        rce[name] = num / den if den > 0 else None
+    defined = [v for v in rce.values() if v is not None]
+    return rce, (sum(defined) / len(defined) if defined else None)
+
+
+def _errors(results: Mapping[str, Any], metric: str) -> dict[str, dict[int, float]]:
+    return {
+        name: {int(s): 1.0 - float(m[metric]) for s, m in per_sev.items()}
+        for name, per_sev in results["corruptions"].items()
+    }
+
+
+def load_reference(
+    path: str | os.PathLike,
+    corruptions: Iterable[str],
+    severities: Iterable[int],
+    metrics: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Read a reference model's results JSON (written by this study) and check that it
+    holds every (corruption, severity) condition and every headline metric asked for.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a results JSON, or conditions/metrics missing (named).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"reference JSON not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            ref = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"reference {path} is not valid JSON: {e}") from e
+    if not isinstance(ref, dict) or not isinstance(ref.get("corruptions"), dict) or "clean" not in ref:
+        raise ValueError(
+            f"reference {path} is not a robustness results JSON (needs 'clean' and 'corruptions')"
+        )
+    metrics = list(metrics)
+    missing = [f"clean:{m}" for m in metrics if m not in ref["clean"]]
+    for name in corruptions:
+        for s in severities:
+            cond = ref["corruptions"].get(name, {}).get(str(s))
+            if cond is None:
+                missing.append(f"{name}@{s}")
+            else:
+                missing += [f"{name}@{s}:{m}" for m in metrics if m not in cond]
+    if missing:
+        raise ValueError(
+            f"reference {path} lacks {len(missing)} of the evaluated conditions/metrics, e.g. {missing[:5]}; "
+            "run the reference with the same --corruptions and --severities"
+        )
+    return ref
+
+
+def summarise(
+    results: Mapping[str, Any],
+    reference: Mapping[str, Any] | None = None,
+    unseen: Iterable[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per headline metric: clean value, mean corrupted value, relative robustness, CE and mCE.
+
+    Args:
+        results: ``{'metrics': [...], 'clean': {...}, 'corruptions': {name: {'1': {...}}}}``.
+        reference: a reference model's results (same layout) for normalised
+            (r)CE; None for unnormalised mean errors.
+        unseen: corruption families not used in training (e.g. held out of
+            AugMix); adds ``mCE_unseen`` / ``mCE_seen`` over those subsets.
+
+    Returns:
+        ``{metric: {'clean', 'mean_corrupted', 'relative_robustness', 'CE',
+        'mCE', 'normalised', ['relative_CE', 'relative_mCE'], ['mCE_unseen',
+        'mCE_seen']}}``.
+    """
+    unseen = None if unseen is None else set(unseen)
+    out: dict[str, dict[str, Any]] = {}
+    for metric in results["metrics"]:
+        clean = float(results["clean"][metric])
+        values = [float(m[metric]) for per_sev in results["corruptions"].values() for m in per_sev.values()]
+        errors = _errors(results, metric)
+        ref_errors = None if reference is None else _errors(reference, metric)
+        ce, mce = mean_corruption_error(errors, ref_errors)
+        entry: dict[str, Any] = {
+            "clean": clean,
+            "mean_corrupted": sum(values) / len(values) if values else None,
+            "relative_robustness": clean - sum(values) / len(values) if values else None,
+            "CE": ce,
+            "mCE": mce,
+            "normalised": reference is not None,
+        }
+        if reference is not None:
+            rce, rmce = relative_corruption_error(
+                errors, 1.0 - clean, ref_errors, 1.0 - float(reference["clean"][metric])
+            )
+            entry["relative_CE"], entry["relative_mCE"] = rce, rmce
+        if unseen is not None:
+            for key, keep in (("mCE_unseen", True), ("mCE_seen", False)):
+                subset = [v for n, v in ce.items() if (n in unseen) == keep and v is not None]
+                entry[key] = sum(subset) / len(subset) if subset else None
+        out[metric] = entry
+    return out
+
+
+# ---- the study -------------------------------------------------------------------------------------
+def collect_batches(dataloader: Iterable[dict], max_samples: int | None = None) -> list[Batch]:
+    """Load the test batches once (``pseudo_collate`` dicts) and keep them in memory.
+
+    With ``max_samples``, keep that many samples spread evenly over the split
+    (every k-th), so a quick run still sees every video and domain.
+    """
+    batches = [(list(b["inputs"]), list(b["data_samples"])) for b in dataloader]
+    if max_samples is None:
+        return batches
+    total = sum(len(s) for _, s in batches)
+    keep = set(np.unique(np.linspace(0, total - 1, min(max_samples, total)).round().astype(int)).tolist())
+    out, i = [], 0
+    for inputs, samples in batches:
+        sel = [j for j in range(len(samples)) if i + j in keep]
+        i += len(samples)
+        if sel:
+            out.append(([inputs[j] for j in sel], [samples[j] for j in sel]))
+    return out
+
+
+@dataclass
+class RobustnessStudy:
+    """Evaluate one model on cached test batches under corruptions and attacks.
+
+    Args:
+        model: a ``MultiTaskPerceptor`` (weights loaded; evaluated in eval mode).
+        batches: the test batches (:func:`collect_batches`).
+        evaluator: mmengine ``Evaluator`` of the config's test metrics (its
+            ``dataset_meta`` set to the dataset's metainfo).
+        seed: base seed of the corruption streams and the PGD random starts.
+        sequence_hook_factory: for tracking metrics: returns a fresh callback
+            per condition, called with each predicted batch in order (see the
+            module docstring).
+        progress: show a tqdm progress bar.
+    """
+
+    model: nn.Module
+    batches: list[Batch]
+    evaluator: Evaluator
+    seed: int = 0
+    sequence_hook_factory: Callable[[], SequenceHook] | None = None
+    progress: bool = True
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(s) for _, s in self.batches)
+
+    def _run(
+        self, name: str, transform: Callable[[int, list[Tensor], list[MultiTaskDataSample]], Any], bar: tqdm
+    ) -> dict[str, float]:
+        """Predict every batch (inputs from ``transform``) and evaluate all metrics."""
+        self.model.eval()
+        hook = self.sequence_hook_factory() if self.sequence_hook_factory is not None else None
+        bar.set_postfix_str(name)
+        for b, (inputs, samples) in enumerate(self.batches):
+            samples = [s.clone() for s in samples]  # predictions never leak between conditions
+            batch_inputs = transform(b, inputs, samples)
+            with torch.no_grad():
+                outputs = self.model.test_step(dict(inputs=batch_inputs, data_samples=samples))
+            if hook is not None:
+                hook(outputs)
+            self.evaluator.process(data_samples=outputs, data_batch=dict(inputs=batch_inputs))
+            bar.update(1)
+        return {k: float(v) for k, v in self.evaluator.evaluate(self.num_samples).items()}
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def run_corruptions(self, corruptions: Sequence[str], severities: Sequence[int]) -> dict[str, Any]:
+        """Clean and per (corruption, severity) metrics, with timing.
+
+        Returns:
+            ``{'clean': {...}, 'corruptions': {name: {str(severity): {...}}},
+            'timing': {'clean_s', 'corruptions_s', 'per_condition_s'}}``.
+        """
+        device = self._device()
+        steps = len(self.batches) * (1 + len(corruptions) * len(severities))
+        bar = tqdm(
+            total=steps, desc="robustness", unit="batch", disable=not self.progress, dynamic_ncols=True
+        )
+        per_condition: dict[str, float] = {}
+        try:
+            t0 = time.perf_counter()
+            clean = self._run("clean", lambda b, x, s: x, bar)
+            per_condition["clean"] = time.perf_counter() - t0
+            results: dict[str, dict[str, dict[str, float]]] = {}
+            for name in corruptions:
+                for sev in severities:
+                    t = time.perf_counter()
+
+                    def shift(
+                        b: int, x: list[Tensor], s: list, name: str = name, sev: int = sev
+                    ) -> list[Tensor]:
+                        return corrupt_batch([i.to(device) for i in x], s, name, sev, self.seed)
+
+                    results.setdefault(name, {})[str(sev)] = self._run(f"{name}@{sev}", shift, bar)
+                    per_condition[f"{name}@{sev}"] = time.perf_counter() - t
+        finally:
+            bar.close()
+        return dict(
+            clean=clean,
+            corruptions=results,
+            timing=dict(
+                clean_s=per_condition["clean"],
+                corruptions_s=sum(v for k, v in per_condition.items() if k != "clean"),
+                per_condition_s=per_condition,
+            ),
+        )
+
+    def run_attacks(
+        self,
+        eps: Sequence[tuple[str, float]],
+        methods: Sequence[str] = ATTACK_METHODS,
+        targets: Sequence[str] | None = None,
+        pgd_steps: int = DEFAULT_PGD_STEPS,
+    ) -> dict[str, Any]:
+        """Every task's metric under FGSM / PGD against each head and the trunk.
+
+        The adversarial images are fed to the model as float pixels (no
+        re-quantisation to uint8), so the L-infinity budget is exact.
+
+        Returns:
+            ``{method: {eps_label: {target: {metric: value}}}, 'eps': {label: value},
+            'pgd_steps': n, 'targets': [...]}`` (clean metrics are the corruption run's).
+        """
+        unknown = [m for m in methods if m not in ATTACK_METHODS]
+        if unknown:
+            raise ValueError(f"unknown attack method(s) {unknown}; known: {list(ATTACK_METHODS)}")
+        targets = [*self.model.heads, TRUNK_TARGET] if targets is None else list(targets)
+        device = self._device()
+        steps = len(self.batches) * len(eps) * len(methods) * len(targets)
+        bar = tqdm(total=steps, desc="attacks", unit="batch", disable=not self.progress, dynamic_ncols=True)
+        out: dict[str, Any] = {m: {} for m in methods}
+        try:
+            for method in methods:
+                for label, value in eps:
+                    for target in targets:
+
+                        def attack(
+                            b: int,
+                            x: list[Tensor],
+                            s: list,
+                            method: str = method,
+                            value: float = value,
+                            target: str = target,
+                        ) -> Tensor:
+                            if len({tuple(i.shape) for i in x}) != 1:
+                                raise ValueError("attack mode needs the images of a batch to share one size")
+                            x01 = pixels_to_unit(torch.stack(x).to(device))
+                            if method == "fgsm" and target == TRUNK_TARGET:
+                                # The feature distance has zero gradient at the clean image, so the trunk
+                                # FGSM starts at a random point of the ball (R+FGSM, Tramer et al., ICLR 2018).
+                                adv = pgd_attack(
+                                    self.model,
+                                    x01,
+                                    s,
+                                    target=target,
+                                    eps=value,
+                                    alpha=value,
+                                    steps=1,
+                                    seed=self.seed + b,
+                                )
+                            elif method == "fgsm":
+                                adv = fgsm_attack(self.model, x01, s, target=target, eps=value)
+                            else:
+                                adv = pgd_attack(
+                                    self.model,
+                                    x01,
+                                    s,
+                                    target=target,
+                                    eps=value,
+                                    steps=pgd_steps,
+                                    seed=self.seed + b,
+                                )
+                            return adv * 255.0
+
+                        out[method].setdefault(label, {})[target] = self._run(
+                            f"{method} {label} -> {target}", attack, bar
+                        )
+        finally:
+            bar.close()
+        out.update(eps={label: value for label, value in eps}, pgd_steps=pgd_steps, targets=targets)
+        return out
+
+
+def _headline_metrics(clean: Mapping[str, float]) -> list[str]:
+    return [m for metrics in TASK_METRICS.values() for m in metrics if m in clean]
+
+
+def build_study(
+    cfg: Config,
+    checkpoint: str | os.PathLike,
+    max_samples: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    sequence_hook_factory: Callable[[], SequenceHook] | None = None,
+    progress: bool = True,
+) -> tuple[RobustnessStudy, list[str]]:
+    """Build the model, load the checkpoint, load the test split once, build the evaluator.
+
+    Args:
+        cfg: a loaded config (``test_dataloader``, ``test_evaluator``, ``model``).
+        checkpoint: mmengine checkpoint of that model.
+        max_samples: evaluate at most this many test samples (spread evenly).
+        device: ``'cpu'``, ``'cuda'``, ...; default CUDA when available.
+        seed: corruption / attack seed.
+        sequence_hook_factory: tracker hook (enables tracking metrics).
+        progress: tqdm progress bars.
+
+    Returns:
+        The study and the names of the metric types left out (tracking
+        metrics without a hook).
+
+    Raises:
+        FileNotFoundError: missing checkpoint.
+        ValueError / KeyError: bad config, checkpoint of another model, bad max_samples.
+    """
+    from mmengine.runner import Runner
+
+    from ..engine import allow_mmengine_checkpoint_globals, load_model_checkpoint, validate_config
+    from ..registry import MODELS
+
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
+    ):
+        raise ValueError(f"max_samples must be a positive int, got {max_samples!r}")
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    for key in ("test_dataloader", "test_evaluator", "model"):
+        if not cfg.get(key):
+            raise ValueError(f"the config has no {key}")
+    validate_config(cfg)
+    allow_mmengine_checkpoint_globals()
+    model = MODELS.build(cfg.model)
+    load_model_checkpoint(model, checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+
+    metric_cfgs = (
+        cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
+    )
+    kept, skipped = [], []
+    for m in metric_cfgs:
+        if m.get("type") in TRACKING_METRIC_TYPES and sequence_hook_factory is None:
+            skipped.append(m["type"])
+        else:
+            kept.append(m)
+    if not kept:
+        raise ValueError(f"no metric to evaluate: the config's test metrics {skipped} need a tracker hook")
+    evaluator = Evaluator(kept)
+    loader = Runner.build_dataloader(cfg.test_dataloader)
+    evaluator.dataset_meta = getattr(loader.dataset, "metainfo", None)
+    batches = collect_batches(loader, max_samples)
+    study = RobustnessStudy(model, batches, evaluator, seed, sequence_hook_factory, progress)
+    return study, skipped
+
+
+def run_study(
+    study: RobustnessStudy,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    reference: str | os.PathLike | None = None,
+    attack_eps: Sequence[tuple[str, float]] | None = None,
+    pgd_steps: int = DEFAULT_PGD_STEPS,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the corruption suite (and attacks), then summarise; returns the results dict."""
+    if reference is not None:  # fail before the long run, not after it
+        load_reference(reference, corruptions, severities)
+    t0 = time.perf_counter()
+    run = study.run_corruptions(corruptions, severities)
+    results: dict[str, Any] = {
+        "version": RESULTS_VERSION,
+        **dict(meta or {}),
+        "num_samples": study.num_samples,
+        "seed": study.seed,
+        "severities": list(severities),
+        "metrics": _headline_metrics(run["clean"]),
+        "clean": run["clean"],
+        "corruptions": run["corruptions"],
+        "reference": None if reference is None else str(reference),
+    }
+    if not results["metrics"]:
+        raise ValueError(f"none of the headline metrics {TASK_METRICS} among {sorted(run['clean'])}")
+    ref = (
+        None if reference is None else load_reference(reference, corruptions, severities, results["metrics"])
+    )
+    results["relative_robustness"] = {
+        metric: {
+            name: {s: results["clean"][metric] - m[metric] for s, m in per_sev.items()}
+            for name, per_sev in results["corruptions"].items()
+        }
+        for metric in results["metrics"]
+    }
+    training_ops = getattr(study.model, "augmix_ops", None)
+    unseen = None
+    if training_ops is not None:
+        results["augmix_ops"] = list(training_ops)
+        unseen = [n for n in corruptions if n not in training_ops]
+    results["summary"] = summarise(results, ref, unseen)
+    timing = dict(run["timing"])
+    if attack_eps:
+        t = time.perf_counter()
+        results["attacks"] = study.run_attacks(attack_eps, pgd_steps=pgd_steps)
+        timing["attacks_s"] = time.perf_counter() - t
+    timing["total_s"] = time.perf_counter() - t0
+    results["timing"] = timing
+    return results
+
+
+# ---- reporting -------------------------------------------------------------------------------------
+def _fmt(value: Any, precision: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.{precision}f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in row) + " |" for row in rows]
+    return lines
+
+
+def format_markdown(results: Mapping[str, Any]) -> str:
+    """Markdown report: summary, per-metric corruption x severity tables, attack transfer tables."""
+    summary = results["summary"]
+    norm = any(v["normalised"] for v in summary.values())
+    lines = [
+        "# Robustness study",
+        "",
+        f"{results.get('config', '')} / {results.get('checkpoint', '')}: {results['num_samples']} test samples, "
+        f"seed {results['seed']}. Error = 1 - metric; "
+        + (
+            f"CE normalised by the reference {results['reference']} (Hendrycks & Dietterich 2019)."
+            if norm
+            else "no reference, so CE is the unnormalised mean error over severities."
+        ),
+        "",
+        "## Summary",
+        "",
+    ]
+    extra = [k for k in ("relative_mCE", "mCE_seen", "mCE_unseen") if any(k in v for v in summary.values())]
+    lines += _table(
+        ["metric", "clean", "mean corrupted", "relative robustness (clean - corrupted)", "mCE", *extra],
+        [
+            [
+                m,
+                v["clean"],
+                v["mean_corrupted"],
+                v["relative_robustness"],
+                v["mCE"],
+                *(v.get(k) for k in extra),
+            ]
+            for m, v in summary.items()
+        ],
+    )
+    sevs = [str(s) for s in results["severities"]]
+    for metric in results["metrics"]:
+        lines += ["", f"## {metric} per corruption and severity", ""]
+        rows: list[list[Any]] = [
+            ["clean", *[results["clean"][metric]] * len(sevs), results["clean"][metric], "-"]
+        ]
+        for name, per_sev in results["corruptions"].items():
+            vals = [per_sev[s][metric] for s in sevs]
+            rows.append([name, *vals, sum(vals) / len(vals), summary[metric]["CE"][name]])
+        lines += _table(["corruption", *[f"s{s}" for s in sevs], "mean", "CE"], rows)
+    attacks = results.get("attacks")
+    if attacks:
+        metrics = [m for m in results["metrics"]]
+        lines += ["", "## Adversarial transfer (rows: attack target, columns: task metric under attack)", ""]
+        for method in ATTACK_METHODS:
+            for label in attacks.get(method, {}):
+                steps = f", {attacks['pgd_steps']} steps" if method == "pgd" else ""
+                lines += [f"### {method.upper()} eps={label}{steps}", ""]
+                rows = [["(clean)", *[results["clean"][m] for m in metrics]]]
+                rows += [[t, *[r[m] for m in metrics]] for t, r in attacks[method][label].items()]
+                lines += [*_table(["target", *metrics], rows), ""]
+    timing = results.get("timing", {})
+    if timing:
+        lines += [
+            "",
+            f"Time: {_fmt(timing.get('total_s'), 1)} s in total "
+            f"(clean {_fmt(timing.get('clean_s'), 1)} s, corruptions {_fmt(timing.get('corruptions_s'), 1)} s"
+            + (f", attacks {_fmt(timing['attacks_s'], 1)} s" if "attacks_s" in timing else "")
+            + ").",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_severity_curves(results: Mapping[str, Any]) -> bytes:
+    """PNG of metric vs severity (0 = clean) per corruption, one panel per headline
+    task metric (matplotlib's Agg canvas; the global backend is untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = results["metrics"]
+    sevs = [0, *results["severities"]]
+    fig = Figure(figsize=(4.2 * len(metrics) + 2.0, 4.0))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        clean = results["clean"][metric]
+        for name, per_sev in results["corruptions"].items():
+            ax.plot(sevs, [clean, *[per_sev[str(s)][metric] for s in sevs[1:]]], marker="o", ms=3, label=name)
+        task, _, short = metric.partition("/")
+        ax.set_title(f"{task}: {short}")
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_xticks(sevs)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def write_outputs(results: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` atomically."""
+    out = Path(out_dir)
+    paths = {"json": out / JSON_NAME, "markdown": out / MARKDOWN_NAME, "plot": out / PLOT_NAME}
+    atomic_write_json(paths["json"], results)
+    with atomic_open(paths["markdown"], "w", encoding="utf-8") as f:
+        f.write(format_markdown(results))
+    png = plot_severity_curves(results)
+    with atomic_open(paths["plot"], "wb") as f:
+        f.write(png)
+    return paths
