@@ -31,8 +31,10 @@ install: $(STAMP) data-packages
 mmdet: $(STAMP)
 	PYTHON=$(PY) tools/install_mmdet.sh
 
+# The main job: train (or reuse) the default 3-task model, evaluate it, run the
+# budgeted tracking demo on a held-out video; outputs under work_dirs/demo/.
 demo: install
-	$(PY) tools/trunk_summary.py
+	$(PY) tools/demo_job.py
 
 test: install mmdet
 	$(PY) -m pytest

@@ -36,6 +36,7 @@ __all__ = [
     "open_source",
     "AtomicVideoWriter",
     "display_available",
+    "write_sequence_video",
 ]
 
 #: Seconds to wait for a camera's first frame before calling it unusable.
@@ -285,3 +286,27 @@ class AtomicVideoWriter:
             self.close()
         else:
             self._discard()
+
+
+def write_sequence_video(
+    seq_dir: str | os.PathLike, out: str | os.PathLike, max_frames: int | None = None
+) -> int:
+    """Encode a MOTChallenge sequence folder (``img1/`` + ``seqinfo.ini``) as a video.
+
+    Returns the number of frames written; the file appears atomically.
+    """
+    from mtmnv3.data.mot import read_seqinfo
+
+    seq_dir = Path(seq_dir)
+    info = read_seqinfo(seq_dir / "seqinfo.ini")
+    n = info.seq_length if max_frames is None else min(info.seq_length, max_frames)
+    with AtomicVideoWriter(out, fps=float(info.frame_rate or 30)) as writer:
+        for frame in range(1, n + 1):
+            path = info.frame_path(seq_dir, frame)
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise VideoSourceError(
+                    f"cannot read frame {frame} of sequence {str(seq_dir)!r}: {str(path)!r}"
+                )
+            writer.write(_to_rgb(bgr))
+    return n

@@ -57,8 +57,8 @@ def tiny_options(data_root, max_iters=6, ckpt_interval=3, batch=4):
     ]
 
 
-def run_tool(tool, *args, timeout=300, **kwargs):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def run_tool(tool, *args, timeout=300, env=None, **kwargs):
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
         capture_output=True,

@@ -1,0 +1,172 @@
+"""Every loss-balancing method on the same three-task config and budget.
+
+For each method: train (or reuse) the three-task config with
+``model.loss_weighting.type=METHOD`` for the same number of iterations, then
+evaluate on the held-out split with ``tools/test.py --track`` (cls top-1, det
+mAP@0.5, MOT IDF1 of the embedding-based tracker). Single-task references (the
+cls-only, det-only and det+emb configs, same iterations) give the combined
+delta-m % (Maninis et al. 2019: the mean relative change of each task's metric
+against its single-task model, higher-is-better metrics). Separately, each
+method's time per training step and peak memory (max RSS of a fresh process
+running 12 steps on one real batch) relative to equal weights.
+
+Usage: python benchmarks/loss_balancing.py [--iters 3000] [--methods EqualWeighting,FAMO,...]
+           [--work-root work_dirs/loss_balancing] [--skip-train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["EqualWeighting", "UncertaintyWeighting", "DWA", "GradNorm", "PCGrad", "CAGrad", "FAMO"]
+CONFIG = ROOT / "configs/mtmnv3_small_3task_synth.py"
+SINGLE = {
+    "cls": "mtmnv3_small_cls_synth.py",
+    "det": "mtmnv3_small_det_synth.py",
+    "emb": "mtmnv3_small_detemb_synth.py",
+}
+METRIC = {"cls": "cls/top1", "det": "det/mAP_50", "emb": "mot/IDF1"}
+
+STEP_PROBE = r"""
+import json, resource, sys, time, torch
+from mmengine.registry import init_default_scope
+from mmengine.optim import build_optim_wrapper
+from mtmnv3.engine import load_config
+from mtmnv3.registry import DATASETS, MODELS
+from mmengine.dataset import pseudo_collate
+cfg = load_config(sys.argv[1], None)
+init_default_scope("mtmnv3")
+cfg.model.loss_weighting = dict(type=sys.argv[2])
+torch.manual_seed(0)
+model = MODELS.build(cfg.model).train()
+wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+ds = DATASETS.build(cfg.train_dataloader.dataset)
+batch = pseudo_collate([ds[i] for i in range(cfg.train_dataloader.batch_size)])
+times = []
+for i in range(12):
+    t = time.perf_counter()
+    model.train_step(batch, wrapper)
+    times.append(time.perf_counter() - t)
+times = sorted(times[2:])
+print(json.dumps(dict(step_s=times[len(times) // 2], maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+"""
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def train_and_test(
+    config: Path, work: Path, iters: int, options: list[str], skip_train: bool
+) -> dict[str, float]:
+    metrics_json = work / "metrics.json"
+    if metrics_json.is_file():
+        return json.loads(metrics_json.read_text())
+    sched = [
+        f"train_cfg.max_iters={iters}",
+        f"train_cfg.val_interval={iters}",
+        f"param_scheduler.1.end={iters}",
+        f"default_hooks.checkpoint.interval={iters}",
+    ]
+    ckpt = work / f"iter_{iters}.pth"
+    if not ckpt.is_file():
+        if skip_train:
+            raise FileNotFoundError(f"{ckpt} missing and --skip-train given")
+        resume = ["--resume"] if (work / "last_checkpoint").is_file() else []
+        r = run(
+            [
+                sys.executable,
+                "tools/train.py",
+                str(config),
+                "--work-dir",
+                str(work),
+                *resume,
+                "--cfg-options",
+                *sched,
+                *options,
+            ]
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"training {config.name} {options} failed:\n{r.stderr[-3000:]}")
+    test = [
+        sys.executable,
+        "tools/test.py",
+        str(config),
+        str(ckpt),
+        "--work-dir",
+        str(work / "test"),
+        "--out-json",
+        str(metrics_json),
+    ]
+    if "det" in config.name or "3task" in config.name:
+        test.append("--track")
+    r = run([*test, "--cfg-options", *options] if options else test)
+    if r.returncode != 0:
+        raise RuntimeError(f"testing {ckpt} failed:\n{r.stderr[-3000:]}")
+    return json.loads(metrics_json.read_text())
+
+
+def delta_m(metrics: dict[str, float], single: dict[str, float]) -> float:
+    """Mean relative change (%) of each task's metric against its single-task model."""
+    changes = [(metrics[METRIC[t]] - single[t]) / single[t] for t in METRIC if single.get(t)]
+    return 100.0 * sum(changes) / len(changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iters", type=int, default=3000, help="training iterations per run (default 3000)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--work-root", default=str(ROOT / "work_dirs/loss_balancing"))
+    p.add_argument("--skip-train", action="store_true", help="only use finished runs")
+    args = p.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        print(f"error: unknown methods {unknown}; known: {METHODS}", file=sys.stderr)
+        return 2
+    root = Path(args.work_root) / f"iters{args.iters}"
+
+    # step time and peak memory, fresh process per method
+    probe = {}
+    for m in methods:
+        r = run([sys.executable, "-c", STEP_PROBE, str(CONFIG), m])
+        if r.returncode != 0:
+            raise RuntimeError(f"step probe {m} failed:\n{r.stderr[-3000:]}")
+        probe[m] = json.loads(r.stdout.strip().splitlines()[-1])
+    ref = probe.get("EqualWeighting") or next(iter(probe.values()))
+
+    single = {}
+    for task, cfg in SINGLE.items():
+        met = train_and_test(ROOT / "configs" / cfg, root / f"single_{task}", args.iters, [], args.skip_train)
+        single[task] = met[METRIC[task]]
+    rows = []
+    for m in methods:
+        met = train_and_test(
+            CONFIG, root / m, args.iters, [f"model.loss_weighting.type={m}"], args.skip_train
+        )
+        rows.append(
+            [m, f"{met['cls/top1']:.3f}", f"{met['det/mAP_50']:.3f}", f"{met['mot/IDF1']:.3f}",
+             f"{delta_m(met, single):+.2f}", f"{probe[m]['step_s'] / ref['step_s']:.2f}",
+             f"{probe[m]['maxrss_mb'] / ref['maxrss_mb']:.2f}"]
+        )  # fmt: skip
+    from mtmnv3.profiling import format_table
+
+    print(f"Three-task Small, {args.iters} iterations each; single-task references: "
+          + ", ".join(f"{t} {v:.3f}" for t, v in single.items()))  # fmt: skip
+    print(
+        format_table(
+            ["method", "cls top-1", "det mAP@0.5", "MOT IDF1", "delta-m %", "step time x", "peak mem x"], rows
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
