@@ -36,14 +36,14 @@ def _busy() -> None:  # keeps one core busy
 
 
 def run_pipeline(
-    model, layout, video, backend, size, threads, budget_ms=None, resolutions=None, iou_only=False
+    model, layout, video, backend, size, threads, budget_ms=None, resolutions=None, tracker_cfg=None
 ):
     """One pass over ``video``; returns (summary dict, MOT rows)."""
     from mtmnv3.demo import PerceptionLoop, calibrate_costs, summarize
     from mtmnv3.inference import build_frame_runner
     from mtmnv3.registry import BUDGET_POLICIES
     from mtmnv3.scheduling.budget import BudgetLog, BudgetScheduler
-    from mtmnv3.tracking import EmbeddingTracker
+    from mtmnv3.tracking import build_tracker
     from mtmnv3.video import VideoFileReader
 
     sizes = resolutions if budget_ms is not None else [size]
@@ -59,9 +59,8 @@ def run_pipeline(
     else:
         for _ in range(3):
             runner.predict(probe, input_size=size)
-    loop = PerceptionLoop(
-        runner, EmbeddingTracker(use_embeddings=not iou_only), scheduler, layout, size, draw=True
-    )
+    tracker = build_tracker(dict(tracker_cfg or {"type": "EmbeddingTracker"}))
+    loop = PerceptionLoop(runner, tracker, scheduler, layout, size, draw=True)
     source = VideoFileReader(video)
     rows = []
     t0 = time.perf_counter()
@@ -99,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.config, args.checkpoint)
     layout = ModelLayout.from_model(model)
     size, resolutions = default_sizes(args.config, None, None)
-    scene = dict(load_config(args.config, None).test_dataloader.dataset.get("scene") or {})
+    full_cfg = load_config(args.config, None)
+    scene = dict(full_cfg.test_dataloader.dataset.get("scene") or {})
+    tcfg = dict(full_cfg.get("tracker") or {"type": "EmbeddingTracker"})
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SceneConfig(
             num_sequences=args.sequences,
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         # 1. speed of the whole pipeline
         speed = []
         for s in (size, 320):
-            ort, _ = run_pipeline(model, layout, video, "onnxruntime", s, args.threads)
-            eager, _ = run_pipeline(model, layout, video, "torch", s, args.threads)
+            ort, _ = run_pipeline(model, layout, video, "onnxruntime", s, args.threads, tracker_cfg=tcfg)
+            eager, _ = run_pipeline(model, layout, video, "torch", s, args.threads, tracker_cfg=tcfg)
             speed.append([s, args.threads, f"{ort['fps']:.1f}", f"{eager['fps']:.1f}", f"{ort['fps'] / eager['fps']:.2f}",
                           f"{ort['latency_ms']['p50']:.2f}", f"{ort['latency_ms']['p95']:.2f}"])  # fmt: skip
         print(
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         # 2. the budget under load
-        free, free_rows = run_pipeline(model, layout, video, "onnxruntime", size, args.threads)
+        free, free_rows = run_pipeline(
+            model, layout, video, "onnxruntime", size, args.threads, tracker_cfg=tcfg
+        )
         base = idf1(free_rows, "unbudgeted")
         busy = mp.get_context("spawn").Process(target=_busy, daemon=True)
         busy.start()
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             rows2 = []
             for threads in sorted({1, args.threads}):
                 s, r = run_pipeline(
-                    model, layout, video, "onnxruntime", size, threads, args.budget_ms, resolutions
+                    model, layout, video, "onnxruntime", size, threads, args.budget_ms, resolutions, tcfg
                 )
                 m = idf1(r, f"budget{threads}")
                 share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["mode_share"].items() if v)
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         # 3. association: embeddings vs IoU only, same detections
         runner = OrtFrameRunner(model, size, threads=args.threads)
         rows3 = []
-        for name, cfg_t in (("embedding + IoU", {}), ("IoU only", dict(use_embeddings=False))):
+        for name, cfg_t in (("embedding + IoU", tcfg), ("IoU only", {**tcfg, "use_embeddings": False})):
             m = track_mot_sequences(
                 runner, data / "mot", Path(tmp) / name.replace(" ", ""), cfg_t, progress=False
             )

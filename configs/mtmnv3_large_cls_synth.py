@@ -1,7 +1,7 @@
-# MobileNetV3-large trunk, heads: classification; built-in synthetic data, 2000 iterations.
+# MobileNetV3-large trunk, heads: classification; built-in synthetic data, 3000 iterations.
 _base_ = [
     "./_base_/default_runtime.py",
-    "./_base_/schedules/iter_2000.py",
+    "./_base_/schedules/iter_3000.py",
     "./_base_/datasets/synth_multitask.py",
     "./_base_/models/heads_synth.py",
 ]

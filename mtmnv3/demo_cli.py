@@ -144,7 +144,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from mtmnv3.inference import build_frame_runner
     from mtmnv3.registry import BUDGET_POLICIES
     from mtmnv3.scheduling.budget import BudgetLog, BudgetScheduler, ModelLayout
-    from mtmnv3.tracking import EmbeddingTracker
+    from mtmnv3.tracking import build_tracker
 
     _check_args(args)
     options = _cfg_options(args.cfg_options)
@@ -175,7 +175,13 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         scheduler = BudgetScheduler(policy, estimator, layout, BudgetLog())
     else:
         runner.predict(np.full((args.size, args.size, 3), 114, np.uint8), input_size=args.size)  # warm-up
-    tracker = EmbeddingTracker(use_embeddings=not args.iou_only, frame_rate=getattr(source, "fps", 30.0))
+    from mtmnv3.engine import load_config
+
+    tracker_cfg = dict(
+        load_config(args.config, options or None).get("tracker") or {"type": "EmbeddingTracker"}
+    )
+    tracker_cfg.update(use_embeddings=not args.iou_only, frame_rate=getattr(source, "fps", 30.0))
+    tracker = build_tracker(tracker_cfg)
     loop = PerceptionLoop(
         runner,
         tracker,

@@ -17,6 +17,7 @@ from mtmnv3.tracking import (
     build_tracker,
     embedding_distance,
     fuse_embedding_iou,
+    fuse_min_gated,
     gate_cost,
     iou_distance,
     iou_matrix,
@@ -107,7 +108,9 @@ def test_kalman_gating_distance_hand_worked():
 def test_kalman_vectorised_matches_per_track():
     rng = np.random.default_rng(0)
     kf = KalmanFilterXYAH()
-    z0 = np.column_stack([rng.uniform(0, 500, 5), rng.uniform(0, 500, 5), rng.uniform(0.3, 1, 5), rng.uniform(20, 200, 5)])
+    z0 = np.column_stack(
+        [rng.uniform(0, 500, 5), rng.uniform(0, 500, 5), rng.uniform(0.3, 1, 5), rng.uniform(20, 200, 5)]
+    )
     mean, cov = kf.initiate(z0)
     mean, cov = kf.predict(mean, cov)
     z1 = z0 + rng.normal(0, 2, z0.shape)
@@ -138,7 +141,9 @@ def test_kalman_bad_shapes():
 
 def test_iou_matrix_and_distance():
     a = np.array([[0.0, 0.0, 10.0, 10.0]])
-    b = np.array([[5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 10.0], [3.0, 3.0, 3.0, 3.0]])
+    b = np.array(
+        [[5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 10.0], [3.0, 3.0, 3.0, 3.0]]
+    )
     np.testing.assert_allclose(iou_matrix(a, b), [[1 / 3, 0.0, 1.0, 0.0]])
     np.testing.assert_allclose(iou_distance(a, b), [[2 / 3, 1.0, 0.0, 1.0]])
     assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 4)
@@ -148,7 +153,9 @@ def test_iou_matrix_and_distance():
 
 
 def test_embedding_distance_and_fusion():
-    d = embedding_distance(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [0.0, 0.0]]))
+    d = embedding_distance(
+        np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [0.0, 0.0]])
+    )
     np.testing.assert_allclose(d, [[0.0, 1.0, 2.0, 1.0]])
     assert embedding_distance(np.zeros((0, 4)), np.ones((3, 4))).shape == (0, 3)
     with pytest.raises(ValueError, match="same D"):
@@ -223,13 +230,27 @@ def meet_and_turn_back(n: int = 30, meet: int = 15, speed: float = 3.0, seed: in
 def test_embeddings_prevent_identity_switches():
     frames, gt = meet_and_turn_back()
     iou_only = evaluate_mot({"s": gt}, {"s": run_tracker(EmbeddingTracker(use_embeddings=False), frames)})
-    with_emb = evaluate_mot({"s": gt}, {"s": run_tracker(EmbeddingTracker(), frames)})
-    zero_weight = evaluate_mot({"s": gt}, {"s": run_tracker(EmbeddingTracker(emb_weight=0.0), frames)})
+    with_emb = evaluate_mot({"s": gt}, {"s": run_tracker(EmbeddingTracker(fusion="weighted"), frames)})
+    zero_weight = evaluate_mot(
+        {"s": gt}, {"s": run_tracker(EmbeddingTracker(fusion="weighted", emb_weight=0.0), frames)}
+    )
     assert iou_only["IDSW"] >= 1
     assert zero_weight["IDSW"] == iou_only["IDSW"]  # emb_weight=0 is IoU-only ByteTrack
     assert with_emb["IDSW"] == 0 < iou_only["IDSW"]
     assert with_emb["IDF1"] > iou_only["IDF1"]
     assert with_emb["FN"] == with_emb["FP"] == 0
+
+
+def test_min_fusion_only_uses_appearance_for_near_alike_pairs():
+    iou = np.array([[0.1, 0.6, 0.3]])
+    emb = np.array([[0.8, 0.0, 0.2]])
+    fused = fuse_min_gated(emb, iou, proximity_thr=0.5, appearance_thr=0.25)
+    # near but unlike -> IoU; far -> IoU even if alike; near and alike -> halved embedding distance
+    np.testing.assert_allclose(fused, [[0.1, 0.6, 0.1]])
+    with pytest.raises(ValueError, match="same shape"):
+        fuse_min_gated(np.zeros((1, 2)), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        EmbeddingTracker(fusion="max")
 
 
 def track_with_gap(tracker: EmbeddingTracker, gap: int, before: int = 10, after: int = 5) -> list[np.ndarray]:

@@ -85,7 +85,10 @@ def _track(args: argparse.Namespace, cfg, runner, model) -> dict[str, float]:
     size = args.track_size or dataset_cfg.get("image_size", 320)
     frame_runner = TorchFrameRunner(model, int(size))
     results_dir = args.results_dir or os.path.join(cfg.work_dir, "mot_results")
-    mot = track_mot_sequences(frame_runner, mot_dir, results_dir, dict(use_embeddings=not args.iou_only))
+    tracker_cfg = dict(cfg.get("tracker") or {})
+    tracker_cfg.pop("type", None)
+    tracker_cfg["use_embeddings"] = not args.iou_only
+    mot = track_mot_sequences(frame_runner, mot_dir, results_dir, tracker_cfg)
     mot = {f"mot/{k}": float(v) for k, v in mot.items()}
     print(format_metrics_table(mot))
     print(f"MOT results written to {results_dir}")

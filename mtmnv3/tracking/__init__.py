@@ -19,6 +19,7 @@ from .kalman import CHI2INV95, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
 from .matching import (
     embedding_distance,
     fuse_embedding_iou,
+    fuse_min_gated,
     gate_cost,
     iou_distance,
     iou_matrix,
@@ -36,6 +37,7 @@ __all__ = [
     "iou_distance",
     "embedding_distance",
     "fuse_embedding_iou",
+    "fuse_min_gated",
     "gate_cost",
     "linear_assignment",
     "EmbeddingTracker",

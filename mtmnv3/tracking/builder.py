@@ -35,7 +35,9 @@ def build_tracker(cfg: Mapping[str, Any]) -> EmbeddingTracker:
     if not isinstance(cfg, Mapping):
         raise TypeError(f"tracker config must be a dict with a 'type', got {type(cfg).__name__}")
     if "type" not in cfg:
-        raise ValueError(f"tracker config needs a 'type' key (one of {sorted(TRACKER_TYPES)}), got keys {sorted(cfg)}")
+        raise ValueError(
+            f"tracker config needs a 'type' key (one of {sorted(TRACKER_TYPES)}), got keys {sorted(cfg)}"
+        )
     kind = cfg["type"]
     if isinstance(kind, type) and kind in TRACKER_TYPES.values():
         cls = kind

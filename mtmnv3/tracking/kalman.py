@@ -96,7 +96,11 @@ def _check_measurements(measurements: np.ndarray, name: str, n: int | None = Non
     measurements = np.asarray(measurements, np.float64)
     if measurements.size == 0 and n in (None, 0):
         return measurements.reshape(0, MEASUREMENT_DIM)
-    if measurements.ndim != 2 or measurements.shape[1] != MEASUREMENT_DIM or (n is not None and len(measurements) != n):
+    if (
+        measurements.ndim != 2
+        or measurements.shape[1] != MEASUREMENT_DIM
+        or (n is not None and len(measurements) != n)
+    ):
         expected = "(M, 4)" if n is None else f"(N, 4) with N = {n}"
         raise ValueError(f"{name} must have shape {expected} (cx, cy, a, h), got {measurements.shape}")
     return measurements
@@ -138,7 +142,9 @@ class KalmanFilterXYAH:
         self.motion_mat[:MEASUREMENT_DIM, MEASUREMENT_DIM:] = self.dt * np.eye(MEASUREMENT_DIM)
         self.update_mat = np.eye(MEASUREMENT_DIM, STATE_DIM)
 
-    def _stds(self, h: np.ndarray, pos_scale: float, vel_scale: float, aspect: float, aspect_vel: float) -> np.ndarray:
+    def _stds(
+        self, h: np.ndarray, pos_scale: float, vel_scale: float, aspect: float, aspect_vel: float
+    ) -> np.ndarray:
         """(N, 8) standard deviations of the state for heights ``h``."""
         pos = pos_scale * self.std_weight_position * h
         vel = vel_scale * self.std_weight_velocity * h
@@ -160,7 +166,11 @@ class KalmanFilterXYAH:
         measurements = _check_measurements(measurements, "measurements")
         mean = np.concatenate([measurements, np.zeros_like(measurements)], axis=1)
         std = self._stds(
-            measurements[:, 3], INIT_POSITION_SCALE, INIT_VELOCITY_SCALE, ASPECT_STD_INIT, ASPECT_VELOCITY_STD_INIT
+            measurements[:, 3],
+            INIT_POSITION_SCALE,
+            INIT_VELOCITY_SCALE,
+            ASPECT_STD_INIT,
+            ASPECT_VELOCITY_STD_INIT,
         )
         covariance = np.zeros((len(mean), STATE_DIM, STATE_DIM))
         idx = np.arange(STATE_DIM)

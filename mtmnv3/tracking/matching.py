@@ -113,7 +113,9 @@ def fuse_embedding_iou(emb_cost: np.ndarray, iou_cost: np.ndarray, emb_weight: f
     """
     emb_cost, iou_cost = np.asarray(emb_cost, np.float64), np.asarray(iou_cost, np.float64)
     if emb_cost.shape != iou_cost.shape:
-        raise ValueError(f"emb_cost and iou_cost must have the same shape, got {emb_cost.shape} and {iou_cost.shape}")
+        raise ValueError(
+            f"emb_cost and iou_cost must have the same shape, got {emb_cost.shape} and {iou_cost.shape}"
+        )
     if not 0.0 <= emb_weight <= 1.0:
         raise ValueError(f"emb_weight must be in [0, 1], got {emb_weight!r}")
     if emb_weight == 0.0:
@@ -121,6 +123,29 @@ def fuse_embedding_iou(emb_cost: np.ndarray, iou_cost: np.ndarray, emb_weight: f
     if emb_weight == 1.0:
         return emb_cost.copy()
     return emb_weight * emb_cost + (1.0 - emb_weight) * iou_cost
+
+
+def fuse_min_gated(
+    emb_cost: np.ndarray, iou_cost: np.ndarray, proximity_thr: float = 0.5, appearance_thr: float = 0.25
+) -> np.ndarray:
+    """BoT-SORT's fusion (Aharon et al. 2022): ``min(1 - IoU, (1 - cos) / 2)``.
+
+    The halved embedding distance only counts for pairs that are near
+    (``1 - IoU <= proximity_thr``) and look alike (halved distance <=
+    ``appearance_thr``); elsewhere it is 1. Appearance can so rescue a match
+    that IoU alone is unsure about, but never pull a track to a far box.
+
+    Returns:
+        (N, M) fused cost; ``inf`` entries of ``iou_cost`` stay ``inf``.
+    """
+    emb_cost, iou_cost = np.asarray(emb_cost, np.float64), np.asarray(iou_cost, np.float64)
+    if emb_cost.shape != iou_cost.shape:
+        raise ValueError(
+            f"emb_cost and iou_cost must have the same shape, got {emb_cost.shape} and {iou_cost.shape}"
+        )
+    half = emb_cost / 2.0
+    half[(half > appearance_thr) | (iou_cost > proximity_thr)] = 1.0
+    return np.minimum(iou_cost, half)
 
 
 def gate_cost(
@@ -190,7 +215,11 @@ def linear_assignment(cost: np.ndarray, thresh: float) -> tuple[np.ndarray, np.n
         raise ValueError("cost must not contain NaN (use inf for forbidden pairs)")
     n_rows, n_cols = cost.shape
     if cost.size == 0:
-        return np.zeros((0, 2), np.int64), np.arange(n_rows, dtype=np.int64), np.arange(n_cols, dtype=np.int64)
+        return (
+            np.zeros((0, 2), np.int64),
+            np.arange(n_rows, dtype=np.int64),
+            np.arange(n_cols, dtype=np.int64),
+        )
     valid = cost <= thresh
     # Pairs above the threshold get gain 0: assigning them changes nothing and they are dropped below.
     gain = np.where(valid, cost - thresh, 0.0)

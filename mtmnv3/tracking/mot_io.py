@@ -51,7 +51,9 @@ def _frame_id(frame: Mapping[str, Any], index: int) -> int:
         raise ValueError(f"frames[{index}] needs a 'frame_id', got keys {sorted(frame)}")
     fid = frame["frame_id"]
     if not isinstance(fid, numbers.Integral) or isinstance(fid, bool) or fid < 1:
-        raise ValueError(f"frames[{index}]['frame_id'] must be an integer >= 1 (MOTChallenge frames), got {fid!r}")
+        raise ValueError(
+            f"frames[{index}]['frame_id'] must be an integer >= 1 (MOTChallenge frames), got {fid!r}"
+        )
     return int(fid)
 
 
@@ -87,7 +89,9 @@ def run_tracker(
     rows = [np.zeros((0, MOT_RESULT_COLUMNS))]
     for index, frame in enumerate(frames):
         if not isinstance(frame, Mapping):
-            raise TypeError(f"frames[{index}] must be a mapping with keys {FRAME_KEYS}, got {type(frame).__name__}")
+            raise TypeError(
+                f"frames[{index}] must be a mapping with keys {FRAME_KEYS}, got {type(frame).__name__}"
+            )
         unknown = sorted(set(frame) - set(FRAME_KEYS))
         if unknown:
             raise ValueError(f"frames[{index}] has unknown key(s) {unknown}; expected keys {FRAME_KEYS}")

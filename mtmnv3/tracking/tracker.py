@@ -29,6 +29,7 @@ from .matching import (
     EMBEDDING_EPS,
     embedding_distance,
     fuse_embedding_iou,
+    fuse_min_gated,
     gate_cost,
     iou_distance,
     linear_assignment,
@@ -38,6 +39,8 @@ __all__ = ["EmbeddingTracker", "Track", "TrackResult", "TrackState"]
 
 #: Frame rate that ``track_buffer`` is expressed in (ByteTrack scales it by ``frame_rate / 30``).
 REFERENCE_FRAME_RATE = 30.0
+#: First-association fusions of embedding and IoU costs.
+FUSIONS = ("min", "weighted")
 
 
 class TrackState(IntEnum):
@@ -199,8 +202,13 @@ class EmbeddingTracker:
         second_match_thr: Largest ``1 - IoU`` of a second-association match (ByteTrack: 0.5).
         unconfirmed_match_thr: Largest ``1 - IoU`` of a tentative-track match (ByteTrack: 0.7).
         emb_weight: Weight of the embedding distance against the IoU
-            distance in the first association, in [0, 1]; 0 gives IoU-only
-            association.
+            distance in the first association (``fusion='weighted'``), in
+            [0, 1]; 0 gives IoU-only association.
+        fusion: ``'weighted'`` (default; FairMOT-style convex combination
+            with ``emb_weight``) or ``'min'`` (BoT-SORT: ``min(1 - IoU, (1 -
+            cos) / 2)`` with the embedding term only for near, alike pairs,
+            see :func:`fuse_min_gated`).
+        proximity_thr / appearance_thr: the ``'min'`` fusion's gates.
         use_embeddings: ``False`` ignores embeddings altogether (pure IoU
             ByteTrack, for comparison).
         emb_momentum: Weight of the old embedding in the moving average of a
@@ -232,6 +240,9 @@ class EmbeddingTracker:
         unconfirmed_match_thr: float = 0.7,
         emb_weight: float = 0.5,
         use_embeddings: bool = True,
+        fusion: str = "weighted",
+        proximity_thr: float = 0.5,
+        appearance_thr: float = 0.25,
         emb_momentum: float = 0.9,
         gate_thr: float | None = CHI2INV95[GATE_DOF],
         track_buffer: int = 30,
@@ -255,10 +266,17 @@ class EmbeddingTracker:
         self.unconfirmed_match_thr = _check_number("unconfirmed_match_thr", unconfirmed_match_thr, 0.0, 1.0)
         self.emb_weight = _check_number("emb_weight", emb_weight, 0.0, 1.0)
         self.use_embeddings = bool(use_embeddings)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.fusion = fusion
+        self.proximity_thr = _check_number("proximity_thr", proximity_thr, 0.0, 1.0)
+        self.appearance_thr = _check_number("appearance_thr", appearance_thr, 0.0, 1.0)
         self.emb_momentum = _check_number("emb_momentum", emb_momentum, 0.0, 1.0)
         if self.emb_momentum == 1.0:
             raise ValueError("emb_momentum must be < 1 (1 would never update the embedding), got 1.0")
-        self.gate_thr = None if gate_thr is None else _check_number("gate_thr", gate_thr, 0.0, np.inf, low_open=True)
+        self.gate_thr = (
+            None if gate_thr is None else _check_number("gate_thr", gate_thr, 0.0, np.inf, low_open=True)
+        )
         self.track_buffer = _check_int("track_buffer", track_buffer, 0)
         self.frame_rate = _check_number("frame_rate", frame_rate, 0.0, np.inf, low_open=True)
         self.min_hits = _check_int("min_hits", min_hits, 1)
@@ -278,7 +296,7 @@ class EmbeddingTracker:
     @property
     def fuses_embeddings(self) -> bool:
         """Whether the first association uses embeddings (when a frame provides them)."""
-        return self.use_embeddings and self.emb_weight > 0.0
+        return self.use_embeddings and (self.fusion == "min" or self.emb_weight > 0.0)
 
     @property
     def frame_id(self) -> int | None:
@@ -414,7 +432,9 @@ class EmbeddingTracker:
         bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"bboxes must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1, row {i} is {boxes[i].tolist()}")
+            raise ValueError(
+                f"bboxes must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1, row {i} is {boxes[i].tolist()}"
+            )
         if not self.fuses_embeddings:
             emb = None
         elif emb is not None:
@@ -510,13 +530,23 @@ class EmbeddingTracker:
             if has_emb.any():
                 track_emb = np.stack([t.embedding for t in tracks if t.embedding is not None])
                 emb_cost = embedding_distance(track_emb, dets.embeddings)
-                cost[has_emb] = fuse_embedding_iou(emb_cost, cost[has_emb], self.emb_weight)
+                if self.fusion == "min":
+                    cost[has_emb] = fuse_min_gated(
+                        emb_cost, cost[has_emb], self.proximity_thr, self.appearance_thr
+                    )
+                else:
+                    cost[has_emb] = fuse_embedding_iou(emb_cost, cost[has_emb], self.emb_weight)
             if self.gate_thr is not None:
                 cost = gate_cost(cost, self.kf, mean, covariance, dets.xyah, self.gate_thr)
         return self._class_gate(cost, tracks, dets)
 
     def _apply_matches(
-        self, tracks: Sequence[Track], dets: _Detections, matches: np.ndarray, frame: int, update_embedding: bool
+        self,
+        tracks: Sequence[Track],
+        dets: _Detections,
+        matches: np.ndarray,
+        frame: int,
+        update_embedding: bool,
     ) -> None:
         """Kalman-update the matched tracks (all at once) and take the detections' score and label."""
         if len(matches) == 0:

@@ -3,8 +3,17 @@
 # class, or "no object").
 num_det_classes = 10
 num_cls_classes = 11
-num_ids = 4096  # > identities in the train split (dataset-unique ids 1..N)
+num_ids = 32768  # > identities in the train split (dataset-unique ids 1..N)
+# The identity loss (log num_ids at the start) dwarfs the others; halving it
+# helped classification and detection on the built-in data.
+task_weights = dict(emb=0.5)
 neck = dict(type="FPNLite", strides=(8, 16, 32), out_channels=64, num_outs=1)
 cls_head = dict(type="ClsHead", num_classes=num_cls_classes, hidden_channels=256, dropout=0.1)
 det_head = dict(type="CenterDetHead", num_classes=num_det_classes, feat_channels=64)
 emb_head = dict(type="EmbeddingHead", num_ids=num_ids, embed_dim=64, feat_channels=64)
+# Tracker used by tools/test.py --track and tools/demo.py. Tuned on the
+# validation split: the detector's scores sit lower than ByteTrack's defaults
+# assume (p90 ~0.36), and the 0.95 chi-square motion gate (9.49) rejected many
+# true matches of boxes whose aspect and height jitter, so the gate only
+# rejects implausible jumps; BoT-SORT's min-fusion of IoU and appearance.
+tracker = dict(type="EmbeddingTracker", high_thr=0.4, new_track_thr=0.5, low_thr=0.1, fusion="min", gate_thr=50.0)
