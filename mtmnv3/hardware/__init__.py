@@ -5,6 +5,9 @@
 * :mod:`.split_search`: balanced pipeline stages, device/server split,
   per-frame budget fitting, all from a table.
 * :mod:`.pipeline`: run a stage plan in threads and measure it.
+* :mod:`.quantize` and :mod:`.sqnr` (imported on demand; they load ONNX
+  Runtime's quantization tools and torchao): int8 recipes, PTQ, PT2E, QAT,
+  per-layer quantization error.
 """
 
 from .latency_table import (
