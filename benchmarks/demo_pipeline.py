@@ -62,6 +62,7 @@ def run_pipeline(
     tracker = build_tracker(dict(tracker_cfg or {"type": "EmbeddingTracker"}))
     loop = PerceptionLoop(runner, tracker, scheduler, layout, size, draw=True)
     source = VideoFileReader(video)
+    loop.warm_up((source.size[1], source.size[0], 3))
     rows = []
     t0 = time.perf_counter()
     frames = 0

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, help="input size, multiple of 32 (default: the config's test image size)"
     )
     p.add_argument(
-        "--resolutions", type=_ints, help="sizes the budget may pick (default: size, 3/4 and 1/2 of it)"
+        "--resolutions", type=_ints, help="sizes the budget may pick (default: size and 3/4 of it; much smaller inputs than the training size lose the objects)"
     )
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     p.add_argument(
@@ -129,7 +129,7 @@ def default_sizes(
         size = int(load_config(config, cfg_options or None).test_dataloader.dataset.get("image_size", 320))
     if resolutions is None:
         resolutions = sorted(
-            {max(32, int(round(size * f / 32)) * 32) for f in (1.0, 0.75, 0.5)}, reverse=True
+            {max(32, int(round(size * f / 32)) * 32) for f in (1.0, 0.75)}, reverse=True
         )
     return size, list(resolutions)
 
@@ -192,6 +192,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         cls_classes,
         draw=bool(args.out or args.show),
     )
+    w, h = source.size
+    loop.warm_up((h, w, 3))
     rows = []
     writer = AtomicVideoWriter(args.out, fps=getattr(source, "fps", 30.0)) if args.out else None
     frames = 0

@@ -42,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="work_dirs/demo", help="outputs (default work_dirs/demo)")
     p.add_argument("--budget-ms", type=float, default=33.0, help="demo per-frame budget (default 33)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="onnxruntime")
+    p.add_argument("--frames", type=int, default=300, help="frames of the held-out demo video (default 300)")
     p.add_argument(
-        "--sequence", type=int, default=0, help="held-out sequence index for the demo video (default 0)"
+        "--video-size", type=int, default=256, help="held-out video frame size in pixels (default 256)"
     )
+    p.add_argument("--seed", type=int, default=7, help="seed of the held-out video (default 7)")
     p.add_argument(
         "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (training too)"
     )
@@ -145,15 +147,13 @@ def write_report(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from mmengine.registry import init_default_scope
-
+    from mtmnv3.data import SceneConfig, write_synth_dataset
     from mtmnv3.demo_cli import build_parser as demo_parser
     from mtmnv3.demo_cli import run_demo
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
     from mtmnv3.fileio import atomic_write_json
     from mtmnv3.inference import mot_sequence_dirs
-    from mtmnv3.registry import DATASETS
     from mtmnv3.video import write_sequence_video
 
     if not os.path.isfile(args.config):
@@ -199,11 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     metrics = json.loads(metrics_json.read_text())
 
-    # 3. held-out video and the budgeted tracking demo
-    init_default_scope(cfg.get("default_scope", "mtmnv3"))
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    seqs = mot_sequence_dirs(Path(dataset.synth_dir) / "mot")
-    seq = seqs[args.sequence % len(seqs)]
+    # 3. a held-out video (one long sequence of unseen object images) and the budgeted demo
+    scene = dict(cfg.test_dataloader.dataset.get("scene") or {})
+    heldout = work / "heldout"
+    if not (heldout / "mot").is_dir():
+        scene_cfg = SceneConfig(
+            num_sequences=1,
+            num_frames=args.frames,
+            image_size=args.video_size,
+            num_objects=int(cfg.test_dataloader.dataset.get("num_objects", 4)),
+            appearance_pool="test",
+            **scene,
+        )
+        write_synth_dataset(heldout, scene_cfg, seed=args.seed, name_prefix="heldout", progress=False)
+    seq = mot_sequence_dirs(heldout / "mot")[0]
     video = work / "heldout.mp4"
     if not video.is_file():
         write_sequence_video(seq, video)

@@ -4,7 +4,8 @@ tracking demo on a held-out video, and write ``work_dirs/demo/report.md``.
 
 Usage:
     python tools/demo_job.py [--config CONFIG] [--work-dir work_dirs/demo] [--budget-ms 33]
-                             [--backend onnxruntime|torch] [--sequence 0] [--cfg-options ...]
+                             [--backend onnxruntime|torch] [--frames 300] [--video-size 256]
+                             [--seed 7] [--cfg-options ...]
 """
 
 from __future__ import annotations
