@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--work-root", default=str(ROOT / "work_dirs/loss_balancing"))
     p.add_argument("--skip-train", action="store_true", help="only use finished runs")
+    p.add_argument("--probe-only", action="store_true", help="only measure step time and peak memory")
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -141,6 +142,20 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"step probe {m} failed:\n{r.stderr[-3000:]}")
         probe[m] = json.loads(r.stdout.strip().splitlines()[-1])
     ref = probe.get("EqualWeighting") or next(iter(probe.values()))
+    if args.probe_only:
+        from mtmnv3.profiling import format_table
+
+        rows = [
+            [
+                m,
+                f"{v['step_s'] * 1e3:.0f}",
+                f"{v['step_s'] / ref['step_s']:.2f}",
+                f"{v['maxrss_mb'] / ref['maxrss_mb']:.2f}",
+            ]
+            for m, v in probe.items()
+        ]
+        print(format_table(["method", "step ms", "step time x", "peak mem x"], rows))
+        return 0
 
     single = {}
     for task, cfg in SINGLE.items():

@@ -30,6 +30,7 @@ def build(cfg_model: dict, heads: list[str]):
 
     cfg = copy.deepcopy(cfg_model)
     cfg["heads"] = {k: v for k, v in cfg["heads"].items() if k in heads}
+    cfg["task_weights"] = {k: v for k, v in (cfg.get("task_weights") or {}).items() if k in heads}
     return MODELS.build(cfg).eval()
 
 
