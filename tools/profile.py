@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ != "__main__":
+if __name__ == "profile":
     # Every script in tools/ runs with this folder first on sys.path, so a plain
     # ``import profile`` (cProfile does it; torch._dynamo imports cProfile)
     # lands here: stand in for the standard library's module instead.
@@ -31,8 +31,11 @@ if __name__ != "__main__":
     globals().update({k: v for k, v in vars(_stdlib_profile).items() if not k.startswith("__")})
 else:
     # Run as a script: take this folder off sys.path before anything imports profile.
-    if os.path.samefile(sys.path[0] or os.curdir, os.path.dirname(os.path.abspath(__file__))):
+    if __name__ == "__main__" and os.path.samefile(
+        sys.path[0] or os.curdir, os.path.dirname(os.path.abspath(__file__))
+    ):
         sys.path.pop(0)
-    from mtmnv3.hardware.profile_cli import main
+    from mtmnv3.hardware.profile_cli import main, parse_args  # noqa: F401  (importable under another name)
 
-    sys.exit(main())
+    if __name__ == "__main__":
+        sys.exit(main())
