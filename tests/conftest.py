@@ -4,6 +4,10 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
-    """Each test starts from the same RNG state; no state leaks between tests."""
+    """Each test starts from the same RNG state and the package's registry scope
+    (MMDetection tests make ``mmdet`` the default scope); no state leaks between tests."""
+    from mmengine.registry import DefaultScope
+
     torch.manual_seed(0)
-    yield
+    with DefaultScope.overwrite_default_scope("mtmnv3"):
+        yield

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
+from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 
 import mtmnv3.heads  # noqa: F401  (registers the heads)
@@ -60,35 +61,41 @@ class MultiTaskPerceptor(BaseModel):
         init_cfg: dict | None = None,
         loss_weighting: dict | None = None,
     ) -> None:
-        if data_preprocessor is None:
-            data_preprocessor = dict(
-                type="ImgDataPreprocessor", mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_size_divisor=32
-            )
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.trunk = MODELS.build(trunk) if isinstance(trunk, dict) else trunk
-        if not isinstance(heads, Mapping) or not heads:
-            raise ValueError(f"heads must be a non-empty dict of name -> head config, got {heads!r}")
-        head_classes = {name: _head_class(cfg, name) for name, cfg in heads.items()}
-        self.neck = None
-        if any(cls.uses_neck for cls in head_classes.values()):
-            neck = neck or dict(type="FPNLite")
-            self.neck = MODELS.build(neck, default_args=dict(feature_info=self.trunk.feature_info))
-        self.heads = nn.ModuleDict()
-        for name, cfg in heads.items():
-            if head_classes[name].uses_neck:
-                default_args = dict(in_channels=self.neck.out_channels, strides=self.neck.strides)
-            else:
-                default_args = dict(feature_info=self.trunk.feature_info)
-            self.heads[name] = MODELS.build(cfg, default_args=default_args)
-        weights = dict(task_weights or {})
-        unknown = sorted(set(weights) - set(self.heads))
-        if unknown:
-            raise ValueError(f"task_weights names {unknown} that are not heads; heads are {list(self.heads)}")
-        self.task_weights = {name: float(weights.get(name, 1.0)) for name in self.heads}
-        self.loss_weighting = build_loss_weighting(loss_weighting, list(self.heads))
-        self.active_heads: tuple[str, ...] = tuple(self.heads)
+        # Build our parts in our registry scope even when another library (e.g. MMDetection)
+        # has made its own scope the default in this process.
+        with DefaultScope.overwrite_default_scope("mtmnv3"):
+            if data_preprocessor is None:
+                data_preprocessor = dict(
+                    type="ImgDataPreprocessor", mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_size_divisor=32
+                )
+            super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+            self.trunk = MODELS.build(trunk) if isinstance(trunk, dict) else trunk
+            if not isinstance(heads, Mapping) or not heads:
+                raise ValueError(f"heads must be a non-empty dict of name -> head config, got {heads!r}")
+            head_classes = {name: _head_class(cfg, name) for name, cfg in heads.items()}
+            self.neck = None
+            if any(cls.uses_neck for cls in head_classes.values()):
+                neck = neck or dict(type="FPNLite")
+                self.neck = MODELS.build(neck, default_args=dict(feature_info=self.trunk.feature_info))
+            self.heads = nn.ModuleDict()
+            for name, cfg in heads.items():
+                if head_classes[name].uses_neck:
+                    default_args = dict(in_channels=self.neck.out_channels, strides=self.neck.strides)
+                else:
+                    default_args = dict(feature_info=self.trunk.feature_info)
+                self.heads[name] = MODELS.build(cfg, default_args=default_args)
+            weights = dict(task_weights or {})
+            unknown = sorted(set(weights) - set(self.heads))
+            if unknown:
+                raise ValueError(
+                    f"task_weights names {unknown} that are not heads; heads are {list(self.heads)}"
+                )
+            self.task_weights = {name: float(weights.get(name, 1.0)) for name in self.heads}
+            self.loss_weighting = build_loss_weighting(loss_weighting, list(self.heads))
+            self.active_heads: tuple[str, ...] = tuple(self.heads)
 
-    # ---- head selection ------------------------------------------------------------
+        # ---- head selection ------------------------------------------------------------
+
     def set_active_heads(self, names: Iterable[str] | None) -> None:
         """Choose which heads ``predict`` runs (None: all)."""
         names = tuple(self.heads) if names is None else tuple(names)
