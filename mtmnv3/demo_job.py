@@ -148,8 +148,8 @@ def write_report(
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mtmnv3.data import SceneConfig, write_synth_dataset
+    from mtmnv3.demo_cli import _cfg_options, run_demo
     from mtmnv3.demo_cli import build_parser as demo_parser
-    from mtmnv3.demo_cli import run_demo
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
     from mtmnv3.fileio import atomic_write_json
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.config, None)
+    cfg = load_config(args.config, _cfg_options(args.cfg_options) or None)
     py = sys.executable
     opts = ["--cfg-options", *args.cfg_options] if args.cfg_options else []
 
