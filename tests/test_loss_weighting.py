@@ -414,3 +414,17 @@ def test_distributed_path_applies_weighting():
     data = grad_model.data_preprocessor(tiny_batch(), True)
     with pytest.raises(RuntimeError, match="single-process training only"):
         grad_model.parse_losses(grad_model(**data, mode="loss"))
+
+
+def test_checkpoint_with_method_state_loads_through_the_tools(tmp_path):
+    """FAMO/GradNorm keep optimiser state as extra (non-tensor) state; tools/test.py's loader must accept it."""
+    from mtmnv3.engine import load_model_checkpoint
+    from mtmnv3.fileio import atomic_torch_save
+
+    model = tiny_perceptor(loss_weighting=dict(type="FAMO"))
+    wrapper = build_optim_wrapper(model, dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-2)))
+    model.train_step(tiny_batch(), wrapper)
+    atomic_torch_save({"state_dict": model.state_dict()}, tmp_path / "famo.pth")
+    fresh = tiny_perceptor(loss_weighting=dict(type="FAMO"))
+    load_model_checkpoint(fresh, tmp_path / "famo.pth")
+    assert torch.equal(fresh.loss_weighting.logits, model.loss_weighting.logits)

@@ -99,7 +99,11 @@ def load_model_checkpoint(model: nn.Module, path: str | os.PathLike, strict: boo
     shapes = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
-        if k in state and state[k].shape != own[k].shape
+        # extra (non-tensor) state, e.g. a loss-weighting method's optimiser, has no shape
+        if k in state
+        and torch.is_tensor(own[k])
+        and torch.is_tensor(state[k])
+        and state[k].shape != own[k].shape
     ]
     if shapes or (strict and (missing or unexpected)):
         raise ValueError(
