@@ -160,20 +160,8 @@ def test_demo_job_end_to_end(tiny_model):
     """The make-demo job on tiny settings: train, evaluate, budgeted demo, report."""
     tmp, data_root, _, _, _, _ = tiny_model
     work = tmp / "job"
-    r = run_tool(
-        "demo_job.py",
-        "--work-dir",
-        work,
-        "--budget-ms",
-        "500",
-        "--frames",
-        "20",
-        "--video-size",
-        "96",
-        "--cfg-options",
-        *tiny_options(data_root),
-        timeout=900,
-    )
+    job = ["--work-dir", work, "--budget-ms", "500", "--frames", "20", "--video-size", "96"]
+    r = run_tool("demo_job.py", *job, "--cfg-options", *tiny_options(data_root), timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     for name in (
         "model.pth",
@@ -188,18 +176,5 @@ def test_demo_job_end_to_end(tiny_model):
     report = (work / "report.md").read_text()
     assert "| cls |" in report and "| det |" in report and "| mot |" in report
     # a second run reuses the checkpoint instead of training again
-    r2 = run_tool(
-        "demo_job.py",
-        "--work-dir",
-        work,
-        "--budget-ms",
-        "500",
-        "--frames",
-        "20",
-        "--video-size",
-        "96",
-        "--cfg-options",
-        *tiny_options(data_root),
-        timeout=900,
-    )
+    r2 = run_tool("demo_job.py", *job, "--cfg-options", *tiny_options(data_root), timeout=900)
     assert r2.returncode == 0 and "reusing" in r2.stdout
