@@ -7,8 +7,9 @@ mAP@0.5, MOT IDF1 of the embedding-based tracker). Single-task references (the
 cls-only, det-only and det+emb configs, same iterations) give the combined
 delta-m % (Maninis et al. 2019: the mean relative change of each task's metric
 against its single-task model, higher-is-better metrics). Separately, each
-method's time per training step and peak memory (max RSS of a fresh process
-running 12 steps on one real batch) relative to equal weights.
+method's time per training step and peak memory (max RSS of a fresh process running
+a few steps) relative to equal weights; step times come from one process
+that runs every method round-robin on the same real batch.
 
 Usage: python benchmarks/loss_balancing.py [--iters 3000] [--methods EqualWeighting,FAMO,...]
            [--work-root work_dirs/loss_balancing] [--skip-train]
@@ -37,24 +38,32 @@ STEP_PROBE = r"""
 import json, resource, sys, time, torch
 from mmengine.registry import init_default_scope
 from mmengine.optim import build_optim_wrapper
+from mmengine.dataset import pseudo_collate
 from mtmnv3.engine import load_config
 from mtmnv3.registry import DATASETS, MODELS
-from mmengine.dataset import pseudo_collate
 cfg = load_config(sys.argv[1], None)
 init_default_scope("mtmnv3")
-cfg.model.loss_weighting = dict(type=sys.argv[2])
-torch.manual_seed(0)
-model = MODELS.build(cfg.model).train()
-wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+methods = sys.argv[2].split(",")
+rounds = int(sys.argv[3])
 ds = DATASETS.build(cfg.train_dataloader.dataset)
 batch = pseudo_collate([ds[i] for i in range(cfg.train_dataloader.batch_size)])
-times = []
-for i in range(12):
-    t = time.perf_counter()
-    model.train_step(batch, wrapper)
-    times.append(time.perf_counter() - t)
-times = sorted(times[2:])
-print(json.dumps(dict(step_s=times[len(times) // 2], maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+runs = {}
+for m in methods:
+    cfg.model.loss_weighting = dict(type=m)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).train()
+    runs[m] = (model, build_optim_wrapper(model, cfg.optim_wrapper))
+times = {m: [] for m in methods}
+for r in range(rounds + 2):  # round-robin so machine drift hits every method alike
+    for m in methods if r % 2 == 0 else methods[::-1]:
+        model, wrapper = runs[m]
+        t = time.perf_counter()
+        model.train_step(batch, wrapper)
+        if r >= 2:
+            times[m].append(time.perf_counter() - t)
+out = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
+out["_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
 """
 
 
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-root", default=str(ROOT / "work_dirs/loss_balancing"))
     p.add_argument("--skip-train", action="store_true", help="only use finished runs")
     p.add_argument("--probe-only", action="store_true", help="only measure step time and peak memory")
+    p.add_argument("--probe-rounds", type=int, default=12, help="interleaved timing rounds (default 12)")
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -134,13 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = Path(args.work_root) / f"iters{args.iters}"
 
-    # step time and peak memory, fresh process per method
+    # step time: all methods in one process, interleaved; peak memory: a fresh process per method
+    r = run([sys.executable, "-c", STEP_PROBE, str(CONFIG), ",".join(methods), str(args.probe_rounds)])
+    if r.returncode != 0:
+        raise RuntimeError(f"step probe failed:\n{r.stderr[-3000:]}")
+    steps = json.loads(r.stdout.strip().splitlines()[-1])
     probe = {}
     for m in methods:
-        r = run([sys.executable, "-c", STEP_PROBE, str(CONFIG), m])
+        r = run([sys.executable, "-c", STEP_PROBE, str(CONFIG), m, "3"])
         if r.returncode != 0:
-            raise RuntimeError(f"step probe {m} failed:\n{r.stderr[-3000:]}")
-        probe[m] = json.loads(r.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"memory probe {m} failed:\n{r.stderr[-3000:]}")
+        probe[m] = dict(
+            step_s=steps[m], maxrss_mb=json.loads(r.stdout.strip().splitlines()[-1])["_maxrss_mb"]
+        )
     ref = probe.get("EqualWeighting") or next(iter(probe.values()))
     if args.probe_only:
         from mtmnv3.profiling import format_table
