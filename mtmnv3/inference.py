@@ -179,8 +179,7 @@ class OrtFrameRunner:
         run = self.runner(heads)
         size = self.input_size if input_size is None else _check_size(input_size)
         if run.input_size != (size, size):
-            run.input_size = (size, size)
-            run._letterbox = Letterbox(size, pad_val=LETTERBOX_PAD_VALUE)
+            run.set_input_size((size, size))
         return run.predict(frame)
 
     def close(self) -> None:

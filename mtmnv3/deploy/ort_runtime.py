@@ -194,20 +194,8 @@ class OrtMultiTaskRunner:
             self.session = make_session(path, threads, providers)
             self.providers = self.session.get_providers()
         inp = self.meta["input"]
-        size = tuple(inp["size"]) if input_size is None else tuple(int(s) for s in input_size)
-        if size != tuple(inp["size"]) and not inp["dynamic_size"]:
-            raise ValueError(
-                f"this export has a fixed input size {inp['size']}, got input_size={input_size!r}"
-            )
-        if len(size) != 2 or any(s <= 0 or s % inp["size_divisor"] for s in size):
-            raise ValueError(
-                f"input_size must be (height, width), multiples of {inp['size_divisor']}, got {size}"
-            )
-        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.fixed_batch: int | None = inp["batch"]
-        self._letterbox = Letterbox(
-            (self.input_size[1], self.input_size[0]), pad_val=inp["letterbox_pad_value"]
-        )
+        self.set_input_size(input_size)
         # Reverse the channels iff the frames' order differs from the network's.
         self._swap = input_color != inp["color"].lower()
         self._mean = np.asarray(inp["mean"], np.float32)
@@ -219,6 +207,28 @@ class OrtMultiTaskRunner:
         self.cls_head = next((h for h, m in heads.items() if m["task"] == "cls"), None)
         if self.emb_head is not None and self.det_head is None:
             raise ValueError("an export with an embedding head but no detection head cannot place embeddings")
+
+    def set_input_size(self, input_size: Sequence[int] | None) -> None:
+        """Letterbox size ``(height, width)`` of the next frames (None: the export's).
+
+        Raises:
+            ValueError: another size on a fixed-size export, or a size that is not
+                a multiple of the export's size divisor.
+        """
+        inp = self.meta["input"]
+        size = tuple(inp["size"]) if input_size is None else tuple(int(s) for s in input_size)
+        if size != tuple(inp["size"]) and not inp["dynamic_size"]:
+            raise ValueError(
+                f"this export has a fixed input size {inp['size']}, got input_size={input_size!r}"
+            )
+        if len(size) != 2 or any(s <= 0 or s % inp["size_divisor"] for s in size):
+            raise ValueError(
+                f"input_size must be (height, width), multiples of {inp['size_divisor']}, got {size}"
+            )
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self._letterbox = Letterbox(
+            (self.input_size[1], self.input_size[0]), pad_val=inp["letterbox_pad_value"]
+        )
 
     @property
     def is_cpu(self) -> bool:
