@@ -339,7 +339,9 @@ class MultiTaskDataset(CocoDetDataset):
 
     def _image_extras(self, coco, img: dict) -> dict:
         path = self.ann_file
-        n_cls = len(self.metainfo["cls_classes"])
+        # self._metainfo, not the metainfo property: the property deep-copies
+        # the whole metainfo (which lists every video), once per image.
+        n_cls = len(self._metainfo["cls_classes"])
         cls = self._cls_from_list.get(img["file_name"], img.get("cls_label", -1))
         if cls is None:
             cls = -1
