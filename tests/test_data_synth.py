@@ -39,6 +39,25 @@ def test_deterministic_from_seed():
     assert not all(np.array_equal(fa.image, fc.image) for fa, fc in zip(a, c, strict=True))
 
 
+def test_start_offset_records_a_later_window_of_the_same_scene():
+    long = frames(seed=2, num_frames=40)
+    assert long[0].meta["start_frame"] == 0
+    starts = set()
+    for seq in range(6):
+        full = frames(seed=2, seq=seq, num_frames=40)
+        short = frames(seed=2, seq=seq, num_frames=4, start_offset=30)
+        start = short[0].meta["start_frame"]
+        assert 0 <= start <= 30
+        starts.add(start)
+        assert [f.frame_id for f in short] == [1, 2, 3, 4]
+        for fs, fl in zip(short, full[start : start + 4], strict=True):
+            np.testing.assert_array_equal(fs.image, fl.image)
+            np.testing.assert_array_equal(fs.boxes, fl.boxes)
+            np.testing.assert_array_equal(fs.instance_ids, fl.instance_ids)
+            assert fs.cls_label == fl.cls_label
+    assert len(starts) > 1  # drawn per sequence
+
+
 def test_deterministic_with_degradations():
     knobs = dict(noise_std=10.0, motion_blur=5, downscale=2.0, lighting_jitter=0.5)
     a, b = frames(seed=1, **knobs), frames(seed=1, **knobs)
@@ -218,6 +237,7 @@ def test_procedural_sprites_path():
         (dict(gamma=0), "gamma must be > 0, got 0"),
         (dict(downscale=0.5), "downscale must be >= 1, got 0.5"),
         (dict(brightness=2), "brightness must be in"),
+        (dict(start_offset=-1), "start_offset must be >= 0, got -1"),
     ],
 )
 def test_scene_config_validation(knobs, match):

@@ -114,6 +114,11 @@ class SceneConfig:
             object (0 = constant size; 0.3 = about x0.74..x1.35).
         speed: (min, max) object speed, fraction of the smaller image side per frame.
         respawn_delay: (min, max) frames before a free slot spawns a new object.
+        start_offset: each sequence starts recording after a random number
+            of simulated frames in [0, start_offset] (0 = at the start).
+            Short sequences then sample the whole life of a scene (objects
+            entering, leaving, respawned) instead of only its first frames,
+            where every object has just been placed inside the view.
         camera_pan: background pan speed, pixels per frame.
         brightness: additive brightness in [-1, 1] (fraction of full scale).
         contrast: contrast gain around mid-grey (> 0).
@@ -145,6 +150,7 @@ class SceneConfig:
     scale_change: float = 0.25
     speed: tuple[float, float] = (0.005, 0.02)
     respawn_delay: tuple[int, int] = (0, 20)
+    start_offset: int = 0
     camera_pan: float = 0.3
     brightness: float = 0.0
     contrast: float = 1.0
@@ -169,6 +175,7 @@ class SceneConfig:
             "jpeg_quality",
             "motion_blur",
             "cls_min_visible_px",
+            "start_offset",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -177,7 +184,7 @@ class SceneConfig:
         for name in ("num_sequences", "num_frames", "frame_rate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_objects", "motion_blur", "cls_min_visible_px"):
+        for name in ("num_objects", "motion_blur", "cls_min_visible_px", "start_offset"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -394,7 +401,8 @@ def sequence_meta(cfg: SceneConfig, seq_index: int, seed: int) -> dict:
     Returns:
         dict with ``domain``, ``appearance`` (resolved), ``brightness``,
         ``contrast``, ``gamma``, ``color_cast``, ``downscale``,
-        ``motion_blur``, ``noise_std`` and ``blur_angle`` (radians).
+        ``motion_blur``, ``noise_std``, ``blur_angle`` (radians) and
+        ``start_frame`` (simulated frames before the first recorded one).
     """
     from .sprites import resolve_appearance
 
@@ -412,6 +420,8 @@ def sequence_meta(cfg: SceneConfig, seq_index: int, seed: int) -> dict:
         "motion_blur": cfg.motion_blur,
         "noise_std": cfg.noise_std,
         "blur_angle": float(rng.uniform(0, math.pi)),
+        # Drawn last and only when enabled: sequences without an offset keep their draws.
+        "start_frame": int(rng.integers(0, cfg.start_offset + 1)) if cfg.start_offset else 0,
     }
 
 
@@ -586,7 +596,10 @@ def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[S
     lut = _lighting_lut(meta["brightness"], meta["contrast"], meta["gamma"], tuple(meta["color_cast"]))
     blur = _blur_kernel(cfg.motion_blur, meta["blur_angle"]) if cfg.motion_blur > 1 else None
     small = (max(1, round(w / cfg.downscale)), max(1, round(h / cfg.downscale)))
-    for t in range(cfg.num_frames):
+    start = meta["start_frame"]
+    for t in range(start):  # simulate (no rendering) up to the first recorded frame
+        scene.step(t)
+    for t in range(start, start + cfg.num_frames):
         # Step 1: camera pan (triangle wave inside the background margin).
         travel = pan_start + cfg.camera_pan * t * np.array([math.cos(pan_angle), math.sin(pan_angle)])
         ox, oy = (int(2 * margin - abs(v % (4 * margin) - 2 * margin)) for v in travel)
@@ -619,7 +632,7 @@ def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[S
             noise = noise_rng.standard_normal(frame.shape, dtype=np.float32) * cfg.noise_std
             frame = np.clip(frame + noise, 0, 255).astype(np.uint8)
         yield SynthFrame(
-            frame_id=t + 1,
+            frame_id=t - start + 1,
             image=frame,
             boxes=boxes.astype(np.float32),
             labels=labels,
