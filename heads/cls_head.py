@@ -1,5 +1,13 @@
 """Image classification head, MobileNetV3-style (Howard et al. 2019, Fig. 5):
-global pool -> 1x1 conv -> hard-swish -> dropout -> linear."""
+global pool -> 1x1 conv -> hard-swish -> dropout -> linear.
+
+The pool is global average pooling by default. ``pool='attn'`` learns where
+to look instead: a 1x1 conv scores every position and the features are
+averaged with the softmax of those scores (attention pooling, as in
+attention-based MIL, Ilse et al. 2018). In cluttered frames whose label is
+one object among several, average pooling mixes every object's features into
+the vector the classifier sees; attention pooling lets the head weight the
+labelled object."""
 
 from __future__ import annotations
 
@@ -14,7 +22,30 @@ from mtmnv3.registry import MODELS
 
 from .base import BaseHead, resolve_tap
 
-__all__ = ["ClsHead"]
+__all__ = ["AttentionPool2d", "ClsHead"]
+
+
+class AttentionPool2d(nn.Module):
+    """Softmax-attention pooling over positions: ``(N, C, H, W) -> (N, C, 1, 1)``.
+
+    ``heads`` score maps (a 1x1 conv) each weight one group of ``C / heads``
+    channels. The score conv starts at zero, so training starts from plain
+    average pooling.
+    """
+
+    def __init__(self, channels: int, heads: int = 1) -> None:
+        super().__init__()
+        self.heads = heads
+        self.score = nn.Conv2d(channels, heads, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        attn = self.score(x).flatten(2).softmax(-1)  # (N, heads, HW)
+        groups = x.reshape(n, self.heads, c // self.heads, h * w)
+        pooled = (groups * attn.unsqueeze(2)).sum(-1)  # (N, heads, C / heads)
+        return pooled.reshape(n, c, 1, 1)
 
 
 @MODELS.register_module()
@@ -29,7 +60,14 @@ class ClsHead(BaseHead):
         hidden_channels: width of the 1x1 conv after pooling (0: linear only).
         dropout: dropout before the classifier.
         label_smoothing: cross-entropy label smoothing.
+        pool: ``'avg'`` (global average pooling) or ``'attn'`` (softmax
+            attention over positions, ``attn_heads`` maps each pooling an
+            equal group of channels).
+        attn_heads: number of attention maps for ``pool='attn'`` (must
+            divide the tap's channels).
     """
+
+    POOLS = ("avg", "attn")
 
     task = "cls"
 
@@ -42,6 +80,8 @@ class ClsHead(BaseHead):
         hidden_channels: int = 1024,
         dropout: float = 0.2,
         label_smoothing: float = 0.0,
+        pool: str = "avg",
+        attn_heads: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 2:
@@ -52,7 +92,16 @@ class ClsHead(BaseHead):
         in_channels = feature_info[self.taps[0]]["channels"]
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        if pool not in self.POOLS:
+            raise ValueError(f"pool must be one of {self.POOLS}, got {pool!r}")
+        if pool == "attn":
+            if not isinstance(attn_heads, int) or attn_heads < 1 or in_channels % attn_heads:
+                raise ValueError(
+                    f"attn_heads must be a positive int dividing the tap's {in_channels} channels, got {attn_heads!r}"
+                )
+            self.pool: nn.Module = AttentionPool2d(in_channels, attn_heads)
+        else:
+            self.pool = nn.AdaptiveAvgPool2d(1)
         if hidden_channels > 0:
             self.pre_logits = nn.Sequential(
                 nn.Conv2d(in_channels, hidden_channels, 1), nn.Hardswish(inplace=True), nn.Dropout(dropout)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 from mtmnv3.heads import CenterDetHead, ClsHead, EmbeddingHead, resolve_tap
+from mtmnv3.heads.cls_head import AttentionPool2d
 from mtmnv3.heads.centers import draw_gaussian, gaussian_radius, grid_centers
 
 from mtmnv3.models import FPNLite, MultiTaskPerceptor
@@ -157,6 +158,46 @@ def test_predict_runs_only_active_heads_and_maps_to_original_coords():
         model.set_active_heads(["seg"])
     with pytest.raises(RuntimeError, match="run the detection head first"):
         model.predict(data["inputs"], heads=["emb"])
+
+
+def test_attention_pool_starts_as_average_and_learns_to_attend():
+    x = torch.randn(4, 8, 5, 6)
+    pool = AttentionPool2d(8, heads=2)
+    torch.testing.assert_close(pool(x), x.mean((2, 3), keepdim=True))
+    # The label is the content of the one "marked" position (channel 0 = 5);
+    # every other position holds the content of a random class.
+    # Average pooling mixes them; attention pooling learns to read the mark.
+    torch.manual_seed(0)
+
+    def make(n):
+        labels = torch.randint(0, 3, (n,))
+        other = torch.randint(0, 3, (n, 16))
+        flat = torch.zeros(n, 4, 16)
+        flat[:, 1:] = torch.nn.functional.one_hot(other, 3).float().transpose(1, 2)
+        pos = torch.randint(0, 16, (n,))
+        flat[torch.arange(n), 0, pos] = 5.0
+        flat[torch.arange(n), 1:, pos] = torch.nn.functional.one_hot(labels, 3).float()
+        return flat.view(n, 4, 4, 4), labels
+
+    info = [dict(channels=4, stride=32)]
+    accs = {}
+    for kind in ("avg", "attn"):
+        torch.manual_seed(0)
+        head = ClsHead(info, num_classes=3, hidden_channels=0, dropout=0.0, pool=kind)
+        opt = torch.optim.Adam(head.parameters(), lr=0.05)
+        for _ in range(300):
+            feats, labels = make(64)
+            loss = torch.nn.functional.cross_entropy(head({0: feats}), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        feats, labels = make(512)
+        accs[kind] = (head({0: feats}).argmax(1) == labels).float().mean().item()
+    assert accs["attn"] > 0.95 > accs["avg"] + 0.2, accs
+    with pytest.raises(ValueError, match="pool must be one of"):
+        ClsHead(info, num_classes=3, pool="max")
+    with pytest.raises(ValueError, match="attn_heads must be a positive int dividing the tap's 4 channels"):
+        ClsHead(info, num_classes=3, pool="attn", attn_heads=3)
 
 
 def test_bad_configs_give_clear_errors():
