@@ -1,9 +1,20 @@
 """Re-ID embedding head, JDE/FairMOT-style (Zhang et al., FairMOT, 2021).
 
 A dense embedding map on the shared neck; an object's embedding is read at
-its centre cell and L2-normalised. Training classifies identities with a
-cosine classifier (normalised weights, fixed scale), so the learned
-embeddings compare by cosine similarity.
+its centre cell and L2-normalised, so embeddings compare by cosine
+similarity. Two training losses:
+
+* ``'id'`` (FairMOT/JDE): classify every training identity with a cosine
+  classifier (normalised weights, fixed scale). Needs ``num_ids`` >= the
+  number of identities; the classifier's cost grows with it (at 32k ids and
+  64 dims it is a large share of a small model's training step).
+* ``'contrastive'`` (supervised contrastive, Khosla et al. 2020, as used
+  for tracking by QDTrack, Pang et al. 2021): within a batch, each object's
+  other views (same identity, other frames) are pulled together and every
+  other object pushed away. No per-identity weights, so the number of
+  training identities is unbounded; it needs batches holding several frames
+  of the same video (``VideoGroupSampler``). Objects of the same scene are
+  the hard negatives association has to tell apart.
 """
 
 from __future__ import annotations
@@ -20,7 +31,35 @@ from mtmnv3.registry import MODELS
 from .base import BaseHead
 from .centers import grid_centers
 
-__all__ = ["EmbeddingHead", "gather_embeddings"]
+__all__ = ["EmbeddingHead", "contrastive_identity_loss", "gather_embeddings"]
+
+
+def contrastive_identity_loss(embs: Tensor, ids: Tensor, videos: Tensor, temperature: float = 0.1) -> Tensor:
+    """Supervised contrastive loss over the objects of a batch (Khosla et al. 2020, "L_out").
+
+    Args:
+        embs: L2-normalised embeddings ``(M, D)``.
+        ids: identity of each object ``(M,)``.
+        videos: video of each object ``(M,)``; identities are compared within
+            a video only (ids of different videos may coincide).
+        temperature: softmax temperature.
+
+    Returns:
+        The mean over anchors that have at least one positive (another object
+        of the same identity and video) of ``-mean_p log softmax_a(s_ia / T)[p]``
+        with the softmax over every other object ``a``; zero (with a gradient
+        path) when no anchor has a positive.
+    """
+    m = embs.shape[0]
+    sim = embs @ embs.t() / temperature
+    self_mask = torch.eye(m, dtype=torch.bool, device=embs.device)
+    pos = (ids[:, None] == ids[None, :]) & (videos[:, None] == videos[None, :]) & ~self_mask
+    has_pos = pos.any(1)
+    if not bool(has_pos.any()):
+        return embs.sum() * 0.0
+    log_prob = sim - torch.logsumexp(sim.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
+    per_anchor = -(log_prob * pos).sum(1)[has_pos] / pos.sum(1)[has_pos]
+    return per_anchor.mean()
 
 
 def gather_embeddings(emb_map: Tensor, cells: Tensor) -> Tensor:
@@ -38,12 +77,17 @@ class EmbeddingHead(BaseHead):
     Args:
         in_channels: channels of the neck outputs.
         strides: output strides of the neck levels.
-        num_ids: number of training identities (labels ``0..num_ids-1``).
+        num_ids: number of training identities (labels ``0..num_ids-1``);
+            required by ``loss_type='id'``, unused by ``'contrastive'``.
         embed_dim: embedding size (64-128 typical on the edge).
         level: neck level (0 = finest); keep it equal to the detection head's.
         feat_channels: hidden channels.
-        scale: cosine-classifier logit scale.
+        scale: cosine-classifier logit scale (``'id'``).
+        loss_type: ``'id'`` (identity classification) or ``'contrastive'``.
+        temperature: softmax temperature of the contrastive loss.
     """
+
+    LOSS_TYPES = ("id", "contrastive")
 
     task = "track"
     uses_neck = True
@@ -52,15 +96,23 @@ class EmbeddingHead(BaseHead):
         self,
         in_channels: int,
         strides: Sequence[int],
-        num_ids: int,
+        num_ids: int | None = None,
         embed_dim: int = 64,
         level: int = 0,
         feat_channels: int = 64,
         scale: float = 16.0,
+        loss_type: str = "id",
+        temperature: float = 0.1,
     ) -> None:
         super().__init__()
-        if not isinstance(num_ids, int) or num_ids < 2:
-            raise ValueError(f"num_ids must be an int >= 2, got {num_ids!r}")
+        if loss_type not in self.LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {self.LOSS_TYPES}, got {loss_type!r}")
+        if loss_type == "id" and (not isinstance(num_ids, int) or num_ids < 2):
+            raise ValueError(f"num_ids must be an int >= 2 for loss_type='id', got {num_ids!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.loss_type = loss_type
+        self.temperature = float(temperature)
         if not 0 <= level < len(strides):
             raise ValueError(f"level must index the neck's {len(strides)} levels, got {level}")
         self.level = level
@@ -73,7 +125,8 @@ class EmbeddingHead(BaseHead):
             nn.ReLU(inplace=True),
             nn.Conv2d(feat_channels, embed_dim, 1),
         )
-        self.classifier = nn.Parameter(torch.randn(num_ids, embed_dim) * 0.01)
+        # Only the identity loss has per-identity weights.
+        self.classifier = nn.Parameter(torch.randn(num_ids, embed_dim) * 0.01) if loss_type == "id" else None
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         """Neck outputs -> embedding map ``(N, D, H, W)`` (not yet normalised)."""
@@ -92,7 +145,7 @@ class EmbeddingHead(BaseHead):
 
     def loss(self, emb_map: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
         _, _, h, w = emb_map.shape
-        embs, ids = [], []
+        embs, ids, videos = [], [], []
         for b, s in enumerate(data_samples):
             if "track" not in s.metainfo.get("tasks", ("track",)):
                 continue
@@ -107,8 +160,15 @@ class EmbeddingHead(BaseHead):
             cells = grid_centers(gt.bboxes[keep].float(), self.stride, h, w)[1].to(emb_map.device)
             embs.append(self.gather(emb_map[b], cells))
             ids.append(gt.instance_ids[keep])
+            videos.append(torch.full((int(keep.sum()),), int(s.metainfo.get("video_id", -1)), dtype=torch.long))
         if not embs:
-            return {"loss_emb": emb_map.sum() * 0.0 + self.classifier.sum() * 0.0}
+            zero = emb_map.sum() * 0.0
+            return {"loss_emb": zero if self.classifier is None else zero + self.classifier.sum() * 0.0}
+        if self.loss_type == "contrastive":
+            loss = contrastive_identity_loss(
+                torch.cat(embs), torch.cat(ids).to(emb_map.device), torch.cat(videos).to(emb_map.device), self.temperature
+            )
+            return {"loss_emb": loss}
         target = torch.cat(ids).to(emb_map.device)
         if int(target.max()) >= self.num_ids:
             raise ValueError(

@@ -4,8 +4,8 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 from mtmnv3.heads import CenterDetHead, ClsHead, EmbeddingHead, resolve_tap
-from mtmnv3.heads.cls_head import AttentionPool2d
 from mtmnv3.heads.centers import draw_gaussian, gaussian_radius, grid_centers
+from mtmnv3.heads.cls_head import AttentionPool2d
 
 from mtmnv3.models import FPNLite, MultiTaskPerceptor
 from mtmnv3.registry import MODELS

@@ -20,6 +20,7 @@ from .fashion_mnist import (
     read_idx,
 )
 from .mot import mot_to_xyxy, read_mot_gt, read_seqinfo, xyxy_to_mot
+from .samplers import VideoGroupSampler, video_groups
 from .sprites import SPRITE_CLASSES, AppearanceSource, resolve_appearance
 from .synth import (
     DOMAINS,
@@ -34,6 +35,8 @@ from .synth_io import SPLITS, SynthMultiTaskDataset, ensure_synth_dataset, rende
 from .transforms import ColorJitter, Letterbox, PackMultiTaskInputs, RandomCrop, RandomFlip, Resize
 
 __all__ = [
+    "VideoGroupSampler",
+    "video_groups",
     "AppearanceSource",
     "ClassificationListDataset",
     "CocoDetDataset",
