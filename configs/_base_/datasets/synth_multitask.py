@@ -8,7 +8,11 @@
 # Training uses many 2-frame sequences: what generalises is the number of
 # distinct object images seen (long sequences repeat a few and the model
 # memorises them), while identity pairs still train the embedding head.
-# Validation keeps 30-frame sequences for tracking.
+# Each training sequence starts at a random time in its scene's first 28
+# frames (start_offset), so training sees what held-out sequences show:
+# objects entering, leaving and respawning, not only freshly placed scenes.
+# Validation keeps 30-frame sequences for tracking; 96 of them (~100 distinct
+# main objects; 32 sequences measured classification +-0.08).
 image_size = 128
 synth_common = dict(
     data_root="data/synth",
@@ -39,7 +43,7 @@ train_dataloader = dict(
         num_frames=2,
         seed=0,
         pipeline=train_pipeline,
-        **synth_common,
+        **{**synth_common, "scene": {**synth_common["scene"], "start_offset": 28}},
     ),
 )
 val_dataloader = dict(
@@ -51,7 +55,7 @@ val_dataloader = dict(
     dataset=dict(
         type="SynthMultiTaskDataset",
         split="val",
-        num_sequences=32,
+        num_sequences=96,
         num_frames=30,
         seed=0,
         pipeline=test_pipeline,
