@@ -452,3 +452,52 @@ def test_tools_fail_cleanly_on_bad_input(tmp_path, capsys):
     assert split.main([str(table_path), "--budget-ms", "5"]) == 2
     assert "no head timings" in capsys.readouterr().err
     assert split.main([str(table_path), "--budget-ms", "5", "--head", "cls:x:4"]) == 2
+
+
+# ---- pipeline backends ----------------------------------------------------------------
+def test_onnxruntime_pipeline_outputs_equal_the_unsplit_trunk():
+    pytest.importorskip("onnxruntime")
+    trunk = create_trunk("tiny").eval()
+    state = {k: v.clone() for k, v in trunk.state_dict().items()}
+    plan = StagePlan.from_cuts(13, [5])
+    frames = [torch.randn(1, 3, SIZE, SIZE) for _ in range(3)]
+    result = run_pipeline(trunk, plan, frames, warmup=1, backend="onnxruntime")
+    # exporting the stages leaves the trunk as it was (modes and BatchNorm statistics)
+    assert not any(m.training for m in trunk.modules())
+    assert all(torch.equal(v, trunk.state_dict()[k]) for k, v in state.items())
+    with torch.no_grad():
+        expected = [trunk.forward_stages(f) for f in frames]
+    assert len(result.outputs) == len(frames)
+    for out, ref in zip(result.outputs, expected):
+        assert isinstance(out, torch.Tensor)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert len(result.stage_ms) == 2 and all(t > 0 for t in result.stage_ms)
+    assert result.plan.measured_ms == result.stage_ms and result.throughput_fps > 0
+
+
+def test_pipeline_rejects_unknown_backends_and_mixed_shapes_on_onnxruntime():
+    trunk = create_trunk("tiny")
+    plan = StagePlan.from_cuts(13, [5])
+    msg = "unknown pipeline backend 'tensorrt'; expected one of 'eager', 'onnxruntime'"
+    with pytest.raises(ValueError, match=msg):
+        run_pipeline(trunk, plan, frames=2, size=SIZE, backend="tensorrt")
+    pytest.importorskip("onnxruntime")
+    frames = [torch.randn(1, 3, SIZE, SIZE), torch.randn(1, 3, SIZE + 32, SIZE)]
+    with pytest.raises(ValueError, match=r"fixed input shape \(1, 3, 64, 64\).*frame 1 has shape"):
+        run_pipeline(trunk, plan, frames, warmup=0, backend="onnxruntime")
+
+
+def test_split_tool_runs_the_pipeline_on_onnxruntime(tmp_path, capsys, tiny_eager_table):
+    pytest.importorskip("onnxruntime")
+    split = _load_tool("split")
+    table_path = tmp_path / "table.json"
+    dataclasses.replace(tiny_eager_table, variant="tiny").save(table_path)
+    plan_path = tmp_path / "plan.json"
+    argv = [str(table_path), "--balanced", "2", "--run", "--frames", "2", "--backend", "onnxruntime"]
+    assert split.main([*argv, "--out", str(plan_path)]) == 0
+    out = capsys.readouterr().out
+    assert "the pipeline runs onnxruntime; the table was measured on eager" in out
+    assert "measured slowest stage" in out
+    assert StagePlan.load(plan_path).measured_ms is not None
+    assert split.main([str(table_path), "--balanced", "2", "--backend", "onnxruntime"]) == 2
+    assert "--backend only applies to --run" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Search a stage split from a latency table and write it as a plan.
 
 Usage:
-    python tools/split.py TABLE --balanced K [--run [--frames 32]] [--out plan.json]
+    python tools/split.py TABLE --balanced K [--run [--frames 32] [--backend B]] [--out plan.json]
     python tools/split.py TABLE --device-server --bandwidth-mbps B [--rtt-ms R]
                           [--server-speedup S | --server-table T] [--int8] [--out plan.json]
     python tools/split.py TABLE --budget-ms X [--head NAME:MS:TAP[,TAP...] ...] [--out fit.json]
@@ -9,7 +9,9 @@ Usage:
 ``--balanced`` and ``--device-server`` write a StagePlan; ``--budget-ms``
 writes the budget fit (heads, trunk depth, costs) as JSON. ``--run``
 executes the balanced plan with one thread per stage and prints measured vs
-predicted stage times (the written plan then carries ``measured_ms``).
+predicted stage times (the written plan then carries ``measured_ms``). The
+stages run on the table's backend when the pipeline supports it (eager or
+onnxruntime; ``--backend`` overrides), else on eager PyTorch.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import sys
 from mtmnv3 import TRUNK_VARIANTS, create_trunk
 from mtmnv3.fileio import atomic_write_json
 from mtmnv3.hardware import (
+    BackendUnavailableError,
     LatencyTable,
     balanced_stages,
     best_device_server_split,
     fit_budget,
     run_pipeline,
 )
+from mtmnv3.hardware.pipeline import PIPELINE_BACKENDS
 
 #: Default server speed-up over the device when no server table is given.
 DEFAULT_SERVER_SPEEDUP = 10.0
@@ -58,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--run", action="store_true", help="run the balanced plan in threads and measure it")
     p.add_argument("--frames", type=int, default=32, help="timed frames for --run (default 32)")
+    p.add_argument(
+        "--backend",
+        choices=PIPELINE_BACKENDS,
+        help="backend the --run stages run on (default: the table's backend if supported, else eager)",
+    )
     p.add_argument("--out", help="write the plan (or budget fit) JSON here")
     return p.parse_args(argv)
 
@@ -83,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.run and args.balanced is None:
             raise ValueError("--run only applies to --balanced K")
+        if args.backend is not None and not args.run:
+            raise ValueError("--backend only applies to --run")
         table = LatencyTable.load(args.table)
         if args.balanced is not None:
             result = _balanced(table, args)
@@ -93,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BackendUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.out:
         atomic_write_json(args.out, result)
         print(f"\nwrote {args.out}")
@@ -115,8 +129,7 @@ def _balanced(table: LatencyTable, args: argparse.Namespace) -> dict:
             raise ValueError(
                 f"--run needs the table's trunk variant to rebuild the trunk; the table has {table.variant!r}"
             )
-        if table.profile.backend != "eager":
-            print(f"note: the pipeline runs eager PyTorch; the table was measured on {table.profile.backend}")
+        backend = _run_backend(table, args.backend)
         trunk = create_trunk(table.variant)
         result = run_pipeline(
             trunk,
@@ -124,11 +137,24 @@ def _balanced(table: LatencyTable, args: argparse.Namespace) -> dict:
             frames=args.frames,
             size=table.profile.resolution,
             intra_op_threads=table.profile.threads,
+            backend=backend,
         )
         print()
         print(result.format())
         plan = result.plan
     return plan.to_dict()
+
+
+def _run_backend(table: LatencyTable, requested: str | None) -> str:
+    """The pipeline backend for ``--run``: ``requested``, else the table's if supported, else eager."""
+    measured = table.profile.backend
+    if requested is None:
+        requested = measured if measured in PIPELINE_BACKENDS else "eager"
+    if requested != measured:
+        print(f"note: the pipeline runs {requested}; the table was measured on {measured}")
+    if table.profile.dtype != "fp32":
+        print(f"note: the pipeline runs fp32; the table was measured in {table.profile.dtype}")
+    return requested
 
 
 def _device_server(table: LatencyTable, args: argparse.Namespace) -> dict:
