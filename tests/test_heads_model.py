@@ -207,7 +207,7 @@ def test_bad_configs_give_clear_errors():
         MultiTaskPerceptor(**model_cfg(heads={}))
     with pytest.raises(ValueError, match=r"task_weights names \['seg'\]"):
         MultiTaskPerceptor(**model_cfg(task_weights=dict(seg=1.0)))
-    with pytest.raises(ValueError, match="num_ids must be an int >= 2, got 1"):
+    with pytest.raises(ValueError, match="num_ids must be an int >= 2 for loss_type=.id., got 1"):
         EmbeddingHead(in_channels=8, strides=(8,), num_ids=1)
 
 
