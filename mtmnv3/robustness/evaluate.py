@@ -627,7 +627,11 @@ def build_study(
     if not kept:
         raise ValueError(f"no metric to evaluate: the config's test metrics {skipped} need a tracker hook")
     evaluator = Evaluator(kept)
-    loader = Runner.build_dataloader(cfg.test_dataloader)
+    # Load in this process: the study keeps every batch in memory, and each
+    # tensor a worker process hands over holds a file descriptor while it lives
+    # (a 2880-frame split ran out of descriptors).
+    loader_cfg = {**cfg.test_dataloader, "num_workers": 0, "persistent_workers": False}
+    loader = Runner.build_dataloader(loader_cfg)
     evaluator.dataset_meta = getattr(loader.dataset, "metainfo", None)
     batches = collect_batches(loader, max_samples)
     study = RobustnessStudy(model, batches, evaluator, seed, sequence_hook_factory, progress)
