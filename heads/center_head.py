@@ -77,7 +77,7 @@ def decode_centers(
     n, c, h, w = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
     k = min(max_per_img, c * h * w)
-    scores, flat = peaks.view(n, -1).topk(k)
+    scores, flat = peaks.reshape(n, -1).topk(k)
     labels = torch.div(flat, h * w, rounding_mode="floor")
     cell = flat % (h * w)
     ys, xs = torch.div(cell, w, rounding_mode="floor"), cell % w
