@@ -186,6 +186,24 @@ def test_synth_dataset_in_a_runner_style_dataloader(tmp_path):
         assert sample.metainfo["tasks"] == ("cls", "det", "track") and sample.metainfo["frame_id"] == 1
 
 
+def test_dataset_keeps_only_the_tasks_asked_for(tmp_path):
+    """``tasks=`` turns videos into plain labelled frames: the identity labels
+    stay out of training (the embedding head skips such samples) while the
+    classification and detection labels are unchanged."""
+    base = dict(data_root=str(tmp_path), split="train", num_sequences=2, num_frames=2, image_size=40, num_objects=2)
+    full = SynthMultiTaskDataset(**base)
+    frames = SynthMultiTaskDataset(**base, tasks=("cls", "det"))
+    assert len(frames) == len(full) == 4
+    for i in range(len(full)):
+        a, b = full.get_data_info(i), frames.get_data_info(i)
+        assert "track" in a["tasks"] and b["tasks"] == tuple(t for t in a["tasks"] if t != "track")
+        assert a["gt_cls_label"] == b["gt_cls_label"] and a["img_path"] == b["img_path"]
+    with pytest.raises(ValueError, match="tasks must be a non-empty subset"):
+        SynthMultiTaskDataset(**base, tasks=("cls", "depth"))
+    with pytest.raises(ValueError, match="tasks must be a non-empty subset"):
+        SynthMultiTaskDataset(**base, tasks="cls")
+
+
 def _cli_module():
     import importlib.util
 

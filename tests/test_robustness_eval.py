@@ -11,6 +11,7 @@ import pytest
 import torch
 from mmengine.optim import OptimWrapper
 from mmengine.structures import InstanceData
+from test_train_tools import train_data_options
 
 import mtmnv3.robustness  # noqa: F401  (registers RobustMultiTaskPerceptor in MODELS)
 from mtmnv3.data import PackMultiTaskInputs, SynthMultiTaskDataset
@@ -58,11 +59,6 @@ def tiny_options(data_root, max_iters=2):
         "train_dataloader.batch_size=5",
         "train_dataloader.num_workers=0",
         "train_dataloader.persistent_workers=False",
-        f"train_dataloader.dataset.data_root={data_root}",
-        "train_dataloader.dataset.num_sequences=5",
-        "train_dataloader.dataset.num_frames=2",
-        f"train_dataloader.dataset.image_size={IMAGE_SIZE}",
-        f"train_dataloader.dataset.pipeline.2.size={IMAGE_SIZE}",
         "val_dataloader.num_workers=0",
         "val_dataloader.persistent_workers=False",
         "test_dataloader.num_workers=0",
@@ -77,7 +73,7 @@ def tiny_options(data_root, max_iters=2):
             f"{split}_dataloader.dataset.image_size={IMAGE_SIZE}",
             f"{split}_dataloader.dataset.pipeline.0.size={IMAGE_SIZE}",
         ]
-    return opts
+    return opts + train_data_options(ROBUST_CONFIG, data_root, num_sequences=5, num_frames=2, image_size=IMAGE_SIZE)
 
 
 def run_tool(tool, *args, timeout=400):

@@ -44,17 +44,35 @@ def tiny_options(data_root, max_iters=6, ckpt_interval=3, batch=4):
         "test_dataloader.dataset.pipeline.0.size=96",
         "val_dataloader.persistent_workers=False",
         "val_dataloader.batch_size=8",
-        f"train_dataloader.dataset.data_root={data_root}",
         f"val_dataloader.dataset.data_root={data_root}",
-        "train_dataloader.dataset.num_sequences=2",
-        "train_dataloader.dataset.num_frames=8",
         "val_dataloader.dataset.num_sequences=1",
         "val_dataloader.dataset.num_frames=8",
-        "train_dataloader.dataset.image_size=96",
         "val_dataloader.dataset.image_size=96",
-        "train_dataloader.dataset.pipeline.2.size=96",
         "val_dataloader.dataset.pipeline.0.size=96",
-    ]
+    ] + train_data_options(CONFIG, data_root, num_sequences=2, num_frames=8, image_size=96)
+
+
+def train_data_options(config, data_root, num_sequences, num_frames, image_size):
+    """Shrink every part of the config's training data (the default mixes videos
+    and single frames in a ConcatDataset; a part keeps its frame count if it has 1)."""
+    from mtmnv3.engine import dataset_keys, load_config
+
+    cfg = load_config(config)
+    opts = []
+    for key in dataset_keys(cfg, "train"):
+        part = cfg.train_dataloader.dataset
+        if key.rsplit(".", 2)[-2] == "datasets":
+            part = part.datasets[int(key.rsplit(".", 1)[-1])]
+        frames = 1 if part.get("num_frames") == 1 else num_frames
+        size_at = next(i for i, t in enumerate(part.pipeline) if t.type == "Letterbox")
+        opts += [
+            f"{key}.data_root={data_root}",
+            f"{key}.num_sequences={num_sequences}",
+            f"{key}.num_frames={frames}",
+            f"{key}.image_size={image_size}",
+            f"{key}.pipeline.{size_at}.size={image_size}",
+        ]
+    return opts
 
 
 def run_tool(tool, *args, timeout=300, env=None, **kwargs):
@@ -186,3 +204,20 @@ def test_amp_without_gpu_is_a_clear_error(tmp_path):
 def test_missing_config(tmp_path):
     r = run_tool("train.py", tmp_path / "nope.py")
     assert r.returncode == 2 and "config file not found" in r.stderr
+
+
+def test_concat_dataset_parts_are_checked_and_addressable():
+    from mtmnv3.engine import dataset_keys, load_config, validate_config
+
+    cfg = load_config(CONFIG)
+    keys = dataset_keys(cfg, "train")
+    assert keys == ["train_dataloader.dataset.datasets.0", "train_dataloader.dataset.datasets.1"]
+    assert dataset_keys(cfg, "val") == ["val_dataloader.dataset"]
+    # The single-frame part trains classification and detection only.
+    assert cfg.train_dataloader.dataset.datasets[1].tasks == ("cls", "det")
+    cfg.merge_from_dict({f"{keys[1]}.type": "NoSuchDataset"})
+    with pytest.raises(KeyError, match=r"NoSuchDataset.*train_dataloader\.dataset\.datasets\.1"):
+        validate_config(cfg)
+    cfg.test_dataloader = None
+    with pytest.raises(KeyError, match="no test_dataloader.dataset"):
+        dataset_keys(cfg, "test")

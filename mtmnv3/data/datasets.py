@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from ..registry import DATASETS
 from .common import (
     IMAGE_EXTENSIONS,
     SCENE_META_KEYS,
+    TASKS,
     DataError,
     MultiTaskBaseDataset,
     SkipCounter,
@@ -292,10 +294,24 @@ class MultiTaskDataset(CocoDetDataset):
             (paths relative to the image prefix).
         cls_classes: classification class names when the json has no
             ``cls_categories``.
+        tasks: keep only these of each sample's tasks (e.g. ``('cls', 'det')``
+            to use videos as plain labelled frames, leaving the identity
+            labels out); default all of them.
         **kwargs: as :class:`CocoDetDataset`.
     """
 
-    def __init__(self, ann_file: str, cls_ann_file: str | None = None, cls_classes: tuple[str, ...] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        ann_file: str,
+        cls_ann_file: str | None = None,
+        cls_classes: tuple[str, ...] | None = None,
+        tasks: Sequence[str] | None = None,
+        **kwargs,
+    ) -> None:
+        if tasks is not None:
+            if isinstance(tasks, str) or not tasks or any(t not in TASKS for t in tasks):
+                raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tasks!r}")
+        self.keep_tasks = None if tasks is None else tuple(tasks)
         self.cls_ann_file = cls_ann_file
         self._cls_classes_arg = tuple(cls_classes) if cls_classes else None
         self._cls_from_list: dict[str, int] = {}
@@ -366,6 +382,8 @@ class MultiTaskDataset(CocoDetDataset):
             extras.update({k: video[k] for k in SCENE_META_KEYS if k in video})
         if cls >= 0:
             tasks.insert(0, "cls")
+        if self.keep_tasks is not None:
+            tasks = [t for t in tasks if t in self.keep_tasks]
         extras["tasks"] = tuple(tasks)
         return extras
 

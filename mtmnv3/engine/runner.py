@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 from .checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
 
 __all__ = [
+    "dataset_keys",
     "load_config",
     "prepare_train_config",
     "validate_config",
@@ -56,6 +57,24 @@ def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = No
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def dataset_keys(cfg: Config, split: str) -> list[str]:
+    """Dotted config keys of the dataset(s) a split's loader reads, for
+    ``--cfg-options``: ``['train_dataloader.dataset']``, or one key per part
+    when the dataset is a ``ConcatDataset`` (``...dataset.datasets.0``, ...).
+
+    Raises:
+        KeyError: the config has no ``{split}_dataloader.dataset``.
+    """
+    loader = cfg.get(f"{split}_dataloader")
+    if not loader or not loader.get("dataset"):
+        raise KeyError(f"the config has no {split}_dataloader.dataset")
+    dataset = loader["dataset"]
+    key = f"{split}_dataloader.dataset"
+    if dataset.get("type") == "ConcatDataset":
+        return [f"{key}.datasets.{i}" for i in range(len(dataset["datasets"]))]
+    return [key]
 
 
 def prepare_train_config(
@@ -130,8 +149,10 @@ def validate_config(cfg: Config) -> None:
         _check_type(MODELS, head, f"model.heads.{name}")
     for split in ("train", "val", "test"):
         loader = cfg.get(f"{split}_dataloader")
-        if loader:
-            _check_type(DATASETS, loader.get("dataset"), f"{split}_dataloader.dataset")
+        if loader and loader.get("dataset"):
+            _check_type(DATASETS, loader["dataset"], f"{split}_dataloader.dataset")
+            for i, part in enumerate(loader["dataset"].get("datasets") or []):
+                _check_type(DATASETS, part, f"{split}_dataloader.dataset.datasets.{i}")
         evaluator = cfg.get(f"{split}_evaluator")
         for i, metric in enumerate(evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]):
             _check_type(METRICS, metric, f"{split}_evaluator[{i}]")

@@ -284,7 +284,9 @@ def _build_loader(cfg: Any, split: str, shuffle: bool, seed: int, batch_size: in
 
     init_default_scope(cfg.get("default_scope", "mtmnv3"))
     loader = _data_cfg(cfg, split)
-    loader["dataset"]["pipeline"] = _eval_pipeline(cfg)
+    dataset = loader["dataset"]
+    for part in dataset["datasets"] if dataset.get("type") == "ConcatDataset" else [dataset]:
+        part["pipeline"] = _eval_pipeline(cfg)
     loader.update(
         batch_size=batch_size,
         num_workers=0,
