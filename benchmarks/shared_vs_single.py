@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from mtmnv3.engine import dataset_keys, load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {
     "3task": "mtmnv3_{arch}_3task_synth.py",
@@ -65,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cfg-options", nargs="+", default=[])
     args = p.parse_args(argv)
     data_root = Path(args.data_root).resolve()
-    options = [
-        f"{s}_dataloader.dataset.data_root={data_root}" for s in ("train", "val", "test")
-    ] + args.cfg_options
     results, walls = {}, {}
     for name in args.runs:
         config = ROOT / "configs" / RUNS[name].format(arch=args.arch)
+        cfg = load_config(config)
+        options = [
+            f"{key}.data_root={data_root}" for s in ("train", "val", "test") for key in dataset_keys(cfg, s)
+        ] + args.cfg_options
         work = Path(args.work_root) / f"{args.arch}_{name}"
         walls[name] = train(config, work, options)
         results[name] = final_metrics(work)

@@ -4,7 +4,13 @@ Both train the three-task MobileNetV3-Small config for the same iterations on
 the same data; the table reports images/s and the ratio Runner/plain, the two
 measured in one run, plain loop first and again last (drift check).
 
-Usage: python benchmarks/train_throughput.py [--iters 60] [--batch 32] [--config CONFIG]
+A second table times the Runner under the settings that decide CPU training
+speed, as ratios against the config's own settings in the same run: data
+loading in a worker process or in the training process, and NCHW vs
+channels-last memory (``model.channels_last``). On 2 cores a loader worker
+competes with the two compute threads for the same cores.
+
+Usage: python benchmarks/train_throughput.py [--iters 60] [--batch 32] [--config CONFIG] [--no-settings]
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 
-from mtmnv3.engine import build_runner, load_config, prepare_train_config
+from mtmnv3.engine import build_runner, dataset_keys, load_config, prepare_train_config
 from mtmnv3.profiling import format_table
 from mtmnv3.registry import DATASETS, MODELS
 
@@ -103,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=60)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--data-root", default="data/synth")
+    p.add_argument("--no-settings", action="store_true", help="skip the loader/memory-format table")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     cfg = prepare_train_config(cfg, args.config)
     cfg.train_dataloader.batch_size = args.batch
-    for split in ("train", "val", "test"):
-        cfg[f"{split}_dataloader"].dataset.data_root = args.data_root
+    cfg.merge_from_dict(
+        {f"{key}.data_root": args.data_root for split in ("train", "val", "test") for key in dataset_keys(cfg, split)}
+    )
     plain1 = plain_loop(cfg, args.iters)
     runner = runner_loop(cfg, args.iters)
     plain2 = plain_loop(cfg, args.iters)
@@ -120,7 +128,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Training throughput, {args.config}, batch {args.batch}, {args.iters} timed iterations\n")
     print(format_table(["loop", "images/s", "ratio vs plain"], rows))
     print(f"\n(plain loop drift: first {plain1:.1f}, last {plain2:.1f} images/s)")
+    if not args.no_settings:
+        print_settings_table(cfg, args.iters, runner)
     return 0
+
+
+def with_settings(cfg, num_workers: int, channels_last: bool):
+    cfg = copy.deepcopy(cfg)
+    cfg.train_dataloader.num_workers = num_workers
+    cfg.train_dataloader.persistent_workers = num_workers > 0
+    cfg.model.channels_last = channels_last
+    return cfg
+
+
+def print_settings_table(cfg, iters: int, reference: float) -> None:
+    """Runner images/s per (loader workers, memory format), against the config's own run."""
+    own = (cfg.train_dataloader.num_workers, bool(cfg.model.get("channels_last", False)))
+    rows = []
+    for workers in (0, 1):
+        for channels_last in (False, True):
+            setting = (workers, channels_last)
+            speed = reference if setting == own else runner_loop(with_settings(cfg, *setting), iters)
+            name = f"{'loader in the training process' if workers == 0 else f'{workers} loader worker'}, "
+            name += "channels-last" if channels_last else "NCHW"
+            rows.append([name + (" (config)" if setting == own else ""), speed, speed / reference])
+    print("\nRunner throughput by loader and memory format\n")
+    print(format_table(["setting", "images/s", "ratio vs config"], rows))
 
 
 if __name__ == "__main__":

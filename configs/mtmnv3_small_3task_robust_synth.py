@@ -1,5 +1,5 @@
 # MobileNetV3-small 3-task model (cls + det + emb) with distributionally robust training on the
-# built-in synthetic data, 3000 iterations: AugMix consistency (Hendrycks et al., ICLR 2020) with a
+# built-in synthetic data, 4800 iterations: AugMix consistency (Hendrycks et al., ICLR 2020) with a
 # Jensen-Shannon term on the cls logits and the det heatmap, plus group DRO over the scenes'
 # background domains (Sagawa et al., ICLR 2020). Each batch runs three views (clean + 2 AugMix), so an
 # iteration costs about three forward/backward passes of the plain config.

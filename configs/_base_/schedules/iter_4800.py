@@ -1,5 +1,5 @@
-# 3000 iterations, AdamW with linear warm-up then cosine decay; validation at the end.
-max_iters = 3000
+# 4800 iterations, AdamW with linear warm-up then cosine decay; validation at the end.
+max_iters = 4800
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")
