@@ -94,6 +94,17 @@ def exported(request, tiny, tmp_path_factory):
 
 
 # ---- whole model -----------------------------------------------------------------------
+def test_channels_last_model_exports_with_parity(tiny, tmp_path):
+    """The default configs train in channels-last memory; the exported graph is the same."""
+    fast = MultiTaskPerceptor(**model_cfg(), channels_last=True).eval()
+    fast.load_state_dict(tiny.state_dict())
+    path = tmp_path / "cl.onnx"
+    export_onnx(fast, path, input_size=SIZE, exporter="dynamo")
+    x = torch.randn(1, 3, SIZE, SIZE).numpy()
+    diffs = max_diffs(OrtMultiTaskRunner(path, threads=1).run_raw(x), torch_raw(tiny, x))
+    assert max(diffs.values()) < RAW_ATOL, diffs
+
+
 def test_raw_outputs_match_torch(tiny, exported):
     path, meta = exported
     assert [o["name"] for o in meta["outputs"]] == ["cls", "det_heatmap", "det_wh", "det_offset", "emb"]
