@@ -38,6 +38,7 @@ class _Timer(Hook):
 
     def __init__(self) -> None:
         self.start = None
+        self.end = None
         self.count = 0
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
@@ -47,6 +48,7 @@ class _Timer(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if runner.iter >= WARMUP:
             self.count += 1
+            self.end = time.perf_counter()  # not after train(): the loop validates at its last iteration
 
 
 def plain_loop(cfg, iters: int) -> float:
@@ -100,7 +102,7 @@ def runner_loop(cfg, iters: int) -> float:
     timer = _Timer()
     runner.register_hook(timer, priority="LOWEST")
     runner.train()
-    return timer.count * cfg.train_dataloader.batch_size / (time.perf_counter() - timer.start)
+    return timer.count * cfg.train_dataloader.batch_size / (timer.end - timer.start)
 
 
 def main(argv: list[str] | None = None) -> int:

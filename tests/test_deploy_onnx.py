@@ -115,6 +115,16 @@ def test_raw_outputs_match_torch(tiny, exported):
     assert max(diffs.values()) < RAW_ATOL, diffs
 
 
+def test_sessions_sleep_between_runs_unless_asked_to_spin(exported):
+    from mtmnv3.deploy import make_session
+
+    path, _ = exported
+    key = "session.intra_op.allow_spinning"
+    assert make_session(path, threads=2).get_session_options().get_session_config_entry(key) == "0"
+    spinning = make_session(path, threads=2, allow_spinning=True)
+    assert spinning.get_session_options().get_session_config_entry(key) == "1"
+
+
 def test_sidecar_records_what_deployment_needs(exported):
     path, meta = exported
     assert json.loads(sidecar_path(path).read_text()) == meta

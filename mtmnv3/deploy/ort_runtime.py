@@ -40,9 +40,20 @@ INPUT_COLORS = ("bgr", "rgb")
 
 
 def make_session(
-    onnx_path: str | os.PathLike, threads: int = 1, providers: Sequence[str] | None = None
+    onnx_path: str | os.PathLike,
+    threads: int = 1,
+    providers: Sequence[str] | None = None,
+    allow_spinning: bool = False,
 ) -> ort.InferenceSession:
     """An ONNX Runtime session with ``threads`` intra-op threads and all graph optimisations.
+
+    ``allow_spinning=False`` (the default here, unlike ONNX Runtime's) makes
+    idle intra-op threads sleep instead of spin-waiting for the next run. A
+    perception loop does other work between runs (decoding, torch box
+    decoding and NMS, tracking, drawing); on 2 cores spinning pool threads
+    took the cores from it: the 320 px demo pipeline ran at 45-111 FPS with
+    spinning and 143 FPS without (``benchmarks/demo_pipeline.py``). Pure
+    back-to-back latency measurements may pass ``True``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -64,6 +75,7 @@ def make_session(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
