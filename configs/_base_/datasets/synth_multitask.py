@@ -39,6 +39,12 @@ test_pipeline = [
     dict(type="Letterbox", size=image_size),
     dict(type="PackMultiTaskInputs"),
 ]
+train_part = dict(
+    type="SynthMultiTaskDataset",
+    split="train",
+    pipeline=train_pipeline,
+    **{**synth_common, "scene": train_scene},
+)
 train_dataloader = dict(
     batch_size=32,
     num_workers=0,
@@ -49,25 +55,8 @@ train_dataloader = dict(
         type="ConcatDataset",
         ignore_keys=["videos"],  # each part lists its own videos
         datasets=[
-            dict(
-                type="SynthMultiTaskDataset",
-                split="train",
-                num_sequences=6000,
-                num_frames=2,
-                seed=0,
-                pipeline=train_pipeline,
-                **{**synth_common, "scene": train_scene},
-            ),
-            dict(
-                type="SynthMultiTaskDataset",
-                split="train",
-                num_sequences=54000,
-                num_frames=1,
-                seed=1,
-                tasks=("cls", "det"),
-                pipeline=train_pipeline,
-                **{**synth_common, "scene": train_scene},
-            ),
+            dict(**train_part, num_sequences=6000, num_frames=2, seed=0),
+            dict(**train_part, num_sequences=54000, num_frames=1, seed=1, tasks=("cls", "det")),
         ],
     ),
 )
