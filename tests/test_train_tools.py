@@ -55,14 +55,11 @@ def tiny_options(data_root, max_iters=6, ckpt_interval=3, batch=4):
 def train_data_options(config, data_root, num_sequences, num_frames, image_size):
     """Shrink every part of the config's training data (the default mixes videos
     and single frames in a ConcatDataset; a part keeps its frame count if it has 1)."""
-    from mtmnv3.engine import dataset_keys, load_config
+    from mtmnv3.engine import dataset_keys, dataset_parts, load_config
 
     cfg = load_config(config)
     opts = []
-    for key in dataset_keys(cfg, "train"):
-        part = cfg.train_dataloader.dataset
-        if key.rsplit(".", 2)[-2] == "datasets":
-            part = part.datasets[int(key.rsplit(".", 1)[-1])]
+    for key, part in zip(dataset_keys(cfg, "train"), dataset_parts(cfg.train_dataloader.dataset)):
         frames = 1 if part.get("num_frames") == 1 else num_frames
         size_at = next(i for i, t in enumerate(part.pipeline) if t.type == "Letterbox")
         opts += [
@@ -221,3 +218,25 @@ def test_concat_dataset_parts_are_checked_and_addressable():
     cfg.test_dataloader = None
     with pytest.raises(KeyError, match="no test_dataloader.dataset"):
         dataset_keys(cfg, "test")
+
+
+def test_quantization_calibration_reads_every_training_part(tmp_path):
+    """Calibrating on the train split builds each ConcatDataset part with the
+    deterministic test pipeline (no flip, no colour jitter)."""
+    from mmengine.config import DictAction
+
+    from mtmnv3.engine import dataset_keys, dataset_parts, load_config
+    from mtmnv3.hardware.quantize import _build_loader
+
+    opts = train_data_options(CONFIG, tmp_path / "data", num_sequences=1, num_frames=2, image_size=64)
+    cfg = load_config(CONFIG, {k: DictAction._parse_iterable(v) for k, v in (o.split("=", 1) for o in opts)})
+    parts = dataset_parts(cfg.train_dataloader.dataset)
+    assert len(parts) == len(dataset_keys(cfg, "train")) == 2
+    assert parts[1] is cfg.train_dataloader.dataset.datasets[1]
+    loader = _build_loader(cfg, "train", shuffle=False, seed=0, batch_size=4)
+    assert len(loader.dataset) == 3  # 1 video x 2 frames + 1 single frame
+    test_types = [t["type"] for t in cfg.val_dataloader.dataset.pipeline]
+    for part in loader.dataset.datasets:
+        assert [type(t).__name__ for t in part.pipeline.transforms] == test_types
+    batch = next(iter(loader))
+    assert len(batch["inputs"]) == 3

@@ -17,6 +17,7 @@ from .checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
 
 __all__ = [
     "dataset_keys",
+    "dataset_parts",
     "load_config",
     "prepare_train_config",
     "validate_config",
@@ -72,9 +73,20 @@ def dataset_keys(cfg: Config, split: str) -> list[str]:
         raise KeyError(f"the config has no {split}_dataloader.dataset")
     dataset = loader["dataset"]
     key = f"{split}_dataloader.dataset"
-    if dataset.get("type") == "ConcatDataset":
+    if is_concat(dataset):
         return [f"{key}.datasets.{i}" for i in range(len(dataset["datasets"]))]
     return [key]
+
+
+def is_concat(dataset: Any) -> bool:
+    return isinstance(dataset, dict) and dataset.get("type") == "ConcatDataset"
+
+
+def dataset_parts(dataset: dict) -> list[dict]:
+    """The dataset configs a loader's ``dataset`` config reads: a
+    ``ConcatDataset``'s parts (the same objects, in the order of
+    :func:`dataset_keys`), else the dataset itself."""
+    return list(dataset["datasets"]) if is_concat(dataset) else [dataset]
 
 
 def prepare_train_config(
@@ -151,8 +163,9 @@ def validate_config(cfg: Config) -> None:
         loader = cfg.get(f"{split}_dataloader")
         if loader and loader.get("dataset"):
             _check_type(DATASETS, loader["dataset"], f"{split}_dataloader.dataset")
-            for i, part in enumerate(loader["dataset"].get("datasets") or []):
-                _check_type(DATASETS, part, f"{split}_dataloader.dataset.datasets.{i}")
+            if is_concat(loader["dataset"]):
+                for key, part in zip(dataset_keys(cfg, split), dataset_parts(loader["dataset"])):
+                    _check_type(DATASETS, part, key)
         evaluator = cfg.get(f"{split}_evaluator")
         for i, metric in enumerate(evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]):
             _check_type(METRICS, metric, f"{split}_evaluator[{i}]")

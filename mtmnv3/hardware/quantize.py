@@ -282,10 +282,11 @@ def _build_loader(cfg: Any, split: str, shuffle: bool, seed: int, batch_size: in
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
+    from mtmnv3.engine import dataset_parts
+
     init_default_scope(cfg.get("default_scope", "mtmnv3"))
     loader = _data_cfg(cfg, split)
-    dataset = loader["dataset"]
-    for part in dataset["datasets"] if dataset.get("type") == "ConcatDataset" else [dataset]:
+    for part in dataset_parts(loader["dataset"]):
         part["pipeline"] = _eval_pipeline(cfg)
     loader.update(
         batch_size=batch_size,
