@@ -17,7 +17,14 @@ import os
 import sys
 import tempfile
 
-from mtmnv3.engine import add_runner_args, build_runner, load_config, load_model_checkpoint, parse_runner_args
+from mtmnv3.engine import (
+    add_runner_args,
+    build_runner,
+    close_distributed,
+    load_config,
+    load_model_checkpoint,
+    parse_runner_args,
+)
 from mtmnv3.fileio import atomic_write_json
 
 
@@ -68,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.out_json:
         atomic_write_json(args.out_json, {k: float(v) for k, v in metrics.items()})
+    close_distributed()
     return 0
 
 

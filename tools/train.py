@@ -12,7 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mtmnv3.engine import add_runner_args, build_runner, load_config, parse_runner_args, prepare_train_config
+from mtmnv3.engine import (
+    add_runner_args,
+    build_runner,
+    close_distributed,
+    load_config,
+    parse_runner_args,
+    prepare_train_config,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as e:
         print(f"error: training stopped: {e}", file=sys.stderr)
         return 1
+    close_distributed()
     return 0
 
 

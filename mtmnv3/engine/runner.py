@@ -199,6 +199,18 @@ def init_cpu_distributed(cfg: Config) -> None:
     dist.init_process_group(backend="gloo", **kwargs)
 
 
+def close_distributed() -> None:
+    """Tear the process group down before the interpreter exits (call after a run
+    that succeeded). Left to the interpreter's shutdown, gloo's worker threads can
+    still hold pending work and a rank aborts ("terminate called without an active
+    exception") after a run that finished. Not after a failure: a failed rank must
+    not wait on its peers in a collective teardown."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def build_runner(cfg: Config) -> Runner:
     """Validate the config, then build mmengine's Runner (from ``cfg.runner_type`` if set)."""
     allow_mmengine_checkpoint_globals()
