@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -45,13 +46,20 @@ def gaussian_radius(height: float, width: float, min_overlap: float = GAUSSIAN_M
     return min(r1, r2, r3)
 
 
-def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
-    """Max-paste a 2D Gaussian of ``radius`` at (cx, cy) into ``heatmap`` (H, W), in place."""
+@functools.lru_cache(maxsize=128)
+def _gaussian_kernel(radius: int, dtype: torch.dtype) -> Tensor:
+    """The ``(2r+1, 2r+1)`` Gaussian CenterNet pastes (sigma = diameter / 6), peak 1.
+    Cached: targets are built every step and radii repeat."""
     diameter = 2 * radius + 1
     sigma = diameter / 6
-    ys = torch.arange(-radius, radius + 1, dtype=heatmap.dtype).view(-1, 1)
-    xs = torch.arange(-radius, radius + 1, dtype=heatmap.dtype).view(1, -1)
-    gaussian = torch.exp(-(xs * xs + ys * ys) / (2 * sigma * sigma))
+    ys = torch.arange(-radius, radius + 1, dtype=dtype).view(-1, 1)
+    xs = torch.arange(-radius, radius + 1, dtype=dtype).view(1, -1)
+    return torch.exp(-(xs * xs + ys * ys) / (2 * sigma * sigma))
+
+
+def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
+    """Max-paste a 2D Gaussian of ``radius`` at (cx, cy) into ``heatmap`` (H, W), in place."""
+    gaussian = _gaussian_kernel(int(radius), heatmap.dtype)
     h, w = heatmap.shape
     left, right = min(cx, radius), min(w - cx, radius + 1)
     top, bottom = min(cy, radius), min(h - cy, radius + 1)

@@ -60,6 +60,10 @@ class MobileNetV3Trunk(BaseModule):
         with_cp: gradient checkpointing per block while training.
         bn_eps: BatchNorm eps (torchvision/TF default 1e-3).
         bn_momentum: BatchNorm momentum (torchvision default 0.01).
+        zero_init_residual: start the last BatchNorm of every residual block
+            at zero, so each residual block starts as the identity (Goyal et
+            al. 2017, "Accurate, Large Minibatch SGD"). Training from scratch
+            on the built-in data learns markedly faster with it.
         stage_plan: a :class:`StagePlan`, its dict, or a path to its JSON;
             default: a new stage wherever the stride changes.
         reference_size: input size (square) at which ``feature_info`` MACs are given.
@@ -79,6 +83,7 @@ class MobileNetV3Trunk(BaseModule):
         with_cp: bool = False,
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.01,
+        zero_init_residual: bool = False,
         stage_plan: StagePlan | Mapping[str, Any] | str | os.PathLike | None = None,
         reference_size: int = 224,
         init_cfg: dict | list | None = None,
@@ -100,6 +105,7 @@ class MobileNetV3Trunk(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         self.reference_size = reference_size
+        self.zero_init_residual = bool(zero_init_residual)
 
         specs = ARCH_SPECS[arch]
         if minimalistic:
@@ -262,6 +268,10 @@ class MobileNetV3Trunk(BaseModule):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, InvertedResidual) and m.use_res_connect:
+                    nn.init.zeros_(m.block[-1][1].weight)  # the projection's BatchNorm
 
     def _freeze_stages(self) -> None:
         for i in range(self.frozen_stages + 1):

@@ -163,6 +163,33 @@ def test_bn_eps_and_momentum():
     assert all(m.eps == 1e-5 and m.momentum == 0.1 for m in bns)
 
 
+def test_zero_init_residual_starts_residual_blocks_as_identity():
+    from mtmnv3.layers import InvertedResidual
+
+    torch.manual_seed(0)
+    plain = MobileNetV3Trunk(arch="small")
+    torch.manual_seed(0)
+    zero = MobileNetV3Trunk(arch="small", zero_init_residual=True)
+    res = [i for i, b in enumerate(zero.blocks) if isinstance(b, InvertedResidual) and b.use_res_connect]
+    assert len(res) == 6  # Small's stride-1 blocks with equal in/out channels
+    x = torch.randn(2, 16, 8, 8)
+    for i, block in enumerate(zero.blocks):
+        if not isinstance(block, InvertedResidual):
+            continue
+        proj_bn = block.block[-1][1]
+        assert (proj_bn.weight == 0).all() == (i in res)
+        if i in res:
+            x = torch.randn(2, block.block[0][0].in_channels, 8, 8)
+            assert torch.equal(block.eval()(x), x)  # identity at init
+    # nothing else changes: same parameters and the same draws elsewhere
+    diff = [n for (n, a), (_, b) in zip(plain.named_parameters(), zero.named_parameters()) if not torch.equal(a, b)]
+    assert len(diff) == 6 and all(n.endswith("1.weight") for n in diff), diff
+    # and it still trains: the zeroed scales receive gradients
+    zero.train()
+    zero(torch.randn(2, 3, 64, 64))[-1].sum().backward()
+    assert all(zero.blocks[i].block[-1][1].weight.grad.abs().sum() > 0 for i in res)
+
+
 def test_macs_and_params_match_the_paper():
     # Paper / torchvision: Large 217M MACs and 5.48M params, Small 56M and 2.54M,
     # both including the classifier (1x1 conv to 1280/1024 + linear to 1000).
