@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from mtmnv3.registry import MODELS
 
 from .base import BaseHead, resolve_tap
+from .centers import grid_centers
 
 __all__ = ["AttentionPool2d", "ClsHead"]
 
@@ -65,6 +66,13 @@ class ClsHead(BaseHead):
             equal group of channels).
         attn_heads: number of attention maps for ``pool='attn'`` (must
             divide the tap's channels).
+        object_loss_weight: weight of an auxiliary per-object loss (0: off).
+            Frames labelled for detection carry every object's class (the
+            frame classes' first C entries); the tap's feature at each
+            object's centre goes through the same classifier and is trained
+            on that object's class. A frame label teaches one object per
+            frame; this teaches all of them, in the features the frame
+            classifier reads. Training only; inference is unchanged.
     """
 
     POOLS = ("avg", "attn")
@@ -82,13 +90,18 @@ class ClsHead(BaseHead):
         label_smoothing: float = 0.0,
         pool: str = "avg",
         attn_heads: int = 1,
+        object_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if isinstance(object_loss_weight, bool) or not isinstance(object_loss_weight, (int, float)) or object_loss_weight < 0:
+            raise ValueError(f"object_loss_weight must be a number >= 0, got {object_loss_weight!r}")
+        self.object_loss_weight = float(object_loss_weight)
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if tap is None and stride is None:
             tap = -1
         self.taps = (resolve_tap(feature_info, tap, stride),)
+        self.tap_stride = int(feature_info[self.taps[0]]["stride"])
         in_channels = feature_info[self.taps[0]]["channels"]
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
@@ -116,10 +129,50 @@ class ClsHead(BaseHead):
 
     def forward(self, feats: dict[int, Tensor]) -> Tensor:
         """``{tap: (N, C, H, W)}`` -> logits ``(N, num_classes)``."""
-        x = self.pre_logits(self.pool(feats[self.taps[0]]))
-        return self.fc(torch.flatten(x, 1))
+        tap = feats[self.taps[0]]
+        if self.training and self.object_loss_weight > 0:
+            self._object_tap = tap  # read (and dropped) by loss()
+        return self.classify(self.pool(tap))
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Pooled features ``(N, C, 1, 1)`` -> logits ``(N, num_classes)``."""
+        return self.fc(torch.flatten(self.pre_logits(pooled), 1))
+
+    def object_loss(self, tap: Tensor, data_samples: Sequence[Any]) -> Tensor:
+        """Cross-entropy of every labelled object's class from the tap's feature
+        at the object's centre cell, through the frame classifier."""
+        _, _, h, w = tap.shape
+        feats, labels = [], []
+        for b, s in enumerate(data_samples):
+            if "det" not in s.metainfo.get("tasks", ("det",)) or "gt_instances" not in s:
+                continue
+            gt = s.gt_instances
+            keep = gt.labels >= 0
+            if "ignore" in gt:
+                keep &= ~gt.ignore
+            if not keep.any():
+                continue
+            cells = grid_centers(gt.bboxes[keep].float(), self.tap_stride, h, w)[1].to(tap.device)
+            feats.append(tap[b, :, cells[:, 1], cells[:, 0]].t())
+            labels.append(gt.labels[keep])
+        if not feats:
+            return tap.sum() * 0.0
+        target = torch.cat(labels).to(tap.device)
+        if int(target.max()) >= self.num_classes:
+            raise ValueError(f"object label {int(target.max())} out of range for num_classes={self.num_classes}")
+        logits = self.classify(torch.cat(feats)[:, :, None, None])
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     def loss(self, logits: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
+        losses = self.frame_loss(logits, data_samples)
+        if self.object_loss_weight > 0:
+            tap = self.__dict__.pop("_object_tap", None)
+            if tap is None:
+                raise RuntimeError("object_loss_weight > 0 needs the head's forward() in training mode before loss()")
+            losses["loss_cls_obj"] = self.object_loss_weight * self.object_loss(tap, data_samples)
+        return losses
+
+    def frame_loss(self, logits: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
         labels = torch.stack([s.gt_label for s in data_samples]).to(logits.device)
         has = torch.tensor(
             ["cls" in s.metainfo.get("tasks", ("cls",)) for s in data_samples], device=labels.device

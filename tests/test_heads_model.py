@@ -202,6 +202,34 @@ def test_attention_pool_starts_as_average_and_learns_to_attend():
         ClsHead(info, num_classes=3, pool="attn", attn_heads=3)
 
 
+def test_object_loss_classifies_every_labelled_object_through_the_frame_classifier():
+    info = [dict(channels=6, stride=32)]
+    torch.manual_seed(0)
+    head = ClsHead(info, num_classes=11, hidden_channels=8, dropout=0.0, object_loss_weight=0.5).train()
+    tap = torch.randn(3, 6, 4, 4, requires_grad=True)
+    samples = [
+        make_sample(),  # objects at centre cells (0, 1) and (2, 1), classes 1 and 3
+        make_sample(tasks=("cls",), labels=(5, 6)),  # no detection labels: no objects
+        make_sample(labels=(7, 2), ignore=[True, False]),  # only the second object counts
+    ]
+    logits = head({0: tap})
+    losses = head.loss(logits, samples)
+    assert set(losses) == {"loss_cls", "loss_cls_obj"}
+    feats = torch.stack([tap[0, :, 1, 0], tap[0, :, 1, 2], tap[2, :, 1, 2]])
+    expected = torch.nn.functional.cross_entropy(head.classify(feats[:, :, None, None]), torch.tensor([1, 3, 2]))
+    torch.testing.assert_close(losses["loss_cls_obj"], 0.5 * expected)
+    losses["loss_cls_obj"].backward()
+    assert tap.grad[1].abs().sum() == 0 and tap.grad[0, :, 1, 0].abs().sum() > 0
+    # off by default; inference never keeps the tap; loss without forward is an error
+    plain = ClsHead(info, num_classes=11)
+    assert set(plain.loss(plain({0: tap}), samples)) == {"loss_cls"}
+    head.eval()({0: tap})
+    with pytest.raises(RuntimeError, match="needs the head's forward"):
+        head.loss(logits, samples)
+    with pytest.raises(ValueError, match="object_loss_weight must be a number >= 0"):
+        ClsHead(info, num_classes=11, object_loss_weight=-1)
+
+
 def test_bad_configs_give_clear_errors():
     with pytest.raises(KeyError, match="unknown head type 'SegHead'"):
         MultiTaskPerceptor(**model_cfg(heads=dict(seg=dict(type="SegHead"))))
