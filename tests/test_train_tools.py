@@ -240,3 +240,22 @@ def test_quantization_calibration_reads_every_training_part(tmp_path):
         assert [type(t).__name__ for t in part.pipeline.transforms] == test_types
     batch = next(iter(loader))
     assert len(batch["inputs"]) == 3
+
+
+def test_close_distributed_tears_down_the_process_group(tmp_path):
+    """The tools destroy the gloo group after a successful run (left to the
+    interpreter's exit, a rank can abort after finishing); a no-op without one."""
+    import torch.distributed as dist
+
+    from mtmnv3.engine import close_distributed
+
+    close_distributed()  # nothing initialised: no error
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        t = torch.ones(2)
+        dist.all_reduce(t)
+        assert dist.is_initialized() and t.tolist() == [1.0, 1.0]
+    finally:
+        close_distributed()
+    assert not dist.is_initialized()
