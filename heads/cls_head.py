@@ -11,7 +11,7 @@ labelled object."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -128,11 +128,13 @@ class ClsHead(BaseHead):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, feats: dict[int, Tensor]) -> Tensor:
-        """``{tap: (N, C, H, W)}`` -> logits ``(N, num_classes)``."""
+        """``{tap: (N, C, H, W)}`` -> logits ``(N, num_classes)``; in training with
+        the object loss on, ``{'logits': ..., 'tap': (N, C, H, W)}``."""
         tap = feats[self.taps[0]]
+        logits = self.classify(self.pool(tap))
         if self.training and self.object_loss_weight > 0:
-            self._object_tap = tap  # read (and dropped) by loss()
-        return self.classify(self.pool(tap))
+            return {"logits": logits, "tap": tap}  # the object loss reads the tap
+        return logits
 
     def classify(self, pooled: Tensor) -> Tensor:
         """Pooled features ``(N, C, 1, 1)`` -> logits ``(N, num_classes)``."""
@@ -163,14 +165,15 @@ class ClsHead(BaseHead):
         logits = self.classify(torch.cat(feats)[:, :, None, None])
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
-    def loss(self, logits: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
-        losses = self.frame_loss(logits, data_samples)
-        if self.object_loss_weight > 0:
-            tap = self.__dict__.pop("_object_tap", None)
-            if tap is None:
-                raise RuntimeError("object_loss_weight > 0 needs the head's forward() in training mode before loss()")
-            losses["loss_cls_obj"] = self.object_loss_weight * self.object_loss(tap, data_samples)
-        return losses
+    def loss(self, outputs: Tensor | Mapping[str, Tensor], data_samples: Sequence[Any]) -> dict[str, Tensor]:
+        """Frame cross-entropy, plus the object loss when ``outputs`` carry the tap
+        (a training-mode forward with ``object_loss_weight > 0``). Bare logits,
+        e.g. from an eval-mode forward as the attacks use, give the frame loss."""
+        if isinstance(outputs, Mapping):
+            losses = self.frame_loss(outputs["logits"], data_samples)
+            losses["loss_cls_obj"] = self.object_loss_weight * self.object_loss(outputs["tap"], data_samples)
+            return losses
+        return self.frame_loss(outputs, data_samples)
 
     def frame_loss(self, logits: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
         labels = torch.stack([s.gt_label for s in data_samples]).to(logits.device)
@@ -187,7 +190,9 @@ class ClsHead(BaseHead):
         loss = F.cross_entropy(logits[keep], labels[keep], label_smoothing=self.label_smoothing)
         return {"loss_cls": loss}
 
-    def predict(self, logits: Tensor, data_samples: Sequence[Any]) -> None:
+    def predict(self, logits: Tensor | Mapping[str, Tensor], data_samples: Sequence[Any]) -> None:
+        if isinstance(logits, Mapping):
+            logits = logits["logits"]
         scores = logits.softmax(-1)
         for s, score in zip(data_samples, scores):
             s.pred_score = score

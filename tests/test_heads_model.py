@@ -212,20 +212,23 @@ def test_object_loss_classifies_every_labelled_object_through_the_frame_classifi
         make_sample(tasks=("cls",), labels=(5, 6)),  # no detection labels: no objects
         make_sample(labels=(7, 2), ignore=[True, False]),  # only the second object counts
     ]
-    logits = head({0: tap})
-    losses = head.loss(logits, samples)
+    outputs = head({0: tap})
+    assert set(outputs) == {"logits", "tap"} and outputs["tap"] is tap
+    losses = head.loss(outputs, samples)
     assert set(losses) == {"loss_cls", "loss_cls_obj"}
     feats = torch.stack([tap[0, :, 1, 0], tap[0, :, 1, 2], tap[2, :, 1, 2]])
     expected = torch.nn.functional.cross_entropy(head.classify(feats[:, :, None, None]), torch.tensor([1, 3, 2]))
     torch.testing.assert_close(losses["loss_cls_obj"], 0.5 * expected)
     losses["loss_cls_obj"].backward()
     assert tap.grad[1].abs().sum() == 0 and tap.grad[0, :, 1, 0].abs().sum() > 0
-    # off by default; inference never keeps the tap; loss without forward is an error
-    plain = ClsHead(info, num_classes=11)
-    assert set(plain.loss(plain({0: tap}), samples)) == {"loss_cls"}
-    head.eval()({0: tap})
-    with pytest.raises(RuntimeError, match="needs the head's forward"):
-        head.loss(logits, samples)
+    # bare logits (an eval-mode forward, as attacks use): the frame loss only
+    logits = head.eval()({0: tap})
+    assert isinstance(logits, torch.Tensor)
+    torch.testing.assert_close(head.loss(logits, samples)["loss_cls"], losses["loss_cls"])
+    assert set(head.loss(logits, samples)) == {"loss_cls"}
+    # off by default: plain logits in training too
+    plain = ClsHead(info, num_classes=11).train()
+    assert isinstance(plain({0: tap}), torch.Tensor)
     with pytest.raises(ValueError, match="object_loss_weight must be a number >= 0"):
         ClsHead(info, num_classes=11, object_loss_weight=-1)
 

@@ -44,12 +44,12 @@ MIN_OUTPUT_SQNR_DB = 12.0
 NUM_CALIB = 8
 
 
-def _model() -> MultiTaskPerceptor:
+def _model(object_loss_weight: float = 0.0) -> MultiTaskPerceptor:
     torch.manual_seed(0)
     model = MultiTaskPerceptor(
         trunk=dict(type="MobileNetV3Trunk", arch="small", width_mult=0.25),
         heads=dict(
-            cls=dict(type="ClsHead", num_classes=5, hidden_channels=16),
+            cls=dict(type="ClsHead", num_classes=5, hidden_channels=16, object_loss_weight=object_loss_weight),
             det=dict(type="CenterDetHead", num_classes=3, feat_channels=16),
             emb=dict(type="EmbeddingHead", num_ids=8, embed_dim=8, feat_channels=16),
         ),
@@ -240,3 +240,36 @@ def test_qat_prepare_finetune_convert(exported):
     assert out["cls"].shape == (1, 5) and torch.isfinite(out["det"]["heatmap"]).all()
     with pytest.raises(ValueError, match="steps"):
         qat_finetune(qat, [batch], loss_fn, steps=0)
+
+
+def test_qat_of_a_head_with_training_only_outputs():
+    """The classification head returns its tap too in training (object loss): QAT
+    captures that layout, trains through the heads' own losses, and predicts."""
+    from mmengine.structures import InstanceData
+
+    from mtmnv3.structures import MultiTaskDataSample
+
+    model = _model(object_loss_weight=1.0)
+    batch = torch.from_numpy(np.concatenate(_calib(2)))
+    qat = prepare_qat(model, batch)
+    assert {o["name"] for o in qat.layout} >= {"cls_logits", "cls_tap"}
+
+    def sample():
+        s = MultiTaskDataSample(metainfo=dict(tasks=("cls", "det"), img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE)))
+        s.gt_instances = InstanceData(bboxes=torch.tensor([[4.0, 4.0, 40.0, 40.0]]), labels=torch.tensor([2]))
+        s.gt_label = torch.tensor(2)
+        return s
+
+    def loss_fn(outputs, _batch):
+        losses = model.heads["cls"].loss(outputs["cls"], [sample(), sample()])
+        assert set(losses) == {"loss_cls", "loss_cls_obj"}
+        return sum(losses.values())
+
+    losses = qat_finetune(qat, [batch], loss_fn, steps=2, lr=1e-3)
+    assert all(math.isfinite(v) for v in losses)
+    graph = convert_qat(qat)
+    with torch.no_grad():
+        out = head_outputs_from_raw(graph(batch[:1]), graph.layout)
+    samples = [sample()]
+    model.heads["cls"].predict(out["cls"], samples)
+    assert samples[0].pred_score.shape == (5,)

@@ -738,9 +738,11 @@ def capture_for_pt2e(
     """
     names = _heads(model, heads)
     model = copy.deepcopy(model).train(train)
+    # The layout in the captured mode: a head may return more in training (the
+    # classification head's tap, for its object loss). Probed on a throwaway
+    # copy, so training-mode BatchNorm does not touch the captured statistics.
     with torch.no_grad():
-        layout = _output_layout(model.eval().head_outputs(example, names), names)
-    model.train(train)
+        layout = _output_layout(copy.deepcopy(model).head_outputs(example, names), names)
     graph = _HeadOutputsGraph(model, names, layout).train(train)
     dynamic_shapes = None
     if dynamic_batch:

@@ -343,7 +343,8 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
     def _consistency(self, head: str, outputs: list[Any]) -> Tensor:
         """The JS term of one head over its (clean, aug1, aug2) outputs."""
         if self.heads[head].task == "cls":
-            return jensen_shannon_consistency(*outputs, dim=1)
+            logits = [o["logits"] if isinstance(o, Mapping) else o for o in outputs]
+            return jensen_shannon_consistency(*logits, dim=1)
         heatmaps = [o["heatmap"] if isinstance(o, Mapping) else o for o in outputs]
         return bernoulli_js_consistency(*heatmaps)
 
