@@ -1,15 +1,17 @@
-"""Object centres on a feature grid, shared by the detection and embedding heads
+"""Object centres on a feature grid, shared by the heads
 (so an object's embedding is read exactly where its heatmap peak is trained)."""
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["grid_centers", "gaussian_radius", "draw_gaussian"]
+__all__ = ["grid_centers", "gaussian_radius", "draw_gaussian", "labelled_object_cells"]
 
 #: CenterNet's minimum IoU a box shifted within the radius keeps with the truth.
 GAUSSIAN_MIN_OVERLAP = 0.7
@@ -66,3 +68,31 @@ def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
     region = heatmap[cy - top : cy + bottom, cx - left : cx + right]
     patch = gaussian[radius - top : radius + bottom, radius - left : radius + right]
     torch.maximum(region, patch, out=region)
+
+
+def labelled_object_cells(
+    samples: Sequence[Any], task: str, field: str, stride: int, height: int, width: int
+) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """The objects a head trains on, sample by sample.
+
+    For each sample labelled for ``task`` (its ``tasks`` metainfo; every task
+    when absent), the objects whose ``gt_instances.<field>`` is >= 0 and that
+    are not ignored. Samples without such objects are skipped.
+
+    Yields:
+        ``(sample index, the kept objects' field values (K,), their centre
+        cells (K, 2) as (x, y) on the stride-``stride`` grid)``.
+    """
+    for b, s in enumerate(samples):
+        if task not in s.metainfo.get("tasks", (task,)) or "gt_instances" not in s:
+            continue
+        gt = s.gt_instances
+        if len(gt) == 0:
+            continue
+        values = getattr(gt, field)
+        keep = values >= 0
+        if "ignore" in gt:
+            keep &= ~gt.ignore
+        if not keep.any():
+            continue
+        yield b, values[keep], grid_centers(gt.bboxes[keep].float(), stride, height, width)[1]

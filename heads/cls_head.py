@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from mtmnv3.registry import MODELS
 
 from .base import BaseHead, resolve_tap
-from .centers import grid_centers
+from .centers import labelled_object_cells
 
 __all__ = ["AttentionPool2d", "ClsHead"]
 
@@ -145,18 +145,10 @@ class ClsHead(BaseHead):
         at the object's centre cell, through the frame classifier."""
         _, _, h, w = tap.shape
         feats, labels = [], []
-        for b, s in enumerate(data_samples):
-            if "det" not in s.metainfo.get("tasks", ("det",)) or "gt_instances" not in s:
-                continue
-            gt = s.gt_instances
-            keep = gt.labels >= 0
-            if "ignore" in gt:
-                keep &= ~gt.ignore
-            if not keep.any():
-                continue
-            cells = grid_centers(gt.bboxes[keep].float(), self.tap_stride, h, w)[1].to(tap.device)
+        for b, target, cells in labelled_object_cells(data_samples, "det", "labels", self.tap_stride, h, w):
+            cells = cells.to(tap.device)
             feats.append(tap[b, :, cells[:, 1], cells[:, 0]].t())
-            labels.append(gt.labels[keep])
+            labels.append(target)
         if not feats:
             return tap.sum() * 0.0
         target = torch.cat(labels).to(tap.device)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from mtmnv3.registry import MODELS
 
 from .base import BaseHead
-from .centers import grid_centers
+from .centers import grid_centers, labelled_object_cells
 
 __all__ = ["EmbeddingHead", "contrastive_identity_loss", "gather_embeddings"]
 
@@ -146,21 +146,11 @@ class EmbeddingHead(BaseHead):
     def loss(self, emb_map: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
         _, _, h, w = emb_map.shape
         embs, ids, videos = [], [], []
-        for b, s in enumerate(data_samples):
-            if "track" not in s.metainfo.get("tasks", ("track",)):
-                continue
-            gt = s.gt_instances
-            if len(gt) == 0:
-                continue
-            keep = gt.instance_ids >= 0
-            if "ignore" in gt:
-                keep &= ~gt.ignore
-            if not keep.any():
-                continue
-            cells = grid_centers(gt.bboxes[keep].float(), self.stride, h, w)[1].to(emb_map.device)
-            embs.append(self.gather(emb_map[b], cells))
-            ids.append(gt.instance_ids[keep])
-            videos.append(torch.full((int(keep.sum()),), int(s.metainfo.get("video_id", -1)), dtype=torch.long))
+        for b, target, cells in labelled_object_cells(data_samples, "track", "instance_ids", self.stride, h, w):
+            embs.append(self.gather(emb_map[b], cells.to(emb_map.device)))
+            ids.append(target)
+            video = int(data_samples[b].metainfo.get("video_id", -1))
+            videos.append(torch.full((len(target),), video, dtype=torch.long))
         if not embs:
             zero = emb_map.sum() * 0.0
             return {"loss_emb": zero if self.classifier is None else zero + self.classifier.sum() * 0.0}
