@@ -127,7 +127,7 @@ class ClsHead(BaseHead):
         nn.init.normal_(self.fc.weight, 0, 0.01)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, feats: dict[int, Tensor]) -> Tensor:
+    def forward(self, feats: dict[int, Tensor]) -> Tensor | dict[str, Tensor]:
         """``{tap: (N, C, H, W)}`` -> logits ``(N, num_classes)``; in training with
         the object loss on, ``{'logits': ..., 'tap': (N, C, H, W)}``."""
         tap = feats[self.taps[0]]
