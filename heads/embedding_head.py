@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from mtmnv3.registry import MODELS
 
-from .base import BaseHead
+from .base import BaseHead, conv_branch
 from .centers import grid_centers, labelled_object_cells
 
 __all__ = ["EmbeddingHead", "contrastive_identity_loss", "gather_embeddings"]
@@ -85,6 +85,9 @@ class EmbeddingHead(BaseHead):
         scale: cosine-classifier logit scale (``'id'``).
         loss_type: ``'id'`` (identity classification) or ``'contrastive'``.
         temperature: softmax temperature of the contrastive loss.
+        branch_conv: ``'standard'`` (FairMOT's 3x3 conv) or ``'separable'``
+            (depthwise 3x3 + pointwise 1x1; see
+            :func:`~mtmnv3.heads.base.conv_branch`).
     """
 
     LOSS_TYPES = ("id", "contrastive")
@@ -103,6 +106,7 @@ class EmbeddingHead(BaseHead):
         scale: float = 16.0,
         loss_type: str = "id",
         temperature: float = 0.1,
+        branch_conv: str = "standard",
     ) -> None:
         super().__init__()
         if loss_type not in self.LOSS_TYPES:
@@ -120,11 +124,7 @@ class EmbeddingHead(BaseHead):
         self.num_ids = num_ids
         self.embed_dim = embed_dim
         self.scale = scale
-        self.embed = nn.Sequential(
-            nn.Conv2d(in_channels, feat_channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(feat_channels, embed_dim, 1),
-        )
+        self.embed = conv_branch(in_channels, feat_channels, embed_dim, branch_conv)
         # Only the identity loss has per-identity weights.
         self.classifier = nn.Parameter(torch.randn(num_ids, embed_dim) * 0.01) if loss_type == "id" else None
 

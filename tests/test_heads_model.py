@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 from mtmnv3.heads import CenterDetHead, ClsHead, EmbeddingHead, resolve_tap
+from mtmnv3.heads.base import conv_branch
 from mtmnv3.heads.centers import draw_gaussian, gaussian_radius, grid_centers
 from mtmnv3.heads.cls_head import AttentionPool2d
 
@@ -121,9 +122,10 @@ def test_ignored_boxes_are_not_trained():
     assert t["care"][0, 0, 2, 2] == 0 and t["care"][0, 0, 15, 15] == 1
 
 
-def test_detection_head_learns_and_decodes_boxes():
+@pytest.mark.parametrize("branch_conv", ["standard", "separable"])
+def test_detection_head_learns_and_decodes_boxes(branch_conv):
     torch.manual_seed(0)
-    head = CenterDetHead(in_channels=8, strides=(8,), num_classes=4, feat_channels=16)
+    head = CenterDetHead(in_channels=8, strides=(8,), num_classes=4, feat_channels=16, branch_conv=branch_conv)
     sample = make_sample(boxes=[[16.0, 16.0, 48.0, 64.0]], labels=(2,), ids=(1,))
     feats = (torch.randn(1, 8, 16, 16),)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
@@ -231,6 +233,23 @@ def test_object_loss_classifies_every_labelled_object_through_the_frame_classifi
     assert isinstance(plain({0: tap}), torch.Tensor)
     with pytest.raises(ValueError, match="object_loss_weight must be a number >= 0"):
         ClsHead(info, num_classes=11, object_loss_weight=-1)
+
+
+def test_separable_branch_is_depthwise_then_pointwise_and_cheaper():
+    std, sep = conv_branch(64, 64, 10), conv_branch(64, 64, 10, "separable")
+    dw, pw = sep[0], sep[1]
+    assert dw.groups == 64 and dw.kernel_size == (3, 3) and pw.kernel_size == (1, 1)
+    x = torch.randn(2, 64, 16, 16)
+    assert sep(x).shape == std(x).shape == (2, 10, 16, 16)
+    n_std, n_sep = (sum(p.numel() for p in b.parameters()) for b in (std, sep))
+    assert n_sep * 4 < n_std  # 3x3 weights: 64*64*9 vs 64*9 + 64*64
+    # Both heads take it, and the heatmap keeps CenterNet's prior bias on its output conv.
+    det = CenterDetHead(in_channels=64, strides=(8,), num_classes=10, branch_conv="separable")
+    torch.testing.assert_close(det.heatmap[-1].bias, torch.full((10,), -2.19))
+    emb = EmbeddingHead(in_channels=64, strides=(8,), num_ids=5, embed_dim=32, branch_conv="separable")
+    assert emb((x,)).shape == (2, 32, 16, 16) and emb.embed[0].groups == 64
+    with pytest.raises(ValueError, match=r"conv must be one of \('standard', 'separable'\), got 'dw'"):
+        CenterDetHead(in_channels=8, strides=(8,), num_classes=4, branch_conv="dw")
 
 
 def test_bad_configs_give_clear_errors():
