@@ -122,11 +122,11 @@ def _class_names(checkpoint: str) -> tuple[list[str] | None, list[str] | None]:
 def default_sizes(
     config: str, size: int | None, resolutions: list[int] | None, cfg_options: dict | None = None
 ) -> tuple[int, list[int]]:
-    """The input size (the config's test image size unless given) and the budget's size ladder."""
+    """The input size (the config's test input size unless given) and the budget's size ladder."""
     if size is None:
-        from mtmnv3.engine import load_config
+        from mtmnv3.engine import input_size, load_config
 
-        size = int(load_config(config, cfg_options or None).test_dataloader.dataset.get("image_size", 320))
+        size = input_size(load_config(config, cfg_options or None).test_dataloader.dataset)
     if resolutions is None:
         resolutions = sorted(
             {max(32, int(round(size * f / 32)) * 32) for f in (1.0, 0.75)}, reverse=True

@@ -220,6 +220,19 @@ def test_concat_dataset_parts_are_checked_and_addressable():
         dataset_keys(cfg, "test")
 
 
+def test_input_size_is_the_test_pipelines_letterbox():
+    """Tools that feed frames themselves (tracking, the demo) run the network at
+    the size the config evaluates at: the Letterbox size, not the frame size."""
+    from mtmnv3.engine import input_size, load_config
+
+    cfg = load_config(CONFIG)
+    data = cfg.test_dataloader.dataset
+    assert input_size(data) == 160 and data.image_size == 128
+    assert input_size(dict(image_size=96, pipeline=[dict(type="PackMultiTaskInputs")])) == 96
+    assert input_size(dict(pipeline=[dict(type="Letterbox", size=(96, 128))])) == 128
+    assert input_size({}) == 320
+
+
 def test_quantization_calibration_reads_every_training_part(tmp_path):
     """Calibrating on the train split builds each ConcatDataset part with the
     deterministic test pipeline (no flip, no colour jitter)."""

@@ -21,6 +21,7 @@ from mtmnv3.engine import (
     add_runner_args,
     build_runner,
     close_distributed,
+    input_size,
     load_config,
     load_model_checkpoint,
     parse_runner_args,
@@ -90,7 +91,7 @@ def _track(args: argparse.Namespace, cfg, runner, model) -> dict[str, float]:
         if synth_dir is None:
             raise ValueError("the test split is not the built-in synthetic data; give --mot-dir")
         mot_dir = os.path.join(synth_dir, "mot")
-    size = args.track_size or dataset_cfg.get("image_size", 320)
+    size = args.track_size or input_size(dataset_cfg)
     frame_runner = TorchFrameRunner(model, int(size))
     results_dir = args.results_dir or os.path.join(cfg.work_dir, "mot_results")
     tracker_cfg = dict(cfg.get("tracker") or {})

@@ -6,7 +6,7 @@ import argparse
 import datetime
 import os
 import os.path as osp
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -58,6 +58,18 @@ def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = No
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def input_size(dataset_cfg: Mapping[str, Any], default: int = 320) -> int:
+    """The square input size the model sees for a dataset config: its
+    pipeline's ``Letterbox`` size, else the dataset's ``image_size``, else
+    ``default``. Tools that feed frames themselves (tracking, the demo) use it
+    so they run the network at the size it was trained and evaluated at."""
+    for t in dataset_cfg.get("pipeline") or ():
+        if isinstance(t, Mapping) and t.get("type") == "Letterbox" and t.get("size") is not None:
+            size = t["size"]
+            return int(size if isinstance(size, int) else max(size))
+    return int(dataset_cfg.get("image_size", default))
 
 
 def dataset_keys(cfg: Config, split: str) -> list[str]:
