@@ -10,7 +10,11 @@ loading in a worker process or in the training process, and NCHW vs
 channels-last memory (``model.channels_last``). On 2 cores a loader worker
 competes with the two compute threads for the same cores.
 
-Usage: python benchmarks/train_throughput.py [--iters 60] [--batch 32] [--config CONFIG] [--no-settings]
+A third table times design choices of the model and data against the config
+(each one change): full 3x3 convs in the dense head branches instead of
+depthwise-separable ones, a 32768-identity classifier, and the input size.
+
+Usage: python benchmarks/train_throughput.py [--iters 60] [--batch 32] [--config CONFIG] [--no-settings] [--no-design]
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 
-from mtmnv3.engine import build_runner, dataset_keys, load_config, prepare_train_config
+from mtmnv3.engine import build_runner, dataset_keys, dataset_parts, load_config, prepare_train_config
 from mtmnv3.profiling import format_table
 from mtmnv3.registry import DATASETS, MODELS
 
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--data-root", default="data/synth")
     p.add_argument("--no-settings", action="store_true", help="skip the loader/memory-format table")
+    p.add_argument("--no-design", action="store_true", help="skip the head/identity/input-size table")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     cfg = prepare_train_config(cfg, args.config)
@@ -132,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n(plain loop drift: first {plain1:.1f}, last {plain2:.1f} images/s)")
     if not args.no_settings:
         print_settings_table(cfg, args.iters, runner)
+    if not args.no_design:
+        print_design_table(cfg, args.iters, runner)
     return 0
 
 
@@ -156,6 +163,42 @@ def print_settings_table(cfg, iters: int, reference: float) -> None:
             rows.append([name + (" (config)" if setting == own else ""), speed, speed / reference])
     print("\nRunner throughput by loader and memory format\n")
     print(format_table(["setting", "images/s", "ratio vs config"], rows))
+
+
+def design_variants(cfg) -> list[tuple[str, dict]]:
+    """(name, ``--cfg-options``-style changes) of each design alternative the config allows."""
+    heads = cfg.model.heads
+    variants = []
+    dense = [name for name in ("det", "emb") if heads.get(name, {}).get("branch_conv") == "separable"]
+    if dense:
+        variants.append(
+            ("full 3x3 convs in the head branches", {f"model.heads.{n}.branch_conv": "standard" for n in dense})
+        )
+    if heads.get("emb", {}).get("loss_type", "id") == "id" and heads.emb.get("num_ids", 0) < 32768:
+        variants.append(("identity classifier of 32768 ids", {"model.heads.emb.num_ids": 32768}))
+    letterbox = [
+        (key, i, t["size"])
+        for key, part in zip(dataset_keys(cfg, "train"), dataset_parts(cfg.train_dataloader.dataset))
+        for i, t in enumerate(part.pipeline)
+        if t["type"] == "Letterbox"
+    ]
+    if letterbox:
+        size = letterbox[0][2]
+        for other in (size - 32, size + 32):
+            variants.append((f"{other} px input", {f"{key}.pipeline.{i}.size": other for key, i, _ in letterbox}))
+    return variants
+
+
+def print_design_table(cfg, iters: int, reference: float) -> None:
+    """Runner images/s of each design alternative, against the config's own run."""
+    rows = [["config", reference, 1.0]]
+    for name, changes in design_variants(cfg):
+        variant = copy.deepcopy(cfg)
+        variant.merge_from_dict(changes)
+        speed = runner_loop(variant, iters)
+        rows.append([name, speed, speed / reference])
+    print("\nRunner throughput by design choice (one change each)\n")
+    print(format_table(["design", "images/s", "ratio vs config"], rows))
 
 
 if __name__ == "__main__":
