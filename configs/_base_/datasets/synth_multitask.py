@@ -10,7 +10,7 @@
 # object's class) is rarely a near-tie between two objects.
 # Training mixes two parts of the same generator (mmengine's ConcatDataset):
 # - videos: 1500 8-frame sequences with every label, so identities train the
-#   embedding head (~5900 identities with 8 views each; 6000 2-frame
+#   embedding head (~5900 identities with up to 8 views each; 6000 2-frame
 #   sequences gave ~23000 identities with 2 views each, and their identity
 #   classifier cost ~15% of the training step);
 # - frames: 54000 more single frames labelled for classification and
