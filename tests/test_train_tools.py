@@ -118,6 +118,64 @@ def test_test_tool_reports_metrics(trained, tmp_path):
     assert 0 <= metrics["cls/top1"] <= 1 and 0 <= metrics["det/mAP_50"] <= 1
 
 
+def test_test_tool_splits_report_each_seed_and_their_spread(trained, tmp_path):
+    tmp, data_root, work, _ = trained
+    out = tmp_path / "splits.json"
+    opts = tiny_options(data_root)
+    r = run_tool(
+        "test.py", CONFIG, work / "iter_6.pth", "--splits", 0, 1, "--out-json", out, "--cfg-options", *opts
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["splits"]) == {"0", "1"}
+    top1 = [result["splits"][k]["cls/top1"] for k in ("0", "1")]
+    summary = result["summary"]["cls/top1"]
+    assert summary["n"] == 2 and summary["mean"] == pytest.approx(sum(top1) / 2)
+    assert "mean +- std" in r.stdout
+    # Each seed is its own generated split: the second one's frames differ from the first's.
+    dirs = sorted(p.name for p in data_root.iterdir() if p.name.startswith("val-"))
+    assert len(dirs) >= 2, dirs
+    # The seed-0 split is the one a plain test run evaluates.
+    plain = tmp_path / "plain.json"
+    r = run_tool("test.py", CONFIG, work / "iter_6.pth", "--out-json", plain, "--cfg-options", *opts)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(plain.read_text())["cls/top1"] == pytest.approx(result["splits"]["0"]["cls/top1"])
+
+
+def test_test_tool_splits_need_a_seeded_test_split(trained, tmp_path):
+    tmp, data_root, work, _ = trained
+    opts = tiny_options(data_root)
+    r = run_tool("test.py", CONFIG, work / "iter_6.pth", "--splits", 0, 0, "--cfg-options", *opts)
+    assert r.returncode == 2 and "distinct" in r.stderr and "Traceback" not in r.stderr
+    mot = tmp_path / "mot"
+    mot.mkdir()
+    r = run_tool(
+        "test.py",
+        CONFIG,
+        work / "iter_6.pth",
+        "--splits",
+        0,
+        1,
+        "--cfg-options",
+        *opts,
+        "test_dataloader.dataset.type=MOTChallengeDataset",
+        f"test_dataloader.dataset.data_root={mot}",
+    )
+    assert r.returncode == 2 and "--splits needs a test split generated from a seed" in r.stderr
+
+
+def test_summarize_splits_mean_and_sample_std():
+    from mtmnv3.evaluation import summarize_splits
+
+    s = summarize_splits({0: {"cls/top1": 0.7, "det/mAP": 0.5}, 1: {"cls/top1": 0.8}, 2: {"cls/top1": 0.9}})
+    assert s["cls/top1"]["mean"] == pytest.approx(0.8) and s["cls/top1"]["std"] == pytest.approx(0.1)
+    assert s["det/mAP"] == {"mean": 0.5, "std": 0.0, "n": 1}
+    with pytest.raises(ValueError, match="empty"):
+        summarize_splits({})
+    with pytest.raises(ValueError, match="not a number"):
+        summarize_splits({0: {"cls/top1": "high"}})
+
+
 def test_test_tool_rejects_checkpoint_of_another_architecture(trained, tmp_path):
     tmp, data_root, work, _ = trained
     opts = [o for o in tiny_options(data_root) if not o.startswith("model.trunk.width_mult")]

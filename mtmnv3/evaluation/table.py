@@ -6,7 +6,7 @@ import math
 import numbers
 from collections.abc import Mapping
 
-__all__ = ["format_metrics_table", "TASK_ORDER"]
+__all__ = ["format_metrics_table", "format_splits_table", "summarize_splits", "TASK_ORDER"]
 
 #: Tasks listed first, in this order; other prefixes follow in order of appearance.
 TASK_ORDER = ("cls", "det", "mot")
@@ -83,4 +83,58 @@ def format_metrics_table(metrics: Mapping[str, object], precision: int = 4) -> s
     for task in order:
         cells = [_format_value(rows[task][c], precision) if c in rows[task] else "" for c in columns]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summarize_splits(per_split: Mapping[object, Mapping[str, object]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation of each metric over evaluation splits.
+
+    Args:
+        per_split: ``{split name: {'task/metric': value}}``, e.g. one entry per
+            held-out seed. A metric missing from some split is summarised over
+            the splits that have it.
+
+    Returns:
+        ``{'task/metric': {'mean': m, 'std': s, 'n': k}}`` in order of first
+        appearance (``std`` is 0.0 for a single split).
+
+    Raises:
+        ValueError: If ``per_split`` is empty or a value is not a real number.
+    """
+    if not per_split:
+        raise ValueError("per_split is empty: give at least one split's metrics")
+    values: dict[str, list[float]] = {}
+    for split, metrics in per_split.items():
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"split {split!r}: metric {key!r} is not a number ({value!r})")
+            values.setdefault(key, []).append(float(value))
+    out = {}
+    for key, vals in values.items():
+        n = len(vals)
+        mean = sum(vals) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+        out[key] = {"mean": mean, "std": std, "n": n}
+    return out
+
+
+def format_splits_table(per_split: Mapping[object, Mapping[str, object]], precision: int = 4) -> str:
+    """A markdown table with one row per split and a final mean +- std row.
+
+    Example:
+        >>> print(format_splits_table({0: {'cls/top1': 0.5}, 1: {'cls/top1': 0.7}}))
+        | split | cls/top1 |
+        |---|---|
+        | 0 | 0.5000 |
+        | 1 | 0.7000 |
+        | mean +- std | 0.6000 +- 0.1414 |
+    """
+    summary = summarize_splits(per_split)
+    keys = list(summary)
+    lines = ["| split | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for split, metrics in per_split.items():
+        cells = [_format_value(metrics[k], precision) if k in metrics else "" for k in keys]
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    cells = [f"{summary[k]['mean']:.{precision}f} +- {summary[k]['std']:.{precision}f}" for k in keys]
+    lines.append("| mean +- std | " + " | ".join(cells) + " |")
     return "\n".join(lines)
