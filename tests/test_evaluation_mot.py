@@ -12,6 +12,7 @@ import torch
 from mmengine.evaluator import Evaluator
 from mmengine.structures import BaseDataElement, InstanceData
 
+from mtmnv3.data.mot import xyxy_to_mot
 from mtmnv3.evaluation import (
     MOTFormatError,
     MOTMetric,
@@ -255,7 +256,9 @@ def test_mot_metric_through_evaluator(tmp_path):
     assert metrics["mot/HOTA"] == pytest.approx(math.sqrt(4.75 / 9))
     written = load_mot_txt(tmp_path / "video_0.txt")
     assert written.shape == (8, 10)
-    np.testing.assert_allclose(written[written[:, 1] == 4, 2:6], [BOX_FAR], atol=1e-3)
+    # MOTChallenge's 1-based corner, as tracking result files and gt.txt write it
+    np.testing.assert_allclose(written[written[:, 1] == 4, 2:6], xyxy_to_mot(np.array([_xyxy(BOX_FAR)])), atol=1e-3)
+    np.testing.assert_allclose(written[written[:, 1] == 4, 2:4], [[BOX_FAR[0] + 1, BOX_FAR[1] + 1]], atol=1e-3)
 
 
 def test_mot_metric_needs_track_predictions_and_video():

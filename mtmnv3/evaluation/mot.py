@@ -33,6 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 from trackeval.metrics import HOTA
 
+from mtmnv3.data.mot import xyxy_to_mot
 from mtmnv3.registry import METRICS
 
 from ._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
@@ -312,7 +313,8 @@ def evaluate_mot_files(
 def _instance_rows(
     instances: Any, frame: int, sample: Any, what: str, img_id: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """MOTChallenge ``left, top, width, height`` rows (and ids) from InstanceData fields.
+    """MOTChallenge ``frame, id, left, top, width, height`` rows (1-based corner) and ids
+    from InstanceData fields (0-based ``x1, y1, x2, y2`` boxes).
 
     With ``sample`` given, boxes are mapped from input-image to original pixels.
     """
@@ -325,8 +327,7 @@ def _instance_rows(
     rows = np.zeros((len(boxes), 6))
     rows[:, COL_FRAME] = frame
     rows[:, COL_ID] = ids
-    rows[:, 2:4] = boxes[:, :2]
-    rows[:, 4:6] = boxes[:, 2:] - boxes[:, :2]
+    rows[:, 2:6] = xyxy_to_mot(boxes)  # MOTChallenge's 1-based corner, as result files need
     return rows, ids
 
 
