@@ -11,7 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["grid_centers", "gaussian_radius", "draw_gaussian", "labelled_object_cells"]
+__all__ = ["OBJECT_CELLS", "box_cells", "grid_centers", "gaussian_radius", "draw_gaussian", "labelled_object_cells"]
+
+#: Which cells of an object a head trains on (see :func:`labelled_object_cells`).
+OBJECT_CELLS = ("centre", "box")
 
 #: CenterNet's minimum IoU a box shifted within the radius keeps with the truth.
 GAUSSIAN_MIN_OVERLAP = 0.7
@@ -70,8 +73,33 @@ def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
     torch.maximum(region, patch, out=region)
 
 
+def box_cells(bboxes: Tensor, stride: int, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Every grid cell an object alone covers, plus each object's centre cell.
+
+    A cell belongs to a box when the cell's centre lies inside it; cells inside
+    two or more boxes are left out (boxes do not say which object is in front),
+    except that every object keeps its centre cell.
+
+    Args:
+        bboxes: ``(K, 4)`` xyxy in input pixels.
+
+    Returns:
+        ``(object index (M,), cells (M, 2) as (x, y))``, at least one cell per object.
+    """
+    k = len(bboxes)
+    xs = (torch.arange(width, device=bboxes.device, dtype=bboxes.dtype) + 0.5) * stride
+    ys = (torch.arange(height, device=bboxes.device, dtype=bboxes.dtype) + 0.5) * stride
+    x1, y1, x2, y2 = (bboxes[:, i, None, None] for i in range(4))
+    inside = (xs >= x1) & (xs < x2) & (ys[:, None] >= y1) & (ys[:, None] < y2)  # (K, H, W)
+    sole = inside & (inside.sum(0, keepdim=True) == 1)
+    _, centre = grid_centers(bboxes, stride, height, width)
+    sole[torch.arange(k, device=bboxes.device), centre[:, 1], centre[:, 0]] = True
+    obj, y, x = sole.nonzero(as_tuple=True)
+    return obj, torch.stack((x, y), 1)
+
+
 def labelled_object_cells(
-    samples: Sequence[Any], task: str, field: str, stride: int, height: int, width: int
+    samples: Sequence[Any], task: str, field: str, stride: int, height: int, width: int, cells: str = "centre"
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """The objects a head trains on, sample by sample.
 
@@ -79,10 +107,17 @@ def labelled_object_cells(
     when absent), the objects whose ``gt_instances.<field>`` is >= 0 and that
     are not ignored. Samples without such objects are skipped.
 
+    Args:
+        cells: ``'centre'``: each object's centre cell; ``'box'``: every cell
+            an object alone covers plus its centre cell (:func:`box_cells`).
+
     Yields:
-        ``(sample index, the kept objects' field values (K,), their centre
-        cells (K, 2) as (x, y) on the stride-``stride`` grid)``.
+        ``(sample index, the field value of each cell's object (M,), the cells
+        (M, 2) as (x, y) on the stride-``stride`` grid)``; with ``'centre'``
+        one cell per kept object, in object order.
     """
+    if cells not in OBJECT_CELLS:
+        raise ValueError(f"cells must be one of {OBJECT_CELLS}, got {cells!r}")
     for b, s in enumerate(samples):
         if task not in s.metainfo.get("tasks", (task,)) or "gt_instances" not in s:
             continue
@@ -95,4 +130,9 @@ def labelled_object_cells(
             keep &= ~gt.ignore
         if not keep.any():
             continue
-        yield b, values[keep], grid_centers(gt.bboxes[keep].float(), stride, height, width)[1]
+        boxes = gt.bboxes[keep].float()
+        if cells == "box":
+            obj, where = box_cells(boxes, stride, height, width)
+            yield b, values[keep][obj.to(values.device)], where
+        else:
+            yield b, values[keep], grid_centers(boxes, stride, height, width)[1]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from mtmnv3.registry import MODELS
 
 from .base import BaseHead, resolve_tap
-from .centers import labelled_object_cells
+from .centers import OBJECT_CELLS, labelled_object_cells
 
 __all__ = ["AttentionPool2d", "ClsHead"]
 
@@ -73,6 +73,10 @@ class ClsHead(BaseHead):
             on that object's class. A frame label teaches one object per
             frame; this teaches all of them, in the features the frame
             classifier reads. Training only; inference is unchanged.
+        object_cells: where the object loss reads each object: ``'centre'``
+            (its centre cell) or ``'box'`` (every cell it alone covers, plus
+            its centre cell; the loss averages over cells, so objects count
+            by their area, as the frame label does).
     """
 
     POOLS = ("avg", "attn")
@@ -91,8 +95,12 @@ class ClsHead(BaseHead):
         pool: str = "avg",
         attn_heads: int = 1,
         object_loss_weight: float = 0.0,
+        object_cells: str = "centre",
     ) -> None:
         super().__init__()
+        if object_cells not in OBJECT_CELLS:
+            raise ValueError(f"object_cells must be one of {OBJECT_CELLS}, got {object_cells!r}")
+        self.object_cells = object_cells
         if isinstance(object_loss_weight, bool) or not isinstance(object_loss_weight, (int, float)) or object_loss_weight < 0:
             raise ValueError(f"object_loss_weight must be a number >= 0, got {object_loss_weight!r}")
         self.object_loss_weight = float(object_loss_weight)
@@ -142,10 +150,12 @@ class ClsHead(BaseHead):
 
     def object_loss(self, tap: Tensor, data_samples: Sequence[Any]) -> Tensor:
         """Cross-entropy of every labelled object's class from the tap's feature
-        at the object's centre cell, through the frame classifier."""
+        at the object's cells (``object_cells``), through the frame classifier."""
         _, _, h, w = tap.shape
         feats, labels = [], []
-        for b, target, cells in labelled_object_cells(data_samples, "det", "labels", self.tap_stride, h, w):
+        for b, target, cells in labelled_object_cells(
+            data_samples, "det", "labels", self.tap_stride, h, w, self.object_cells
+        ):
             cells = cells.to(tap.device)
             feats.append(tap[b, :, cells[:, 1], cells[:, 0]].t())
             labels.append(target)

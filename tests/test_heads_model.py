@@ -7,7 +7,7 @@ import torch
 from mmengine.structures import InstanceData
 from mtmnv3.heads import CenterDetHead, ClsHead, EmbeddingHead, resolve_tap
 from mtmnv3.heads.base import conv_branch
-from mtmnv3.heads.centers import draw_gaussian, gaussian_radius, grid_centers
+from mtmnv3.heads.centers import box_cells, draw_gaussian, gaussian_radius, grid_centers
 from mtmnv3.heads.cls_head import AttentionPool2d
 
 from mtmnv3.models import FPNLite, MultiTaskPerceptor
@@ -233,6 +233,32 @@ def test_object_loss_classifies_every_labelled_object_through_the_frame_classifi
     assert isinstance(plain({0: tap}), torch.Tensor)
     with pytest.raises(ValueError, match="object_loss_weight must be a number >= 0"):
         ClsHead(info, num_classes=11, object_loss_weight=-1)
+
+
+def test_box_cells_keep_cells_one_object_covers_and_every_centre():
+    boxes = torch.tensor([[0.0, 0.0, 64.0, 64.0], [32.0, 32.0, 96.0, 96.0], [100.0, 100.0, 110.0, 110.0]])
+    obj, cells = box_cells(boxes, 32, 5, 5)
+    got = sorted(zip(obj.tolist(), map(tuple, cells.tolist()), strict=True))
+    # cell centres at 16, 48, 80, ...: (1, 1) lies in both first boxes and is kept only as
+    # the first box's centre cell; the tiny third box covers no cell centre but keeps its centre
+    assert got == [(0, (0, 0)), (0, (0, 1)), (0, (1, 0)), (0, (1, 1)), (1, (1, 2)), (1, (2, 1)), (1, (2, 2)), (2, (3, 3))]
+
+
+def test_object_loss_over_box_cells_averages_every_covered_cell():
+    info = [dict(channels=6, stride=32)]
+    torch.manual_seed(0)
+    head = ClsHead(info, num_classes=11, hidden_channels=8, dropout=0.0, object_loss_weight=1.0, object_cells="box")
+    tap = torch.randn(1, 6, 4, 4)
+    # cell centres at 16, 48, 80, 112: BOXES (10, 12, 50, 60) covers x, y in {16, 48} and
+    # (64, 30, 120, 90) x in {80, 112}, y in {48, 80}; no cell lies in both
+    loss = head.train().loss(head({0: tap}), [make_sample()])["loss_cls_obj"]
+    cells = [(0, 0), (1, 0), (0, 1), (1, 1), (2, 1), (3, 1), (2, 2), (3, 2)]
+    feats = torch.stack([tap[0, :, y, x] for x, y in cells])
+    target = torch.tensor([1, 1, 1, 1, 3, 3, 3, 3])
+    expected = torch.nn.functional.cross_entropy(head.classify(feats[:, :, None, None]), target)
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="object_cells must be one of"):
+        ClsHead(info, num_classes=11, object_cells="mask")
 
 
 def test_separable_branch_is_depthwise_then_pointwise_and_cheaper():
