@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from mtmnv3.engine import dataset_keys, load_config
+from mtmnv3.evaluation import split_means
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {
@@ -83,8 +84,7 @@ def split_metrics(work: Path, options: list[str], seeds: list[int]) -> tuple[dic
         cmd = [sys.executable, str(ROOT / "tools/test.py"), str(configs[-1]), str(final_checkpoint(work))]
         cmd += ["--splits", *map(str, seeds), "--out-json", str(out), "--work-dir", str(work / "splits_eval")]
         subprocess.run(cmd + (["--cfg-options", *options] if options else []), check=True, cwd=ROOT)
-    summary = json.loads(out.read_text())["summary"]
-    return {k: v["mean"] for k, v in summary.items()}, {k: v["std"] for k, v in summary.items()}
+    return split_means(json.loads(out.read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:

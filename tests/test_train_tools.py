@@ -176,6 +176,15 @@ def test_summarize_splits_mean_and_sample_std():
         summarize_splits({0: {"cls/top1": "high"}})
 
 
+def test_split_means_reads_both_out_json_shapes():
+    from mtmnv3.evaluation import split_means, summarize_splits
+
+    per_split = {"0": {"cls/top1": 0.7}, "1": {"cls/top1": 0.9}}
+    means, stds = split_means({"splits": per_split, "summary": summarize_splits(per_split)})
+    assert means == {"cls/top1": pytest.approx(0.8)} and stds["cls/top1"] == pytest.approx(0.1414, abs=1e-4)
+    assert split_means({"cls/top1": 0.7}) == ({"cls/top1": 0.7}, {})
+
+
 def test_test_tool_rejects_checkpoint_of_another_architecture(trained, tmp_path):
     tmp, data_root, work, _ = trained
     opts = [o for o in tiny_options(data_root) if not o.startswith("model.trunk.width_mult")]

@@ -18,7 +18,7 @@ from .classification import Top1Accuracy
 from .coco import CocoDetMetric, build_coco_gt, coco_evaluate
 from .mot import MOT_METRIC_KEYS, MOTMetric, evaluate_mot, evaluate_mot_files
 from .mot_io import MOTFormatError, load_mot_txt, write_mot_txt
-from .table import format_metrics_table, format_splits_table, summarize_splits
+from .table import format_metrics_table, format_splits_table, split_means, summarize_splits
 
 __all__ = [
     "Top1Accuracy",
@@ -34,5 +34,6 @@ __all__ = [
     "MOTFormatError",
     "format_metrics_table",
     "format_splits_table",
+    "split_means",
     "summarize_splits",
 ]

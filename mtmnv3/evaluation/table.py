@@ -6,7 +6,7 @@ import math
 import numbers
 from collections.abc import Mapping
 
-__all__ = ["format_metrics_table", "format_splits_table", "summarize_splits", "TASK_ORDER"]
+__all__ = ["format_metrics_table", "format_splits_table", "split_means", "summarize_splits", "TASK_ORDER"]
 
 #: Tasks listed first, in this order; other prefixes follow in order of appearance.
 TASK_ORDER = ("cls", "det", "mot")
@@ -116,6 +116,19 @@ def summarize_splits(per_split: Mapping[object, Mapping[str, object]]) -> dict[s
         std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
         out[key] = {"mean": mean, "std": std, "n": n}
     return out
+
+
+def split_means(results: Mapping[str, object]) -> tuple[dict[str, float], dict[str, float]]:
+    """``({metric: mean}, {metric: std})`` of a metrics dict written by ``tools/test.py --out-json``.
+
+    A ``--splits`` result (``{'splits': ..., 'summary': ...}``) gives its
+    summary's means and standard deviations; a plain ``{metric: value}``
+    result gives its values and no standard deviations.
+    """
+    summary = results.get("summary")
+    if isinstance(summary, Mapping):
+        return {k: v["mean"] for k, v in summary.items()}, {k: v["std"] for k, v in summary.items()}
+    return dict(results), {}
 
 
 def format_splits_table(per_split: Mapping[object, Mapping[str, object]], precision: int = 4) -> str:
