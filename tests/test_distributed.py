@@ -35,7 +35,7 @@ def _train(work: Path, data_root: Path, nproc: int, batch: int) -> str:
     else:
         cmd = [
             sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-            "--master_port=29517", str(ROOT / "tools/train.py"), str(CONFIG),
+            "--standalone", str(ROOT / "tools/train.py"), str(CONFIG),  # a free port, not a fixed one
             "--work-dir", str(work), "--launcher", "pytorch",
         ]  # fmt: skip
     r = subprocess.run(

@@ -220,6 +220,7 @@ def close_distributed() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears down while a peer still talks to it
         dist.destroy_process_group()
 
 
