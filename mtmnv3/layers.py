@@ -112,6 +112,12 @@ class InvertedResidual(nn.Module):
     The expansion conv is omitted when the expansion size equals the input
     channels (as in the paper's first block). A residual connection is used
     when stride is 1 and input and output channels match.
+
+    ``se_slot=True`` (with ``use_se=False``) keeps an :class:`~torch.nn.Identity`
+    where the SE module would be, so a variant that removes the paper's SE keeps
+    the paper's layer indices and loads stock (and torchvision) weights by name:
+    the SE weights are the only keys left over. Older checkpoints of such
+    variants, saved without the slot, still load (see ``_load_from_state_dict``).
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class InvertedResidual(nn.Module):
         use_se: bool,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         dilation: int = 1,
+        se_slot: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -149,9 +156,27 @@ class InvertedResidual(nn.Module):
         )
         if use_se:
             layers.append(SqueezeExcite(expanded_channels, make_divisible(expanded_channels // 4, 8)))
+        elif se_slot:
+            layers.append(nn.Identity())
+        #: index of an empty SE slot in ``block`` (None: no slot)
+        self.se_slot: int | None = len(layers) - 1 if se_slot and not use_se else None
         layers.append(ConvBNAct(expanded_channels, out_channels, 1, activation=None, norm_layer=norm_layer))
         self.block = nn.Sequential(*layers)
         self.out_channels = out_channels
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+        # A checkpoint saved before the empty SE slot existed has the projection
+        # at the slot's index: ``block.{slot}.0.weight`` present, ``block.{slot+1}``
+        # absent. Shift those keys one place on so the projection loads.
+        if self.se_slot is not None:
+            slot = f"{prefix}block.{self.se_slot}."
+            after = f"{prefix}block.{self.se_slot + 1}."
+            if f"{slot}0.weight" in state_dict and not any(k.startswith(after) for k in state_dict):
+                for key in [k for k in state_dict if k.startswith(slot)]:
+                    state_dict[after + key[len(slot) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         result = self.block(x)

@@ -157,6 +157,49 @@ def test_variant_switches_change_the_modules():
     assert dw and all(m.kernel_size == (3, 3) for m in dw)
 
 
+def test_removed_se_keeps_its_slot_so_stock_weights_load_by_name():
+    """A variant without the paper's SE keeps the stock layer names: a stock
+    checkpoint loads into it with only the SE weights left over."""
+    torch.manual_seed(0)
+    stock = MobileNetV3Trunk(arch="small", width_mult=0.5)
+    for variant in ("small_no_se", "small_qfriendly", "small_late_se"):
+        trunk = create_trunk(variant, width_mult=0.5)
+        result = trunk.load_state_dict(stock.state_dict(), strict=False)
+        assert result.missing_keys == [], (variant, result.missing_keys)
+        assert result.unexpected_keys and all(".fc1." in k or ".fc2." in k for k in result.unexpected_keys)
+        removed = [i for i in stock.se_blocks if i not in trunk.se_blocks]
+        assert len(result.unexpected_keys) == 4 * len(removed)  # fc1/fc2 weight and bias per removed SE
+        own = trunk.state_dict()
+        ref = stock.state_dict()
+        assert all(torch.equal(own[k], ref[k]) for k in own)
+    # the torchvision path too: every non-SE tensor loads, by name
+    no_se = create_trunk("small_no_se", width_mult=0.5)
+    no_se.load_torchvision_state_dict(stock.torchvision_state_dict(), strict=False)
+    assert all(torch.equal(v, stock.state_dict()[k]) for k, v in no_se.state_dict().items())
+
+
+def test_checkpoint_saved_before_the_se_slot_still_loads():
+    """Older SE-free checkpoints have the projection one index earlier."""
+    torch.manual_seed(0)
+    trunk = create_trunk("small_no_se", width_mult=0.5)
+    new_sd = trunk.state_dict()
+    old_sd = {}
+    for key, value in new_sd.items():
+        parts = key.split(".")
+        i = int(parts[1])  # blocks.<i>.block.<j>...
+        if parts[2] == "block" and trunk.blocks[i].se_slot is not None and int(parts[3]) > trunk.blocks[i].se_slot:
+            parts[3] = str(int(parts[3]) - 1)
+        old_sd[".".join(parts)] = value
+    assert old_sd.keys() != new_sd.keys()
+    fresh = create_trunk("small_no_se", width_mult=0.5)
+    fresh.load_state_dict(old_sd)  # strict: every key maps
+    assert all(torch.equal(v, new_sd[k]) for k, v in fresh.state_dict().items())
+    x = torch.randn(1, 3, 64, 64)
+    trunk.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x)[-1], trunk(x)[-1], rtol=0, atol=0)
+
+
 def test_bn_eps_and_momentum():
     trunk = MobileNetV3Trunk(arch="small", bn_eps=1e-5, bn_momentum=0.1)
     bns = [m for m in trunk.modules() if isinstance(m, nn.BatchNorm2d)]
