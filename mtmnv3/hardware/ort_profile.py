@@ -1,0 +1,168 @@
+"""Where an ONNX Runtime graph spends its time, operator by operator.
+
+ONNX Runtime's own profiler (``SessionOptions.enable_profiling``) records every
+kernel call of every run. :func:`profile_ops` runs a model with it on, drops the
+warm-up runs and sums the kernel time per operator type, so an fp32 graph and
+its int8 graph can be set side by side (:func:`op_profile_table`): which
+kernels got faster, which got slower, and what the int8 graph added (the
+QuantizeLinear/DequantizeLinear steps at float boundaries, layout reorders).
+
+The profiler adds a little time to every kernel call; compare shares and
+fp32/int8 pairs from the same run, not these times with unprofiled latencies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["OpTime", "OpProfile", "profile_ops", "op_profile_table"]
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """The kernel time of one operator type, per run.
+
+    Attributes:
+        op_type: the kernel's operator name as ONNX Runtime runs it (after
+            graph optimisation: fused and layout-transformed nodes included).
+        ms: summed kernel time per run, milliseconds (median over runs).
+        nodes: how many distinct nodes of this type ran.
+    """
+
+    op_type: str
+    ms: float
+    nodes: int
+
+
+@dataclass(frozen=True)
+class OpProfile:
+    """One model's profile.
+
+    Attributes:
+        ops: per operator type, slowest first.
+        run_ms: median whole-run time as the profiler saw it (kernels plus
+            the executor's own work between them).
+        runs: profiled runs (after warm-up).
+        threads: intra-op threads.
+    """
+
+    ops: tuple[OpTime, ...]
+    run_ms: float
+    runs: int
+    threads: int
+
+    @property
+    def kernel_ms(self) -> float:
+        """Summed kernel time per run."""
+        return sum(o.ms for o in self.ops)
+
+
+def profile_ops(
+    path: str | os.PathLike, example: np.ndarray, threads: int = 1, runs: int = 20, warmup: int = 5
+) -> OpProfile:
+    """Run ``path`` on ``example`` with ONNX Runtime's profiler and sum kernel time per op type.
+
+    Args:
+        path: an ``.onnx`` file.
+        example: one input batch (float32, the model's input shape).
+        threads: intra-op threads.
+        runs: profiled runs, after ``warmup`` runs that are left out.
+
+    Raises:
+        FileNotFoundError: no such model.
+        ValueError: ``runs`` < 1 or ``warmup`` < 0.
+    """
+    import onnxruntime as ort
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort_profile")
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(example, np.float32)}
+        for _ in range(warmup + runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return _summarise(events, warmup, threads)
+
+
+def _summarise(events: Sequence[Mapping], warmup: int, threads: int) -> OpProfile:
+    """Per-op kernel time per run from profiler events, the first ``warmup`` runs left out."""
+    model_runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+    )[warmup:]
+    if not model_runs:
+        raise ValueError("the profile holds no runs after the warm-up")
+    starts = np.array([r["ts"] for r in model_runs])
+    ends = starts + np.array([r["dur"] for r in model_runs])
+    per_run: list[dict[str, float]] = [{} for _ in model_runs]
+    nodes: dict[str, set[str]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if i < 0 or e["ts"] > ends[i]:
+            continue  # a warm-up run's kernel
+        op = e.get("args", {}).get("op_name", "?")
+        per_run[i][op] = per_run[i].get(op, 0.0) + e["dur"] / 1000.0
+        nodes.setdefault(op, set()).add(e["name"])
+    ops = [
+        OpTime(op, float(np.median([r.get(op, 0.0) for r in per_run])), len(names)) for op, names in nodes.items()
+    ]
+    ops.sort(key=lambda o: -o.ms)
+    run_ms = float(np.median([r["dur"] for r in model_runs])) / 1000.0
+    return OpProfile(tuple(ops), run_ms, len(model_runs), threads)
+
+
+def op_profile_table(profiles: Mapping[str, OpProfile]) -> str:
+    """A markdown table: one row per op type, ``ms (nodes)`` and share of kernel time per model.
+
+    With two models (say fp32, int8) a last column gives the second's kernel
+    time minus the first's, per op type.
+    """
+    names = list(profiles)
+    if not names:
+        raise ValueError("no profiles to tabulate")
+    ops: list[str] = []
+    for p in profiles.values():
+        ops += [o.op_type for o in p.ops if o.op_type not in ops]
+    by = {n: {o.op_type: o for o in p.ops} for n, p in profiles.items()}
+    pair = len(names) == 2
+    head = ["op type"] + [f"{n} ms (nodes)" for n in names] + [f"{n} share" for n in names]
+    head += [f"{names[1]} - {names[0]} ms"] if pair else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(n: str, op: str) -> str:
+        o = by[n].get(op)
+        return f"{o.ms:.3f} ({o.nodes})" if o else "-"
+
+    def share(n: str, op: str) -> str:
+        o = by[n].get(op)
+        return f"{100 * o.ms / profiles[n].kernel_ms:.1f}%" if o and profiles[n].kernel_ms > 0 else "-"
+
+    for op in ops:
+        row = [op] + [cell(n, op) for n in names] + [share(n, op) for n in names]
+        if pair:
+            a, b = (by[n][op].ms if op in by[n] else 0.0 for n in names)
+            row.append(f"{b - a:+.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+    total = ["**kernels**"] + [f"{profiles[n].kernel_ms:.3f}" for n in names] + ["100%"] * len(names)
+    total += [f"{profiles[names[1]].kernel_ms - profiles[names[0]].kernel_ms:+.3f}"] if pair else []
+    lines.append("| " + " | ".join(total) + " |")
+    run = ["**whole run**"] + [f"{profiles[n].run_ms:.3f}" for n in names] + [""] * len(names)
+    run += [f"{profiles[names[1]].run_ms - profiles[names[0]].run_ms:+.3f}"] if pair else []
+    lines.append("| " + " | ".join(run) + " |")
+    return "\n".join(lines)
