@@ -8,6 +8,7 @@ MobileNetV3 so that its state dicts load by a prefix rename alone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -18,6 +19,7 @@ __all__ = [
     "ConvBNAct",
     "SqueezeExcite",
     "InvertedResidual",
+    "upgrade_state_dict",
 ]
 
 #: Activation names accepted by the trunk, mapped to their module class.
@@ -165,15 +167,8 @@ class InvertedResidual(nn.Module):
         self.out_channels = out_channels
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
-        # A checkpoint saved before the empty SE slot existed has the projection
-        # at the slot's index: ``block.{slot}.0.weight`` present, ``block.{slot+1}``
-        # absent. Shift those keys one place on so the projection loads.
         if self.se_slot is not None:
-            slot = f"{prefix}block.{self.se_slot}."
-            after = f"{prefix}block.{self.se_slot + 1}."
-            if f"{slot}0.weight" in state_dict and not any(k.startswith(after) for k in state_dict):
-                for key in [k for k in state_dict if k.startswith(slot)]:
-                    state_dict[after + key[len(slot) :]] = state_dict.pop(key)
+            _shift_pre_slot_keys(state_dict, prefix, self.se_slot)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -183,3 +178,30 @@ class InvertedResidual(nn.Module):
         if self.use_res_connect:
             result += x
         return result
+
+
+def _shift_pre_slot_keys(state: dict[str, Any], prefix: str, slot: int) -> bool:
+    """Rename, in place, a pre-slot checkpoint's projection keys of one block.
+
+    A checkpoint saved before the empty SE slot existed has the projection at
+    the slot's index (``block.{slot}.0.weight`` present, ``block.{slot+1}.*``
+    absent); its keys move one place on. Returns whether anything moved.
+    """
+    here, after = f"{prefix}block.{slot}.", f"{prefix}block.{slot + 1}."
+    if f"{here}0.weight" not in state or any(k.startswith(after) for k in state):
+        return False
+    for key in [k for k in state if k.startswith(here)]:
+        state[after + key[len(here) :]] = state.pop(key)
+    return True
+
+
+def upgrade_state_dict(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``state`` with pre-slot SE-free block keys renamed to ``model``'s layout.
+
+    ``load_state_dict`` does this by itself; call this to compare key sets first.
+    """
+    state = dict(state)
+    for name, module in model.named_modules():
+        if isinstance(module, InvertedResidual) and module.se_slot is not None:
+            _shift_pre_slot_keys(state, f"{name}." if name else "", module.se_slot)
+    return state

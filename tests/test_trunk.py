@@ -178,7 +178,7 @@ def test_removed_se_keeps_its_slot_so_stock_weights_load_by_name():
     assert all(torch.equal(v, stock.state_dict()[k]) for k, v in no_se.state_dict().items())
 
 
-def test_checkpoint_saved_before_the_se_slot_still_loads():
+def test_checkpoint_saved_before_the_se_slot_still_loads(tmp_path):
     """Older SE-free checkpoints have the projection one index earlier."""
     torch.manual_seed(0)
     trunk = create_trunk("small_no_se", width_mult=0.5)
@@ -194,6 +194,14 @@ def test_checkpoint_saved_before_the_se_slot_still_loads():
     fresh = create_trunk("small_no_se", width_mult=0.5)
     fresh.load_state_dict(old_sd)  # strict: every key maps
     assert all(torch.equal(v, new_sd[k]) for k, v in fresh.state_dict().items())
+    # the checkpoint loader's key check sees the upgraded names too
+    from mtmnv3.engine.checkpoint import load_model_checkpoint
+
+    path = tmp_path / "old.pth"
+    torch.save({"state_dict": old_sd, "meta": {}}, path)
+    via_file = create_trunk("small_no_se", width_mult=0.5)
+    load_model_checkpoint(via_file, path)  # strict
+    assert all(torch.equal(v, new_sd[k]) for k, v in via_file.state_dict().items())
     x = torch.randn(1, 3, 64, 64)
     trunk.eval(), fresh.eval()
     with torch.no_grad():

@@ -93,6 +93,9 @@ def load_model_checkpoint(model: nn.Module, path: str | os.PathLike, strict: boo
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds no state dict (got {type(ckpt).__name__})")
+    from mtmnv3.layers import upgrade_state_dict
+
+    state = upgrade_state_dict(model, state)  # older SE-free checkpoints' layer names
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
