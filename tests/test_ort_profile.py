@@ -44,6 +44,20 @@ def test_summary_leaves_out_warmup_and_sums_per_op_per_run():
         _summarise(events, warmup=4, threads=1)
 
 
+def test_convolutions_are_split_by_kind_from_the_weight_shape():
+    def conv(ts, op, weight, index):
+        inputs = [{"float": [1, 8, 16, 16]}] * index + [{"float": weight}]
+        return {"cat": "Node", "name": f"c{ts}_kernel_time", "ts": ts, "dur": 5, "args": {"op_name": op, "input_type_shape": inputs}}
+
+    events = [
+        _run(0, 100),
+        conv(1, "Conv", [8, 1, 3, 3], 1), conv(10, "Conv", [16, 8, 1, 1], 1), conv(20, "Conv", [16, 3, 3, 3], 1),
+        conv(30, "QLinearConv", [8, 1, 5, 5], 3), _kernel(40, 5, "Mul", "m"),
+    ]  # fmt: skip
+    kinds = {o.op_type for o in _summarise(events, warmup=0, threads=1).ops}
+    assert kinds == {"Conv (depthwise)", "Conv (pointwise)", "Conv (dense)", "QLinearConv (depthwise)", "Mul"}
+
+
 def test_table_pairs_two_profiles_and_marks_ops_one_lacks():
     a = OpProfile((OpTime("Conv", 1.0, 10), OpTime("Mul", 0.5, 4)), 1.8, 20, 1)
     b = OpProfile((OpTime("QLinearConv", 0.6, 10), OpTime("Conv", 0.2, 1), OpTime("DequantizeLinear", 0.4, 3)), 1.5, 20, 1)
@@ -77,13 +91,35 @@ def test_profile_of_a_real_session(small_onnx):
     prof = profile_ops(small_onnx, x, threads=1, runs=5, warmup=2)
     assert prof.runs == 5 and prof.threads == 1
     kinds = {o.op_type for o in prof.ops}
-    assert "Conv" in kinds  # the convolutions ran (ORT may fuse the activations into them)
+    assert {"Conv (dense)", "Conv (depthwise)"} <= kinds  # ORT may fuse the activations into them
     assert all(o.ms >= 0 and o.nodes >= 1 for o in prof.ops)
     assert 0 < prof.kernel_ms <= prof.run_ms * 1.05
     with pytest.raises(FileNotFoundError):
         profile_ops(small_onnx.with_name("missing.onnx"), x)
     with pytest.raises(ValueError, match="runs"):
         profile_ops(small_onnx, x, runs=0)
+
+
+def test_int8_convolutions_get_their_kind_from_the_optimised_graph(small_onnx, tmp_path):
+    """Prepacked QLinearConv weights report no shape; the saved optimised graph has it."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"x": rng.random((1, 3, 32, 32), dtype=np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    int8 = tmp_path / "small.int8.onnx"
+    quantize_static(
+        str(small_onnx), str(int8), Reader(), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+    )  # fmt: skip
+    x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    kinds = {o.op_type for o in profile_ops(int8, x, runs=3, warmup=1).ops}
+    assert {"QLinearConv (dense)", "QLinearConv (depthwise)"} <= kinds, kinds
 
 
 def test_benchmark_cli_prints_the_table_and_writes_json(small_onnx, tmp_path):

@@ -31,7 +31,8 @@ class OpTime:
 
     Attributes:
         op_type: the kernel's operator name as ONNX Runtime runs it (after
-            graph optimisation: fused and layout-transformed nodes included).
+            graph optimisation: fused and layout-transformed nodes included);
+            convolutions carry their kind, e.g. ``'QLinearConv (depthwise)'``.
         ms: summed kernel time per run, milliseconds (median over runs).
         nodes: how many distinct nodes of this type ran.
     """
@@ -91,16 +92,43 @@ def profile_ops(
         options.inter_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort_profile")
+        # the graph as it runs (fused, layout-transformed): where prepacked
+        # int8 kernels do not report their weight's shape, it is read from here
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3  # its "hardware-specific graph" notice
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(example, np.float32)}
         for _ in range(warmup + runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
-    return _summarise(events, warmup, threads)
+        weights = _conv_weight_shapes(Path(tmp) / "optimized.onnx")
+    return _summarise(events, warmup, threads, weights)
 
 
-def _summarise(events: Sequence[Mapping], warmup: int, threads: int) -> OpProfile:
-    """Per-op kernel time per run from profiler events, the first ``warmup`` runs left out."""
+def _conv_weight_shapes(path: Path) -> dict[str, list[int]]:
+    """Node name -> weight shape of every convolution in a saved (optimised) graph."""
+    import onnx
+
+    if not path.is_file():
+        return {}
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    shapes = {}
+    for node in graph.node:
+        index = _CONV_WEIGHT_INPUT.get(node.op_type)
+        if index is not None and len(node.input) > index and node.input[index] in inits:
+            shapes[node.name] = inits[node.input[index]]
+    return shapes
+
+
+def _summarise(
+    events: Sequence[Mapping], warmup: int, threads: int, weights: Mapping[str, Sequence[int]] | None = None
+) -> OpProfile:
+    """Per-op kernel time per run from profiler events, the first ``warmup`` runs left out.
+
+    ``weights`` (node name -> weight shape) gives convolutions' kinds where
+    the events do not (prepacked int8 weights).
+    """
     model_runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
     )[warmup:]
@@ -116,7 +144,11 @@ def _summarise(events: Sequence[Mapping], warmup: int, threads: int) -> OpProfil
         i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
         if i < 0 or e["ts"] > ends[i]:
             continue  # a warm-up run's kernel
-        op = e.get("args", {}).get("op_name", "?")
+        args = e.get("args", {})
+        op = args.get("op_name", "?")
+        node = e["name"][: -len("_kernel_time")]
+        kind = _conv_kind(op, args.get("input_type_shape", []), (weights or {}).get(node))
+        op = f"{op} ({kind})" if kind else op
         per_run[i][op] = per_run[i].get(op, 0.0) + e["dur"] / 1000.0
         nodes.setdefault(op, set()).add(e["name"])
     ops = [
@@ -125,6 +157,31 @@ def _summarise(events: Sequence[Mapping], warmup: int, threads: int) -> OpProfil
     ops.sort(key=lambda o: -o.ms)
     run_ms = float(np.median([r["dur"] for r in model_runs])) / 1000.0
     return OpProfile(tuple(ops), run_ms, len(model_runs), threads)
+
+
+#: Convolution kernels, and which of their inputs holds the weight.
+_CONV_WEIGHT_INPUT = {"Conv": 1, "FusedConv": 1, "NhwcFusedConv": 1, "QLinearConv": 3, "ConvInteger": 1}
+
+
+def _conv_kind(op: str, inputs: Sequence[Mapping], weight: Sequence[int] | None = None) -> str:
+    """'depthwise', 'pointwise' (1x1) or 'dense' for a convolution kernel; '' otherwise.
+
+    Read from the weight's shape ``(out, in / groups, kh, kw)``: ``weight`` if
+    given, else the event's ``input_type_shape``. Depthwise when one input
+    channel per group and a kernel wider than 1.
+    """
+    index = _CONV_WEIGHT_INPUT.get(op)
+    if index is None:
+        return ""
+    shape = weight
+    if shape is None and len(inputs) > index:
+        shape = next(iter(inputs[index].values()), None)
+    if not shape or len(shape) != 4:
+        return ""
+    _, per_group, kh, kw = shape
+    if kh == kw == 1:
+        return "pointwise"
+    return "depthwise" if per_group == 1 else "dense"
 
 
 def op_profile_table(profiles: Mapping[str, OpProfile]) -> str:
