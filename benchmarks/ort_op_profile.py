@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mtmnv3.fileio import atomic_write_json
-from mtmnv3.hardware.ort_profile import OpProfile, OpTime, op_profile_table, profile_ops
+from mtmnv3.hardware.ort_profile import OpProfile, median_profile, op_profile_table, profile_ops
 
 
 def _input_shape(path: Path, size: int | None) -> tuple[int, ...]:
@@ -39,22 +39,6 @@ def _input_shape(path: Path, size: int | None) -> tuple[int, ...]:
     return tuple(dims)  # type: ignore[arg-type]
 
 
-def _median(profiles: list[OpProfile]) -> OpProfile:
-    ops = {o.op_type for p in profiles for o in p.ops}
-    rows = []
-    for op in ops:
-        times = [next((o.ms for o in p.ops if o.op_type == op), 0.0) for p in profiles]
-        nodes = max(next((o.nodes for o in p.ops if o.op_type == op), 0) for p in profiles)
-        rows.append(OpTime(op, float(np.median(times)), nodes))
-    rows.sort(key=lambda o: -o.ms)
-    return OpProfile(
-        tuple(rows),
-        float(np.median([p.run_ms for p in profiles])),
-        sum(p.runs for p in profiles),
-        profiles[0].threads,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("fp32", type=Path)
@@ -65,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path, help="also write the profiles here")
     args = p.parse_args(argv)
+    for name in ("threads", "runs", "repeats"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            return 2
     for path in (args.fp32, args.int8):
         if not path.is_file():
             print(f"error: ONNX model not found: {path}", file=sys.stderr)
@@ -79,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # alternate, so drift hits both alike
         runs["fp32"].append(profile_ops(args.fp32, x, args.threads, args.runs))
         runs["int8"].append(profile_ops(args.int8, x, args.threads, args.runs))
-    profiles = {k: _median(v) for k, v in runs.items()}
+    profiles = {k: median_profile(v) for k, v in runs.items()}
     print(
         f"ONNX Runtime per-op kernel time, input {shape}, {args.threads} thread(s), "
         f"median of {args.repeats} x {args.runs} profiled runs\n"

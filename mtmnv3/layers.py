@@ -180,19 +180,18 @@ class InvertedResidual(nn.Module):
         return result
 
 
-def _shift_pre_slot_keys(state: dict[str, Any], prefix: str, slot: int) -> bool:
+def _shift_pre_slot_keys(state: dict[str, Any], prefix: str, slot: int) -> None:
     """Rename, in place, a pre-slot checkpoint's projection keys of one block.
 
     A checkpoint saved before the empty SE slot existed has the projection at
     the slot's index (``block.{slot}.0.weight`` present, ``block.{slot+1}.*``
-    absent); its keys move one place on. Returns whether anything moved.
+    absent); its keys move one place on.
     """
     here, after = f"{prefix}block.{slot}.", f"{prefix}block.{slot + 1}."
     if f"{here}0.weight" not in state or any(k.startswith(after) for k in state):
-        return False
+        return
     for key in [k for k in state if k.startswith(here)]:
         state[after + key[len(here) :]] = state.pop(key)
-    return True
 
 
 def upgrade_state_dict(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:

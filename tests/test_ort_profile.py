@@ -11,7 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from mtmnv3.hardware.ort_profile import OpProfile, OpTime, _summarise, op_profile_table, profile_ops
+from mtmnv3.hardware.ort_profile import (
+    OpProfile,
+    OpTime,
+    _summarise,
+    median_profile,
+    op_profile_table,
+    profile_ops,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,6 +80,18 @@ def test_table_pairs_two_profiles_and_marks_ops_one_lacks():
         op_profile_table({})
 
 
+def test_median_profile_combines_repeats_per_op():
+    a = OpProfile((OpTime("Conv", 1.0, 10), OpTime("Mul", 0.3, 4)), 2.0, 20, 1)
+    b = OpProfile((OpTime("Conv", 3.0, 10),), 4.0, 20, 1)
+    c = OpProfile((OpTime("Conv", 2.0, 10), OpTime("Mul", 0.5, 4)), 3.0, 20, 1)
+    m = median_profile([a, b, c])
+    assert [(o.op_type, o.nodes) for o in m.ops] == [("Conv", 10), ("Mul", 4)]
+    assert m.ops[0].ms == pytest.approx(2.0) and m.ops[1].ms == pytest.approx(0.3)  # Mul: median of 0.3, 0, 0.5
+    assert m.run_ms == pytest.approx(3.0) and m.runs == 60
+    with pytest.raises(ValueError, match="no profiles"):
+        median_profile([])
+
+
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory):
     torch.manual_seed(0)
@@ -132,3 +151,5 @@ def test_benchmark_cli_prints_the_table_and_writes_json(small_onnx, tmp_path):
     assert data["input"] == [1, 3, 32, 32] and data["fp32"]["ops"]
     bad = subprocess.run(cmd[:2] + [str(tmp_path / "nope.onnx"), str(small_onnx)], capture_output=True, text=True)
     assert bad.returncode == 2 and "not found" in bad.stderr
+    zero = subprocess.run(cmd + ["--runs", "0"], capture_output=True, text=True)
+    assert zero.returncode == 2 and "--runs must be >= 1" in zero.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OpTime", "OpProfile", "profile_ops", "op_profile_table"]
+__all__ = ["OpTime", "OpProfile", "profile_ops", "median_profile", "op_profile_table"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,21 @@ def _summarise(
     ops.sort(key=lambda o: -o.ms)
     run_ms = float(np.median([r["dur"] for r in model_runs])) / 1000.0
     return OpProfile(tuple(ops), run_ms, len(model_runs), threads)
+
+
+def median_profile(profiles: Sequence[OpProfile]) -> OpProfile:
+    """One profile from several (e.g. fresh sessions profiled in turn): per op
+    type the median time, an op absent from a profile counting as 0 there."""
+    if not profiles:
+        raise ValueError("no profiles to combine")
+    ops = []
+    for op in {o.op_type for p in profiles for o in p.ops}:
+        found = [next((o for o in p.ops if o.op_type == op), None) for p in profiles]
+        ms = float(np.median([o.ms if o else 0.0 for o in found]))
+        ops.append(OpTime(op, ms, max(o.nodes for o in found if o)))
+    ops.sort(key=lambda o: -o.ms)
+    run_ms = float(np.median([p.run_ms for p in profiles]))
+    return OpProfile(tuple(ops), run_ms, sum(p.runs for p in profiles), profiles[0].threads)
 
 
 #: Convolution kernels, and which of their inputs holds the weight.
