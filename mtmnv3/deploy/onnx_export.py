@@ -28,6 +28,7 @@ so chaining them is a name lookup.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -237,6 +238,28 @@ class _HeadsFromTapsGraph(nn.Module):
 
 
 # ---- the exporter call --------------------------------------------------------------------
+@contextlib.contextmanager
+def _without_extra_state(module: nn.Module):
+    """Detach, for the export, the submodules that keep extra (non-tensor) state.
+
+    A loss-weighting method's optimiser (FAMO, GradNorm) is such state; it
+    plays no part in inference, and the TorchScript tracer fails on any
+    state-dict entry that is not a tensor. The submodules are put back on exit.
+    """
+    removed = []
+    for parent in module.modules():
+        for name, child in list(parent._modules.items()):
+            if child is not None and type(child).get_extra_state is not nn.Module.get_extra_state:
+                removed.append((parent, name, child))
+    for parent, name, _ in removed:
+        del parent._modules[name]
+    try:
+        yield
+    finally:
+        for parent, name, child in removed:
+            parent._modules[name] = child
+
+
 def _export_bytes(
     module: nn.Module,
     example: tuple[Tensor, ...],
@@ -249,6 +272,20 @@ def _export_bytes(
 ) -> bytes:
     """Export ``module`` with the chosen exporter; returns the checked ModelProto bytes."""
     module.eval()
+    with _without_extra_state(module):
+        return _export_proto(module, example, input_names, output_names, exporter, opset, dynamic_batch, dynamic_size)
+
+
+def _export_proto(
+    module: nn.Module,
+    example: tuple[Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    exporter: str,
+    opset: int,
+    dynamic_batch: bool,
+    dynamic_size: bool,
+) -> bytes:
     if exporter == "dynamo":
         dynamic_shapes = None
         if dynamic_batch or dynamic_size:
