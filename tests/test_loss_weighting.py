@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.structures import InstanceData
 from torch import nn
@@ -24,6 +25,7 @@ from mtmnv3.scheduling.weighting import (
     cagrad_coefficients,
     floor_weights,
     project_conflicting,
+    rank_mean_losses,
 )
 from mtmnv3.scheduling.weighting.plot import plot_weights
 from mtmnv3.structures import MultiTaskDataSample
@@ -428,3 +430,33 @@ def test_checkpoint_with_method_state_loads_through_the_tools(tmp_path):
     fresh = tiny_perceptor(loss_weighting=dict(type="FAMO"))
     load_model_checkpoint(fresh, tmp_path / "famo.pth")
     assert torch.equal(fresh.loss_weighting.logits, model.loss_weighting.logits)
+
+
+def _two_ranks(rank: int, store: str, out: str) -> None:
+    """One rank of a 2-process gloo group: different local losses, a task absent on one rank."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        local = torch.tensor([1.0, 0.0, 3.0]) if rank == 0 else torch.tensor([3.0, 0.0, 0.0])
+        means = rank_mean_losses(local)
+        weightings = {"FAMO": FAMO(["a", "b", "c"]), "DWA": DWA(["a", "b", "c"], interval=1)}
+        for step in range(6):
+            scale = torch.tensor([0.9, 1.0, 0.7]) ** (step * (1 + rank))  # tasks and ranks improve at different rates
+            for w in weightings.values():
+                w(dict(zip("abc", (2.0 + rank) * scale)), step)
+        torch.save({"means": means, **{n: w.current_weights.clone() for n, w in weightings.items()}}, f"{out}{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_mean_losses_keep_every_ranks_weights_equal(tmp_path):
+    """Stateful methods update from losses averaged over the ranks that have each task,
+    so ranks with different batches keep identical task weights."""
+    x = torch.tensor([1.0, 2.0])
+    assert rank_mean_losses(x) is x  # one process: unchanged
+    torch.multiprocessing.spawn(_two_ranks, args=(str(tmp_path / "store"), str(tmp_path / "rank")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(r0["means"], torch.tensor([2.0, 0.0, 3.0])) and torch.equal(r1["means"], r0["means"])
+    for name in ("FAMO", "DWA"):
+        assert torch.equal(r0[name], r1[name]), name
+        assert not torch.allclose(r0[name], torch.ones(3)), name  # the weights did move

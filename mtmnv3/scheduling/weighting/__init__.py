@@ -10,6 +10,7 @@ from .base import (
     LossWeighting,
     build_loss_weighting,
     floor_weights,
+    rank_mean_losses,
     task_gradients,
 )
 from .cagrad import CAGrad, cagrad_coefficients
@@ -26,6 +27,7 @@ __all__ = [
     "GradientWeighting",
     "build_loss_weighting",
     "floor_weights",
+    "rank_mean_losses",
     "task_gradients",
     "EqualWeighting",
     "StaticWeighting",

@@ -34,6 +34,7 @@ __all__ = [
     "GradientWeighting",
     "build_loss_weighting",
     "floor_weights",
+    "rank_mean_losses",
     "task_gradients",
 ]
 
@@ -66,6 +67,31 @@ def floor_weights(weights: Tensor, min_weight: float) -> Tensor:
         rest = (w * ~fixed).sum().clamp_min(GRAD_EPS)
         w = torch.where(fixed, torch.full_like(w, min_weight), w * free / rest)
     return w
+
+
+def rank_mean_losses(losses: Tensor) -> Tensor:
+    """Each task's loss averaged over the ranks of a distributed run that have it.
+
+    Methods with state driven by the loss values (DWA's loss history, FAMO's
+    logits) update it from these means, so every rank keeps the same task
+    weights; with local losses each rank's weights would drift apart. A task
+    whose loss is zero on a rank (absent from its batch) is left out of that
+    rank's share. In one process the losses come back unchanged.
+
+    Args:
+        losses: (T,) detached per-task losses.
+
+    Returns:
+        (T,) the means (zero where no rank had the task).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return losses
+    present = (losses != 0).to(losses.dtype)
+    sums = torch.stack([losses * present, present])
+    dist.all_reduce(sums)
+    return torch.where(sums[1] > 0, sums[0] / sums[1].clamp_min(1), torch.zeros_like(losses))
 
 
 def task_gradients(losses: Tensor, params: Sequence[Tensor]) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mtmnv3.registry import LOSS_WEIGHTINGS
 
-from .base import DEFAULT_MIN_WEIGHT, LossWeighting, floor_weights
+from .base import DEFAULT_MIN_WEIGHT, LossWeighting, floor_weights, rank_mean_losses
 
 __all__ = ["DWA"]
 
@@ -69,7 +69,8 @@ class DWA(LossWeighting):
             self.current_interval.fill_(index)
         weights = self.dwa_weights()
         self.current_weights.copy_(weights)
-        detached = losses.detach().to(torch.float64)
+        # the loss history follows every rank's losses, so all ranks keep the same weights
+        detached = rank_mean_losses(losses.detach().to(torch.float64))
         present = detached != 0
         self.interval_sums += torch.where(present, detached, torch.zeros_like(detached))
         self.interval_counts += present.to(torch.float64)

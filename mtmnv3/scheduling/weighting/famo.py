@@ -14,7 +14,9 @@ regulariser). A task that improves more gets less weight.
 
 Difference from the paper: the paper measures ``L(t)`` after the update on
 the same batch (one extra forward pass); here ``L(t)`` is the next step's
-loss, so training stays at one forward and one backward per iteration.
+loss, so training stays at one forward and one backward per iteration. In a
+distributed run the logits follow the losses averaged over the ranks
+(:func:`~.base.rank_mean_losses`), so every rank weights the tasks alike.
 
 The logits are an ``nn.Parameter`` with ``requires_grad=False`` (saved in
 checkpoints; the model's optimiser holds them but never steps them); the
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 
 from mtmnv3.registry import LOSS_WEIGHTINGS
 
-from .base import DEFAULT_MIN_WEIGHT, LossWeighting, floor_weights
+from .base import DEFAULT_MIN_WEIGHT, LossWeighting, floor_weights, rank_mean_losses
 
 __all__ = ["FAMO"]
 
@@ -73,19 +75,21 @@ class FAMO(LossWeighting):
         self._optimizer = torch.optim.Adam([self.logits], lr=lr, weight_decay=gamma)
 
     def combine(self, losses: Tensor, step: int) -> Tensor:
-        detached = losses.detach().float()
-        present = detached > 0
-        log_losses = detached.clamp_min(LOSS_EPS).log()
+        present = losses.detach() > 0
+        # the logits follow every rank's losses, so all ranks keep the same weights
+        synced = rank_mean_losses(losses.detach().float())
+        seen = synced > 0
+        log_losses = synced.clamp_min(LOSS_EPS).log()
         # Step 1: update the logits from the change of log-losses since the last step.
-        both = present & self.prev_present
+        both = seen & self.prev_present
         if bool(both.any()):
             delta = torch.where(both, self.prev_log_losses - log_losses, torch.zeros_like(log_losses))
             z = torch.softmax(self.logits.detach(), dim=0)
             self.logits.grad = z * (delta - (z * delta).sum())
             self._optimizer.step()
             self.logits.grad = None
-        self.prev_log_losses.copy_(torch.where(present, log_losses, self.prev_log_losses))
-        self.prev_present.copy_(present)
+        self.prev_log_losses.copy_(torch.where(seen, log_losses, self.prev_log_losses))
+        self.prev_present.copy_(seen)
         # Step 2: the weighted log-loss objective.
         weights = floor_weights(torch.softmax(self.logits.detach(), dim=0), self.min_weight)
         self.current_weights.copy_(weights)
