@@ -6,6 +6,7 @@ from .checkpoint import (
     allow_mmengine_checkpoint_globals,
     load_model_checkpoint,
 )
+from .ema import ModelEMAHook
 from .hooks import EvalProgressHook
 from .runner import (
     DictAction,
@@ -27,6 +28,7 @@ __all__ = [
     "allow_mmengine_checkpoint_globals",
     "load_model_checkpoint",
     "EvalProgressHook",
+    "ModelEMAHook",
     "build_runner",
     "close_distributed",
     "dataset_keys",
