@@ -128,11 +128,16 @@ def _cfg_options(strings):
 
 
 def test_real_runner_saves_the_average_and_resumes_the_trained_weights(tmp_path):
-    """The default config trains with the hook through mmengine's Runner; a resume
-    puts the trained weights into the model and the average into the hook."""
+    """The default config (FAMO) plus the hook trains through mmengine's Runner;
+    a resume puts the trained weights into the model and the average into the hook."""
     data_root, work = tmp_path / "data", tmp_path / "work"
+    config = tmp_path / "ema.py"
+    config.write_text(
+        f"_base_ = [{str(CONFIG)!r}]\n"
+        "custom_hooks = [dict(type='EvalProgressHook'), dict(type='ModelEMAHook', momentum=0.002)]\n"
+    )
     opts = tiny_options(data_root, max_iters=4, ckpt_interval=2, batch=2)
-    r = run_tool("train.py", CONFIG, "--work-dir", work, "--cfg-options", *opts)
+    r = run_tool("train.py", config, "--work-dir", work, "--cfg-options", *opts)
     assert r.returncode == 0, r.stderr[-3000:]
     allow_mmengine_checkpoint_globals()
     ckpt = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=True)
@@ -141,7 +146,7 @@ def test_real_runner_saves_the_average_and_resumes_the_trained_weights(tmp_path)
     assert set(raw) <= set(avg) and any(not torch.equal(raw[k], avg[k]) for k in raw)
     assert not any(k.startswith("loss_weighting.") for k in raw)
 
-    cfg = load_config(CONFIG, _cfg_options(opts))
+    cfg = load_config(config, _cfg_options(opts))
     cfg.work_dir, cfg.resume, cfg.load_from = str(tmp_path / "resumed"), True, str(work / "iter_2.pth")
     runner = build_runner(cfg)
     runner.load_or_resume()
