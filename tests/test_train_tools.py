@@ -103,6 +103,8 @@ def test_train_writes_checkpoints_logs_eta_and_metrics(trained):
         assert key in log
     assert "cls/top1" in log and "det/mAP" in log
     assert not list(work.glob(".*.tmp"))
+    # the per-task weights and losses plotted when training ended
+    assert (work / "loss_weights.png").stat().st_size > 1000 and "loss_weights.png" in log
     ckpt = torch.load(work / "iter_6.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("trunk.blocks.") for k in ckpt["state_dict"])
 

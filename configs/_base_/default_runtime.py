@@ -14,7 +14,8 @@ default_hooks = dict(
     ),
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
-custom_hooks = [dict(type="EvalProgressHook")]
+# progress bar and metrics table at evaluation; loss_weights.png in the work dir after training
+custom_hooks = [dict(type="EvalProgressHook"), dict(type="LossWeightsPlotHook")]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

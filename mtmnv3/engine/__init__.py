@@ -7,7 +7,7 @@ from .checkpoint import (
     load_model_checkpoint,
 )
 from .ema import ModelEMAHook
-from .hooks import EvalProgressHook
+from .hooks import EvalProgressHook, LossWeightsPlotHook
 from .runner import (
     DictAction,
     add_runner_args,
@@ -28,6 +28,7 @@ __all__ = [
     "allow_mmengine_checkpoint_globals",
     "load_model_checkpoint",
     "EvalProgressHook",
+    "LossWeightsPlotHook",
     "ModelEMAHook",
     "build_runner",
     "close_distributed",

@@ -1,8 +1,11 @@
-"""Runner hooks: an evaluation progress bar and the per-task metrics table."""
+"""Runner hooks: an evaluation progress bar and the per-task metrics table; the
+per-task loss weights and losses plotted when training ends."""
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from mmengine.hooks import Hook
@@ -11,7 +14,7 @@ from tqdm import tqdm
 
 from mtmnv3.registry import HOOKS
 
-__all__ = ["EvalProgressHook"]
+__all__ = ["EvalProgressHook", "LossWeightsPlotHook"]
 
 
 @HOOKS.register_module()
@@ -63,3 +66,36 @@ class EvalProgressHook(Hook):
 
     def after_test_epoch(self, runner: Any, metrics: dict[str, Any] | None = None) -> None:
         self._close(runner, metrics)
+
+
+@HOOKS.register_module()
+class LossWeightsPlotHook(Hook):
+    """When training ends, plot the logged per-task weights and losses against
+    iteration to ``<work_dir>/<filename>`` (main process only).
+
+    The weights are the model's ``weight_<task>`` log variables (every loss
+    weighting logs them), read back from the ``scalars.json`` of mmengine's
+    local visualisation backend. A run that logged none is skipped with a
+    message; a plotting failure is reported and does not fail the finished run.
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(self, filename: str = "loss_weights.png") -> None:
+        self.filename = filename
+
+    def after_train(self, runner: Any) -> None:
+        if runner.rank != 0:
+            return
+        from mtmnv3.scheduling.weighting.plot import plot_weights
+
+        scalars = Path(runner.log_dir) / "vis_data" / "scalars.json"
+        if not scalars.is_file():
+            print_log(f"no {scalars}: loss weights not plotted", logger="current")
+            return
+        try:
+            out = plot_weights(scalars, Path(runner.work_dir) / self.filename)
+        except (OSError, ValueError) as err:
+            print_log(f"loss weights not plotted: {err}", logger="current", level=logging.WARNING)
+            return
+        print_log(f"per-task loss weights and losses plotted to {out}", logger="current")

@@ -16,6 +16,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtmnv3.fileio import atomic_open
+
 __all__ = ["read_scalars", "find_scalars_json", "plot_weights", "main"]
 
 WEIGHT_PREFIX = "weight_"
@@ -111,7 +113,8 @@ def plot_weights(scalars_json: str | os.PathLike, out_png: str | os.PathLike) ->
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with atomic_open(out, "wb") as f:  # no half-written figure
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return out
 
