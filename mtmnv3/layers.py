@@ -195,12 +195,18 @@ def _shift_pre_slot_keys(state: dict[str, Any], prefix: str, slot: int) -> None:
 
 
 def upgrade_state_dict(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``state`` with pre-slot SE-free block keys renamed to ``model``'s layout.
+    """A copy of ``state`` with pre-slot SE-free block keys renamed to ``model``'s
+    layout, and older state of modules with an ``upgrade_legacy_state(state,
+    prefix)`` method converted by it.
 
     ``load_state_dict`` does this by itself; call this to compare key sets first.
     """
     state = dict(state)
     for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
         if isinstance(module, InvertedResidual) and module.se_slot is not None:
-            _shift_pre_slot_keys(state, f"{name}." if name else "", module.se_slot)
+            _shift_pre_slot_keys(state, prefix, module.se_slot)
+        upgrade = getattr(module, "upgrade_legacy_state", None)
+        if callable(upgrade):  # e.g. FAMO's older optimiser state
+            upgrade(state, prefix)
     return state

@@ -16,10 +16,15 @@ ITERS = 40
 
 
 def _final_scalars(work: Path) -> tuple[dict, list[float]]:
-    """Last validation metrics and the training losses from mmengine's scalars.json."""
+    """Last validation metrics and the training losses from mmengine's scalars.json.
+
+    The losses are the sums of the logged per-task losses (``loss_<task>...``),
+    not the logged objective ``loss``: under a loss weighting such as FAMO (the
+    config's) that objective is a weighted sum of log-losses, not a loss level.
+    """
     (scalars,) = work.glob("*/vis_data/scalars.json")
     rows = [json.loads(line) for line in scalars.read_text().splitlines()]
-    losses = [r["loss"] for r in rows if "loss" in r]
+    losses = [sum(v for k, v in r.items() if k.startswith("loss_")) for r in rows if "loss" in r]
     metrics = [r for r in rows if "cls/top1" in r][-1]
     return metrics, losses
 
