@@ -107,14 +107,15 @@ def test_channels_last_model_exports_with_parity(tiny, tmp_path):
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_model_with_loss_weighting_state_exports(tiny, tmp_path, exporter):
-    """FAMO keeps its optimiser as extra (non-tensor) state, which the TorchScript
+    """GradNorm keeps its optimiser as extra (non-tensor) state, which the TorchScript
     tracer cannot take; the export leaves it out and puts it back."""
-    famo = MultiTaskPerceptor(**model_cfg(), loss_weighting=dict(type="FAMO")).eval()
-    famo.load_state_dict(tiny.state_dict(), strict=False)
-    weighting = famo.loss_weighting
-    path = tmp_path / "famo.onnx"
-    export_onnx(famo, path, input_size=SIZE, exporter=exporter, heads=("cls",))
-    assert famo.loss_weighting is weighting and "loss_weighting.logits" in famo.state_dict()
+    model = MultiTaskPerceptor(**model_cfg(), loss_weighting=dict(type="GradNorm")).eval()
+    model.load_state_dict(tiny.state_dict(), strict=False)
+    weighting = model.loss_weighting
+    assert "loss_weighting._extra_state" in model.state_dict()
+    path = tmp_path / "gradnorm.onnx"
+    export_onnx(model, path, input_size=SIZE, exporter=exporter, heads=("cls",))
+    assert model.loss_weighting is weighting and "loss_weighting._extra_state" in model.state_dict()
     x = torch.randn(1, 3, SIZE, SIZE).numpy()
     diffs = max_diffs(OrtMultiTaskRunner(path, threads=1).run_raw(x), torch_raw(tiny, x, heads=("cls",)))
     assert max(diffs.values()) < RAW_ATOL, diffs

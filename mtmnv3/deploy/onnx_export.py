@@ -242,7 +242,7 @@ class _HeadsFromTapsGraph(nn.Module):
 def _without_extra_state(module: nn.Module):
     """Detach, for the export, the submodules that keep extra (non-tensor) state.
 
-    A loss-weighting method's optimiser (FAMO, GradNorm) is such state; it
+    A loss-weighting method's optimiser (GradNorm's) is such state; it
     plays no part in inference, and the TorchScript tracer fails on any
     state-dict entry that is not a tensor. The submodules are put back on exit.
     """

@@ -2,9 +2,10 @@
 
 Why not mmengine's ``EMAHook``: its ``AveragedModel`` copies every
 ``state_dict`` entry as a tensor, and a loss-weighting method's optimiser
-(FAMO, GradNorm) is extra, non-tensor state there, so it fails on the first
-update. This hook averages the floating-point parameters and buffers only,
-in place with ``torch._foreach_lerp_`` (no model copy).
+(GradNorm's) is extra, non-tensor state there, so it fails on the first
+update; it would also average the weighting's own training state. This hook
+averages the floating-point parameters and buffers of the model only, in
+place with ``torch._foreach_lerp_`` (no model copy).
 
 Checkpoint layout: ``state_dict`` holds the averaged weights, so
 ``tools/test.py``, the ONNX export, the demo and ``load_from`` use them
