@@ -273,72 +273,59 @@ def _export_bytes(
     """Export ``module`` with the chosen exporter; returns the checked ModelProto bytes."""
     module.eval()
     with _without_extra_state(module):
-        return _export_proto(module, example, input_names, output_names, exporter, opset, dynamic_batch, dynamic_size)
-
-
-def _export_proto(
-    module: nn.Module,
-    example: tuple[Tensor, ...],
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-    exporter: str,
-    opset: int,
-    dynamic_batch: bool,
-    dynamic_size: bool,
-) -> bytes:
-    if exporter == "dynamo":
-        dynamic_shapes = None
-        if dynamic_batch or dynamic_size:
-            axes = {}
-            if dynamic_batch:
-                axes[0] = torch.export.Dim.DYNAMIC
-            if dynamic_size:
-                axes[2] = axes[3] = torch.export.Dim.DYNAMIC
-            dynamic_shapes = tuple(dict(axes) for _ in example)
-        program = torch.onnx.export(
-            module,
-            example,
-            dynamo=True,
-            opset_version=opset,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_shapes=dynamic_shapes,
-            verbose=False,
-        )
-        proto = program.model_proto
-    else:
-        dynamic_axes = {}
-        for name in input_names:
-            axes = {}
-            if dynamic_batch:
-                axes[0] = "batch"
-            if dynamic_size:
-                axes[2], axes[3] = f"{name}_height", f"{name}_width"
-            if axes:
-                dynamic_axes[name] = axes
-        if dynamic_batch:
-            for name in output_names:
-                dynamic_axes[name] = {0: "batch"}
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            # The exporter announces its own deprecation on every call.
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
-            # The trunk's input-shape check reads shapes as Python values: correct for
-            # a check (it does not shape the graph), but the tracer warns about it.
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"mtmnv3\.trunk")
-            torch.onnx.export(
+        if exporter == "dynamo":
+            dynamic_shapes = None
+            if dynamic_batch or dynamic_size:
+                axes = {}
+                if dynamic_batch:
+                    axes[0] = torch.export.Dim.DYNAMIC
+                if dynamic_size:
+                    axes[2] = axes[3] = torch.export.Dim.DYNAMIC
+                dynamic_shapes = tuple(dict(axes) for _ in example)
+            program = torch.onnx.export(
                 module,
                 example,
-                buf,
-                dynamo=False,
+                dynamo=True,
                 opset_version=opset,
                 input_names=list(input_names),
                 output_names=list(output_names),
-                dynamic_axes=dynamic_axes or None,
-                do_constant_folding=True,
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
             )
-        proto = onnx.load_from_string(buf.getvalue())
+            proto = program.model_proto
+        else:
+            dynamic_axes = {}
+            for name in input_names:
+                axes = {}
+                if dynamic_batch:
+                    axes[0] = "batch"
+                if dynamic_size:
+                    axes[2], axes[3] = f"{name}_height", f"{name}_width"
+                if axes:
+                    dynamic_axes[name] = axes
+            if dynamic_batch:
+                for name in output_names:
+                    dynamic_axes[name] = {0: "batch"}
+            buf = io.BytesIO()
+            with warnings.catch_warnings():
+                # The exporter announces its own deprecation on every call.
+                warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
+                # The trunk's input-shape check reads shapes as Python values: correct for
+                # a check (it does not shape the graph), but the tracer warns about it.
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"mtmnv3\.trunk")
+                torch.onnx.export(
+                    module,
+                    example,
+                    buf,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_axes=dynamic_axes or None,
+                    do_constant_folding=True,
+                )
+            proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
     got_in = [i.name for i in proto.graph.input if i.name in set(input_names)]
     got_out = [o.name for o in proto.graph.output]
