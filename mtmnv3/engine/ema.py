@@ -11,8 +11,8 @@ Checkpoint layout: ``state_dict`` holds the averaged weights, so
 ``tools/test.py``, the ONNX export, the demo and ``load_from`` use them
 without knowing about the average; ``raw_state_dict`` holds the trained
 weights the average came from. Resuming puts the raw weights back into the
-model and the averaged ones back into the hook, so a resumed run continues
-exactly.
+model and the averaged ones back into the hook, so a resumed run trains on
+from its own weights and continues its average where it stopped.
 """
 
 from __future__ import annotations
