@@ -261,6 +261,18 @@ def test_unknown_head_or_dataset_is_a_clear_error(tmp_path, option, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+@pytest.mark.parametrize("method", ["GradNorm", "PCGrad"])
+def test_gradient_weighting_under_a_launcher_is_refused_before_anything_runs(tmp_path, method):
+    """Checked in the config, before the process group or the model exist."""
+    r = run_tool(
+        "train.py", CONFIG, "--work-dir", tmp_path / "w", "--launcher", "pytorch",
+        "--cfg-options", *tiny_options(tmp_path / "data"), f"model.loss_weighting.type={method}",
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"{method!r} manipulates per-task gradients" in r.stderr and "--launcher pytorch" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "w").exists()
+
+
 def test_amp_without_gpu_is_a_clear_error(tmp_path):
     r = run_tool("train.py", CONFIG, "--work-dir", tmp_path / "w", "--amp")
     assert r.returncode == 2 and "--amp needs a CUDA GPU" in r.stderr

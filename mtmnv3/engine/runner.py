@@ -181,6 +181,30 @@ def validate_config(cfg: Config) -> None:
         evaluator = cfg.get(f"{split}_evaluator")
         for i, metric in enumerate(evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]):
             _check_type(METRICS, metric, f"{split}_evaluator[{i}]")
+    _check_distributed_weighting(cfg)
+
+
+def _check_distributed_weighting(cfg: Config) -> None:
+    """Refuse per-task-gradient loss weightings under a launcher, before anything runs.
+
+    They need each task's gradient of the unreduced model; mmengine's DDP
+    wrapper gives only the reduced one (and would otherwise fail obscurely at
+    start-up on GradNorm's optimiser state).
+    """
+    launcher = cfg.get("launcher", "none")
+    weighting = (cfg.get("model") or {}).get("loss_weighting")
+    if launcher == "none" or not isinstance(weighting, dict):
+        return
+    from mtmnv3.registry import LOSS_WEIGHTINGS
+    from mtmnv3.scheduling.weighting import GradientWeighting
+
+    method = LOSS_WEIGHTINGS.get(weighting.get("type"))
+    if isinstance(method, type) and issubclass(method, GradientWeighting):
+        raise ValueError(
+            f"model.loss_weighting {weighting['type']!r} manipulates per-task gradients and runs in "
+            f"single-process training only, not with --launcher {launcher}; use a loss-based method "
+            "(EqualWeighting, StaticWeighting, UncertaintyWeighting, DWA, FAMO)"
+        )
 
 
 def init_cpu_distributed(cfg: Config) -> None:
