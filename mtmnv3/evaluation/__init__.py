@@ -11,13 +11,15 @@ metric                 keys returned by ``evaluate`` (default prefixes)
 
 :func:`format_metrics_table` turns the flat keys into a markdown table with one
 row per task. :func:`evaluate_mot`, :func:`evaluate_mot_files`,
-:func:`load_mot_txt` and :func:`write_mot_txt` work without mmengine's Runner.
+:func:`load_mot_txt` and :func:`write_mot_txt` work without mmengine's Runner;
+:func:`within_video_reid` scores embeddings against the other objects of their video.
 """
 
 from .classification import Top1Accuracy
 from .coco import CocoDetMetric, build_coco_gt, coco_evaluate
 from .mot import MOT_METRIC_KEYS, MOTMetric, evaluate_mot, evaluate_mot_files
 from .mot_io import MOTFormatError, load_mot_txt, write_mot_txt
+from .reid import within_video_reid
 from .table import format_metrics_table, format_splits_table, split_means, summarize_splits
 
 __all__ = [
@@ -36,4 +38,5 @@ __all__ = [
     "format_splits_table",
     "split_means",
     "summarize_splits",
+    "within_video_reid",
 ]
