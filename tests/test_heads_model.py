@@ -335,3 +335,37 @@ def test_channels_last_model_matches_contiguous_one():
         )
     # A checkpoint of the channels-last model loads into a plain one.
     plain.load_state_dict(fast.state_dict())
+
+
+def test_frozen_parts_keep_their_weights_and_statistics_through_a_training_step():
+    from mmengine.optim import OptimWrapper
+
+    torch.manual_seed(0)
+    model = MultiTaskPerceptor(**model_cfg(), frozen=("trunk", "neck", "cls", "det"))
+    before = copy.deepcopy(model.state_dict())
+    model.train()
+    assert model.trunk.training is False and model.heads["det"].training is False
+    assert model.heads["emb"].training is True
+    assert model.trainable_heads == ["emb"] and model.loss_weighting.task_names == ("emb",)
+    # only the trainable head's parameters take gradients
+    assert all(not p.requires_grad for p in model.trunk.parameters())
+    assert all(p.requires_grad for p in model.heads["emb"].parameters())
+    wrapper = OptimWrapper(torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1))
+    log = model.train_step(batch([make_sample(), make_sample(label=5)]), wrapper)
+    assert "loss_emb" in log and "loss_cls" not in log and "loss_det_heatmap" not in log
+    after = model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed and all(k.startswith("heads.emb.") for k in changed), changed  # batch-norm buffers too
+    # eval() and train() again: frozen parts stay in eval mode
+    model.eval().train()
+    assert model.neck.training is False and model.heads["emb"].training is True
+
+
+def test_frozen_names_are_checked():
+    with pytest.raises(ValueError, match=r"frozen must name distinct parts among \['trunk', 'neck', 'cls'"):
+        MultiTaskPerceptor(**model_cfg(), frozen=("backbone",))
+    with pytest.raises(ValueError, match="leaves no head to train"):
+        MultiTaskPerceptor(**model_cfg(), frozen=("cls", "det", "emb"))
+    # a frozen part is named once
+    with pytest.raises(ValueError, match="distinct"):
+        MultiTaskPerceptor(**model_cfg(), frozen=("trunk", "trunk"))

@@ -54,6 +54,12 @@ class MultiTaskPerceptor(BaseModel):
             depthwise and 1x1 convolutions faster that way (training step
             ~1.2x, see ``benchmarks/train_throughput.py``). Results are the
             same up to float rounding; checkpoints load either way.
+        frozen: parts kept fixed in training, by name: ``'trunk'``, ``'neck'``
+            or head names. Their parameters get no gradient and they stay in
+            eval mode (batch-norm statistics fixed); frozen heads' losses are
+            not computed and their tasks leave the loss weighting. For
+            training one head on a trained model while the others (and so,
+            e.g., the detections) stay exactly as they were.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class MultiTaskPerceptor(BaseModel):
         init_cfg: dict | None = None,
         loss_weighting: dict | None = None,
         channels_last: bool = False,
+        frozen: Sequence[str] = (),
     ) -> None:
         # Build our parts in our registry scope even when another library (e.g. MMDetection)
         # has made its own scope the default in this process.
@@ -97,11 +104,42 @@ class MultiTaskPerceptor(BaseModel):
                     f"task_weights names {unknown} that are not heads; heads are {list(self.heads)}"
                 )
             self.task_weights = {name: float(weights.get(name, 1.0)) for name in self.heads}
-            self.loss_weighting = build_loss_weighting(loss_weighting, list(self.heads))
+            self.frozen = self._check_frozen(frozen)
+            self.loss_weighting = build_loss_weighting(loss_weighting, self.trainable_heads)
             self.active_heads: tuple[str, ...] = tuple(self.heads)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        for part in self._frozen_modules():
+            part.requires_grad_(False)
+        self.train(self.training)
+
+    # ---- frozen parts ----------------------------------------------------------------
+    def _check_frozen(self, frozen: Sequence[str]) -> tuple[str, ...]:
+        names = (frozen,) if isinstance(frozen, str) else tuple(frozen)
+        allowed = ["trunk", *(["neck"] if self.neck is not None else []), *self.heads]
+        bad = [n for n in names if n not in allowed]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(f"frozen must name distinct parts among {allowed}, got {list(names)}")
+        if all(h in names for h in self.heads):
+            raise ValueError(f"frozen {list(names)} leaves no head to train; heads are {list(self.heads)}")
+        return names
+
+    @property
+    def trainable_heads(self) -> list[str]:
+        """The heads that train (all but the frozen ones), in order."""
+        return [n for n in self.heads if n not in self.frozen]
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        parts = {"trunk": self.trunk, "neck": self.neck, **self.heads}
+        return [parts[n] for n in getattr(self, "frozen", ())]
+
+    def train(self, mode: bool = True) -> MultiTaskPerceptor:
+        """Set the training mode; frozen parts stay in eval mode."""
+        super().train(mode)
+        for part in self._frozen_modules():
+            part.eval()
+        return self
 
         # ---- head selection ------------------------------------------------------------
 
@@ -146,10 +184,10 @@ class MultiTaskPerceptor(BaseModel):
     def task_losses(
         self, inputs: Tensor, data_samples: Sequence[MultiTaskDataSample]
     ) -> dict[str, dict[str, Tensor]]:
-        """Per head: its named losses (computed on the samples that carry its labels)."""
+        """Per trainable head: its named losses (computed on the samples that carry its labels)."""
         if data_samples is None:
             raise ValueError("training needs data_samples with labels")
-        names = list(self.heads)
+        names = self.trainable_heads
         outputs = self.head_outputs(inputs, names)
         losses = {n: self.heads[n].loss(outputs[n], data_samples) for n in names}
         self._loss_keys = {n: tuple(v) for n, v in losses.items()}

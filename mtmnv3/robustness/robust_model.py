@@ -171,13 +171,14 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
     # ---- configuration ---------------------------------------------------------------------
     def _init_consistency(self, cfg: dict[str, Any]) -> None:
         _check_keys(cfg, _CONSISTENCY_KEYS, "robust.consistency")
-        default_heads = tuple(n for n, h in self.heads.items() if h.task in CONSISTENCY_TASKS)
+        trainable = {n: self.heads[n].task for n in self.trainable_heads}
+        default_heads = tuple(n for n, task in trainable.items() if task in CONSISTENCY_TASKS)
         heads = tuple(cfg.get("heads", default_heads))
-        bad = [h for h in heads if h not in self.heads or self.heads[h].task not in CONSISTENCY_TASKS]
+        bad = [h for h in heads if trainable.get(h) not in CONSISTENCY_TASKS]
         if not heads or bad:
             raise ValueError(
-                f"robust.consistency.heads must name heads of tasks {CONSISTENCY_TASKS} among "
-                f"{ {n: h.task for n, h in self.heads.items()} }, got {heads!r}"
+                f"robust.consistency.heads must name trainable heads of tasks {CONSISTENCY_TASKS} among "
+                f"{trainable}, got {heads!r}"
             )
         weight = cfg.get("weight", DEFAULT_JS_WEIGHT)
         weights = dict(weight) if isinstance(weight, Mapping) else {h: weight for h in heads}
@@ -285,7 +286,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
             samples = [data_samples[i] for i in idx.tolist()]
             per_group[g] = {
                 n: self.heads[n].loss(_take(outputs[n], idx.to(_device(outputs[n]))), samples)
-                for n in self.heads
+                for n in self.trainable_heads
             }
         # Step 2: exponentiated-gradient step on the group weights, from the per-group totals.
         group_losses = torch.zeros(self.group_dro.num_groups)
@@ -306,7 +307,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
                 key: sum(w * per_group[g][n][key] for w, g in zip(q_present.tolist(), present))
                 for key in per_group[present[0]][n]
             }
-            for n in self.heads
+            for n in self.trainable_heads
         }
 
     def task_losses(
@@ -321,7 +322,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
             return super().task_losses(inputs, data_samples)
         if data_samples is None:
             raise ValueError("training needs data_samples with labels")
-        names = list(self.heads)
+        names = self.trainable_heads
         n = len(inputs)
         if self.consistency_heads:
             aug1, aug2 = self.augmix_views(inputs)
