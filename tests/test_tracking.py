@@ -318,6 +318,18 @@ def test_lost_track_recovered_by_embedding(kwargs, shift, appearance, expected_i
     assert result.ids.tolist() == [expected_id]
 
 
+@pytest.mark.parametrize(("position_only", "expected_ids"), [(False, [2]), (True, [1])])
+def test_position_only_gate_ignores_aspect_and_height_jitter(position_only, expected_ids):
+    """The same object, same centre, re-detected with a box twice as wide (aspect 0.5 -> 1):
+    the full gate reads the aspect jump as another object, the centre-only gate does not."""
+    tracker = EmbeddingTracker(gate_position_only=position_only, min_hits=1)
+    look = np.eye(4)[:1]
+    for f in range(1, 6):
+        tracker.update(np.array([[40.0, 30.0, 60.0, 70.0]]), [0.9], embeddings=look, frame_id=f)
+    wide = np.array([[30.0, 30.0, 70.0, 70.0]])  # IoU 0.5 with the track's box, centre unchanged
+    assert tracker.update(wide, [0.9], embeddings=look, frame_id=6).ids.tolist() == expected_ids
+
+
 @pytest.mark.parametrize(("low_thr", "kept"), [(0.1, True), (0.4, False)])
 def test_low_score_detections_keep_track_alive(low_thr, kept):
     tracker = EmbeddingTracker(track_buffer=10, low_thr=low_thr)

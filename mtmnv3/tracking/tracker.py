@@ -216,6 +216,11 @@ class EmbeddingTracker:
         gate_thr: Largest squared Mahalanobis distance (4 degrees of freedom)
             of a first-association pair when embeddings are used; ``None``
             disables the gate. Default: the 0.95 chi-square quantile, 9.4877.
+        gate_position_only: Gate on the box centre alone (2 degrees of
+            freedom; the 0.95 quantile is 5.9915). The full gate also tests
+            aspect ratio and height, whose detector jitter rejects true
+            matches: on generated sequences with fast objects it nearly
+            tripled the ID switches.
         track_buffer: Frames a lost track is kept, at 30 fps (ByteTrack: 30).
         frame_rate: Frame rate of the video; ``max_time_lost =
             int(frame_rate / 30 * track_buffer)``.
@@ -245,6 +250,7 @@ class EmbeddingTracker:
         appearance_thr: float = 0.25,
         emb_momentum: float = 0.9,
         gate_thr: float | None = CHI2INV95[GATE_DOF],
+        gate_position_only: bool = False,
         track_buffer: int = 30,
         frame_rate: float = REFERENCE_FRAME_RATE,
         min_hits: int = 2,
@@ -277,6 +283,7 @@ class EmbeddingTracker:
         self.gate_thr = (
             None if gate_thr is None else _check_number("gate_thr", gate_thr, 0.0, np.inf, low_open=True)
         )
+        self.gate_position_only = bool(gate_position_only)
         self.track_buffer = _check_int("track_buffer", track_buffer, 0)
         self.frame_rate = _check_number("frame_rate", frame_rate, 0.0, np.inf, low_open=True)
         self.min_hits = _check_int("min_hits", min_hits, 1)
@@ -537,7 +544,9 @@ class EmbeddingTracker:
                 else:
                     cost[has_emb] = fuse_embedding_iou(emb_cost, cost[has_emb], self.emb_weight)
             if self.gate_thr is not None:
-                cost = gate_cost(cost, self.kf, mean, covariance, dets.xyah, self.gate_thr)
+                cost = gate_cost(
+                    cost, self.kf, mean, covariance, dets.xyah, self.gate_thr, self.gate_position_only
+                )
         return self._class_gate(cost, tracks, dets)
 
     def _apply_matches(
