@@ -17,6 +17,7 @@ writes), on held-out sequences generated at 320x320 (unseen object images):
 
 Usage: python benchmarks/demo_pipeline.py [--config CONFIG] [--checkpoint work_dirs/demo/model.pth]
            [--sequences 4] [--frames 150] [--budget-ms 33] [--threads 2] [--fast-factor 4]
+           [--parts speed,budget,association]
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The three measurements, in order (``--parts``).
+PARTS = ("speed", "budget", "association")
 
 
 def _busy() -> None:  # keeps one core busy
@@ -88,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-ms", type=float, default=33.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fast-factor", type=float, default=4.0, help="object speed multiplier of the fast-motion set")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = p.parse_args(argv)
+    parts = [x for x in args.parts.split(",") if x]
+    if not parts or any(x not in PARTS for x in parts):
+        p.error(f"--parts must be a comma-separated subset of {','.join(PARTS)}, got {args.parts!r}")
+    if args.sequences < 1 or args.frames < 2:
+        p.error(f"--sequences must be >= 1 and --frames >= 2, got {args.sequences} and {args.frames}")
 
     from mtmnv3.data import SceneConfig, write_synth_dataset
     from mtmnv3.demo_cli import default_sizes
@@ -96,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
     from mtmnv3.evaluation.mot_io import write_mot_txt
-    from mtmnv3.inference import OrtFrameRunner, mot_sequence_dirs, track_mot_sequences
-    from mtmnv3.profiling import format_table
+    from mtmnv3.inference import mot_sequence_dirs
     from mtmnv3.scheduling.budget import ModelLayout
     from mtmnv3.video import write_sequence_video
 
@@ -128,73 +136,85 @@ def main(argv: list[str] | None = None) -> int:
             write_mot_txt(res, rows)
             return evaluate_mot_files(gt, {seqs[0].name: res})
 
-        # 1. speed of the whole pipeline
-        speed = []
-        for s in (size, 320):
-            ort, _ = run_pipeline(model, layout, video, "onnxruntime", s, args.threads, tracker_cfg=tcfg)
-            eager, _ = run_pipeline(model, layout, video, "torch", s, args.threads, tracker_cfg=tcfg)
-            speed.append([s, args.threads, f"{ort['fps']:.1f}", f"{eager['fps']:.1f}", f"{ort['fps'] / eager['fps']:.2f}",
-                          f"{ort['latency_ms']['p50']:.2f}", f"{ort['latency_ms']['p95']:.2f}"])  # fmt: skip
-        print(
-            f"\n1. Full pipeline FPS ({args.frames} frames of a 320x320 held-out video, {args.threads} threads)"
-        )
-        print(
-            format_table(
-                ["input", "threads", "ORT FPS", "eager FPS", "ORT/eager", "ORT p50 ms", "ORT p95 ms"], speed
-            )
-        )
-
-        # 2. the budget under load
-        free, free_rows = run_pipeline(
-            model, layout, video, "onnxruntime", size, args.threads, tracker_cfg=tcfg
-        )
-        base = idf1(free_rows, "unbudgeted")
-        busy = mp.get_context("spawn").Process(target=_busy, daemon=True)
-        busy.start()
-        try:
-            rows2 = []
-            for threads in sorted({1, args.threads}):
-                s, r = run_pipeline(
-                    model, layout, video, "onnxruntime", size, threads, args.budget_ms, resolutions, tcfg
-                )
-                m = idf1(r, f"budget{threads}")
-                share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["mode_share"].items() if v)
-                rows2.append([threads, f"{100 * s['miss_rate']:.2f}%", f"{s['latency_ms']['p95']:.1f}",
-                              f"{m['IDF1']:.3f}", f"{base['IDF1']:.3f}", f"{100 * (m['IDF1'] - base['IDF1']):+.1f}", share])  # fmt: skip
-        finally:
-            busy.terminate()
-        print(
-            f"\n2. Budget {args.budget_ms} ms, adaptive policy, sizes {resolutions}, one core kept busy by another process"
-        )
-        print(
-            format_table(
-                ["threads", "misses", "p95 ms", "IDF1 budgeted", "IDF1 unbudgeted", "diff (pts)", "modes"],
-                rows2,
-            )
-        )
-
-        # 3. association: embeddings vs IoU only, same detections, default and fast motion
-        lo, hi = cfg.speed
-        fast = write_synth_dataset(
-            Path(tmp) / "heldout_fast",
-            cfg.replace(speed=(min(lo * args.fast_factor, 1.0), min(hi * args.fast_factor, 1.0))),
-            seed=2024,
-            name_prefix="heldout_fast",
-            progress=False,
-        )
-        runner = OrtFrameRunner(model, size, threads=args.threads)
-        rows3 = []
-        for motion, root in (("default", data), (f"x{args.fast_factor:g} faster", fast)):
-            for name, cfg_t in (("embedding + IoU", tcfg), ("IoU only", {**tcfg, "use_embeddings": False})):
-                out = Path(tmp) / f"{root.name}_{name.replace(' ', '')}"
-                m = track_mot_sequences(runner, root / "mot", out, cfg_t, progress=False)
-                rows3.append([motion, name, f"{m['IDF1']:.3f}", m["IDSW"], f"{m['MOTA']:.3f}", f"{m['HOTA']:.3f}"])
-        runner.close()
-        print(
-            f"\n3. Association on {args.sequences} held-out sequences x {args.frames} frames (same detections)"
-        )
-        print(format_table(["object motion", "association", "IDF1", "IDSW", "MOTA", "HOTA"], rows3))
+        if "speed" in parts:
+            _speed(model, layout, video, size, args, tcfg)
+        if "budget" in parts:
+            _budget(model, layout, video, size, resolutions, args, tcfg, idf1)
+        if "association" in parts:
+            _association(model, size, cfg, data, Path(tmp), args, tcfg)
     return 0
+
+
+def _speed(model, layout, video, size, args, tcfg) -> None:
+    """1. Speed of the whole pipeline, ONNX Runtime against eager PyTorch."""
+    from mtmnv3.profiling import format_table
+
+    speed = []
+    for s in (size, 320):
+        ort, _ = run_pipeline(model, layout, video, "onnxruntime", s, args.threads, tracker_cfg=tcfg)
+        eager, _ = run_pipeline(model, layout, video, "torch", s, args.threads, tracker_cfg=tcfg)
+        speed.append([s, args.threads, f"{ort['fps']:.1f}", f"{eager['fps']:.1f}", f"{ort['fps'] / eager['fps']:.2f}",
+                      f"{ort['latency_ms']['p50']:.2f}", f"{ort['latency_ms']['p95']:.2f}"])  # fmt: skip
+    print(f"\n1. Full pipeline FPS ({args.frames} frames of a 320x320 held-out video, {args.threads} threads)")
+    print(
+        format_table(["input", "threads", "ORT FPS", "eager FPS", "ORT/eager", "ORT p50 ms", "ORT p95 ms"], speed)
+    )
+
+
+def _budget(model, layout, video, size, resolutions, args, tcfg, idf1) -> None:
+    """2. The budget under load: misses and IDF1 against the unbudgeted run."""
+    from mtmnv3.profiling import format_table
+
+    _, free_rows = run_pipeline(model, layout, video, "onnxruntime", size, args.threads, tracker_cfg=tcfg)
+    base = idf1(free_rows, "unbudgeted")
+    busy = mp.get_context("spawn").Process(target=_busy, daemon=True)
+    busy.start()
+    try:
+        rows = []
+        for threads in sorted({1, args.threads}):
+            s, r = run_pipeline(model, layout, video, "onnxruntime", size, threads, args.budget_ms, resolutions, tcfg)
+            m = idf1(r, f"budget{threads}")
+            share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["mode_share"].items() if v)
+            rows.append([threads, f"{100 * s['miss_rate']:.2f}%", f"{s['latency_ms']['p95']:.1f}",
+                         f"{m['IDF1']:.3f}", f"{base['IDF1']:.3f}", f"{100 * (m['IDF1'] - base['IDF1']):+.1f}", share])  # fmt: skip
+    finally:
+        busy.terminate()
+    print(f"\n2. Budget {args.budget_ms} ms, adaptive policy, sizes {resolutions}, one core kept busy by another process")
+    print(
+        format_table(["threads", "misses", "p95 ms", "IDF1 budgeted", "IDF1 unbudgeted", "diff (pts)", "modes"], rows)
+    )
+
+
+def _association(model, size, cfg, data, tmp, args, tcfg) -> None:
+    """3. Association with the same detections: embeddings + IoU against IoU only, with and
+    without the config's Kalman motion gate (which the tracker applies only with embeddings,
+    so the middle row keeps the gate and drops the embeddings), at two object speeds."""
+    from mtmnv3.data import write_synth_dataset
+    from mtmnv3.inference import OrtFrameRunner, track_mot_sequences
+    from mtmnv3.profiling import format_table
+
+    lo, hi = cfg.speed
+    fast = write_synth_dataset(
+        tmp / "heldout_fast",
+        cfg.replace(speed=(min(lo * args.fast_factor, 1.0), min(hi * args.fast_factor, 1.0))),
+        seed=2024,
+        name_prefix="heldout_fast",
+        progress=False,
+    )
+    trackers = (
+        ("embedding + IoU (config)", tcfg),
+        ("IoU only, same motion gate", {**tcfg, "fusion": "min", "appearance_thr": 0.0}),
+        ("IoU only (ByteTrack)", {**tcfg, "use_embeddings": False}),
+    )
+    runner = OrtFrameRunner(model, size, threads=args.threads)
+    rows = []
+    for motion, root in (("default", data), (f"x{args.fast_factor:g} faster", fast)):
+        for i, (name, cfg_t) in enumerate(trackers):
+            m = track_mot_sequences(runner, root / "mot", tmp / f"{root.name}_{i}", cfg_t, progress=False)
+            rows.append([motion, name, f"{m['IDF1']:.3f}", m["IDSW"], f"{m['MOTA']:.3f}", f"{m['HOTA']:.3f}"])
+    runner.close()
+    print(f"\n3. Association on {args.sequences} held-out sequences x {args.frames} frames (same detections)")
+    print(format_table(["object motion", "association", "IDF1", "IDSW", "MOTA", "HOTA"], rows))
 
 
 if __name__ == "__main__":
