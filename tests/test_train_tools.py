@@ -353,3 +353,27 @@ def test_close_distributed_tears_down_the_process_group(tmp_path):
     finally:
         close_distributed()
     assert not dist.is_initialized()
+
+
+def test_embedding_finetune_config_trains_only_the_embedding_head_of_a_default_model():
+    """The embft config builds the default model with everything but the embedding head frozen,
+    reads the default data's video part in video groups, and takes a default checkpoint's weights."""
+    from mmengine.registry import init_default_scope
+
+    from mtmnv3.engine import load_config
+    from mtmnv3.registry import MODELS
+
+    init_default_scope("mtmnv3")
+    default = MODELS.build(load_config(CONFIG, None).model)
+    cfg = load_config(ROOT / "configs" / "mtmnv3_small_3task_embft_synth.py", None)
+    model = MODELS.build(cfg.model)
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"heads.emb"}
+    assert model.heads["emb"].loss_type == "contrastive" and model.loss_weighting.task_names == ("emb",)
+    assert cfg.train_dataloader.sampler.type == "VideoGroupSampler"
+    video_part = load_config(CONFIG, None).train_dataloader.dataset.datasets[0]
+    assert dict(cfg.train_dataloader.dataset) == {k: v for k, v in video_part.items()}
+    # A default checkpoint loads: the identity classifier and FAMO's state are the only leftovers.
+    result = model.load_state_dict(default.state_dict(), strict=False)
+    assert not result.missing_keys
+    assert all(k == "heads.emb.classifier" or k.startswith("loss_weighting.") for k in result.unexpected_keys)
