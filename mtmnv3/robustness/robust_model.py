@@ -177,7 +177,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
         bad = [h for h in heads if trainable.get(h) not in CONSISTENCY_TASKS]
         if not heads or bad:
             raise ValueError(
-                f"robust.consistency.heads must name trainable heads of tasks {CONSISTENCY_TASKS} among "
+                f"robust.consistency.heads must name heads of tasks {CONSISTENCY_TASKS} (trainable ones) among "
                 f"{trainable}, got {heads!r}"
             )
         weight = cfg.get("weight", DEFAULT_JS_WEIGHT)
