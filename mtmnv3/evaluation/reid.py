@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 __all__ = ["within_video_reid"]
 
@@ -39,14 +40,7 @@ def _as_array(value: Any, name: str, dtype: type, ndim: int) -> np.ndarray:
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """ROC AUC of scores ``pos`` (positives) against ``neg`` (Mann-Whitney U, ties one half)."""
-    scores = np.concatenate([pos, neg])
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # average ranks over ties (1-based)
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
+    ranks = rankdata(np.concatenate([pos, neg]))  # average ranks over ties, 1-based
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
     return float(u / (len(pos) * len(neg)))
 
