@@ -207,16 +207,24 @@ def test_in_memory_gt_matches_coco_json(tmp_path):
     from_file = run_metric(CocoDetMetric(ann_file=ann_file), samples)
     assert 0 < in_memory["det/mAP"] < 1
     assert from_file == pytest.approx(in_memory)
+    # The NumPy backend (default) and pycocotools' COCOeval agree in both ground-truth modes.
+    for kwargs in ({}, {"ann_file": ann_file}):
+        ref = run_metric(CocoDetMetric(backend="pycocotools", classwise=True, **kwargs), samples)
+        assert run_metric(CocoDetMetric(classwise=True, **kwargs), samples) == pytest.approx(ref, abs=1e-12)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        CocoDetMetric(backend="fast")
 
 
 def test_coco_metric_errors_and_edge_cases(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
         CocoDetMetric(ann_file=tmp_path / "missing.json")
     no_dets = det_sample(1, [GT_1], [0], [], [], [])
-    assert run_metric(CocoDetMetric(), [no_dets]) == {"det/mAP": 0.0, "det/mAP_50": 0.0, "det/mAP_75": 0.0}
-    metric = CocoDetMetric(label_to_cat_id={0: 0})
-    with pytest.raises(ValueError, match="predicted label 3 has no category id"):
-        run_metric(metric, [det_sample(1, [GT_1], [0], [GT_1], [0.9], [3])])
+    for backend in ("numpy", "pycocotools"):
+        zeros = {"det/mAP": 0.0, "det/mAP_50": 0.0, "det/mAP_75": 0.0}
+        assert run_metric(CocoDetMetric(backend=backend), [no_dets]) == zeros
+        metric = CocoDetMetric(label_to_cat_id={0: 0}, backend=backend)
+        with pytest.raises(ValueError, match="predicted label 3 has no category id"):
+            run_metric(metric, [det_sample(1, [GT_1], [0], [GT_1], [0.9], [3])])
 
 
 def test_all_metrics_in_one_evaluator_and_table():

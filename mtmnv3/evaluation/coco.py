@@ -1,4 +1,10 @@
-"""COCO box mAP with pycocotools (``det/mAP``, ``det/mAP_50``, ``det/mAP_75``)."""
+"""COCO box mAP (``det/mAP``, ``det/mAP_50``, ``det/mAP_75``): pycocotools' numbers.
+
+The default backend is :mod:`.box_ap`, an exact NumPy port of ``COCOeval``'s
+bbox evaluation for these numbers (several times faster; checked against
+pycocotools in the tests); ``backend='pycocotools'`` runs ``COCOeval`` itself
+and logs its full 12-line summary.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from pycocotools.cocoeval import COCOeval
 from mtmnv3.registry import METRICS
 
 from ._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
+from .box_ap import coco_box_ap
 
 __all__ = ["CocoDetMetric", "build_coco_gt", "coco_evaluate"]
 
@@ -29,6 +36,8 @@ STAT_MAP, STAT_MAP_50, STAT_MAP_75 = 0, 1, 2
 AREA_ALL, MAX_DETS_LAST = 0, -1
 #: pycocotools' marker for "no ground truth to evaluate against".
 COCO_UNDEFINED = -1.0
+#: Evaluation backends of :class:`CocoDetMetric`.
+BACKENDS = ("numpy", "pycocotools")
 
 
 def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
@@ -145,7 +154,7 @@ def coco_evaluate(
 
 @METRICS.register_module()
 class CocoDetMetric(BaseMetric):
-    """COCO box mAP (IoU 0.50:0.95), AP@0.5 and AP@0.75 via pycocotools.
+    """COCO box mAP (IoU 0.50:0.95), AP@0.5 and AP@0.75, pycocotools' numbers.
 
     Samples count when their ``tasks`` metainfo includes ``'det'`` (or, when
     ``tasks`` is absent, when they carry ``gt_instances``). Predictions come
@@ -163,8 +172,8 @@ class CocoDetMetric(BaseMetric):
 
     With the default prefix ``'det'`` the keys returned by ``evaluate`` are
     ``det/mAP``, ``det/mAP_50``, ``det/mAP_75`` and, with ``classwise``,
-    ``det/AP_<class name>``. pycocotools' printed summary goes to the logger
-    at DEBUG level.
+    ``det/AP_<class name>``. With ``backend='pycocotools'``, pycocotools'
+    printed summary goes to the logger at DEBUG level.
 
     Args:
         ann_file: Optional COCO json used as ground truth.
@@ -173,6 +182,8 @@ class CocoDetMetric(BaseMetric):
             category id.
         collect_device: ``'cpu'`` or ``'gpu'``.
         prefix: Key prefix; defaults to ``'det'``.
+        backend: ``'numpy'`` (:func:`.box_ap.coco_box_ap`, the default) or
+            ``'pycocotools'`` (``COCOeval``); both give the same numbers.
     """
 
     default_prefix = "det"
@@ -184,8 +195,12 @@ class CocoDetMetric(BaseMetric):
         label_to_cat_id: Mapping[int, int] | None = None,
         collect_device: str = "cpu",
         prefix: str | None = None,
+        backend: str = "numpy",
     ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        if backend not in BACKENDS:
+            raise ValueError(f"CocoDetMetric backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.classwise = bool(classwise)
         self.coco_gt: COCO | None = None
         self.label_to_cat_id: dict[int, int] | None = None
@@ -282,26 +297,73 @@ class CocoDetMetric(BaseMetric):
                 int(v) for r in results for v in r["pred_labels"]
             }
             coco_gt = build_coco_gt(results, sorted(labels))
-        detections = []
-        for r in results:
-            for box, score, label in zip(_xyxy_to_xywh(r["pred_bboxes"]), r["pred_scores"], r["pred_labels"]):
-                cat_id = int(label) if self.label_to_cat_id is None else self.label_to_cat_id.get(int(label))
-                if cat_id is None:
-                    raise ValueError(f"predicted label {int(label)} has no category id in label_to_cat_id")
-                detections.append(
-                    {
-                        "image_id": r["img_id"],
-                        "category_id": cat_id,
-                        "bbox": [float(v) for v in box],
-                        "score": float(score),
-                    }
-                )
-        metrics, summary = coco_evaluate(
-            coco_gt, detections, img_ids=[r["img_id"] for r in results], classwise=self.classwise
-        )
-        print_log(f"pycocotools bbox summary:\n{summary}", logger="current", level=logging.DEBUG)
+        img_ids = [r["img_id"] for r in results]
+        if self.backend == "numpy":
+            metrics = self._numpy_metrics(coco_gt, results, img_ids)
+        else:
+            metrics, summary = coco_evaluate(
+                coco_gt, self._detections(results), img_ids=img_ids, classwise=self.classwise
+            )
+            print_log(f"pycocotools bbox summary:\n{summary}", logger="current", level=logging.DEBUG)
         if self.classwise:
             names = self._class_names(sorted(coco_gt.getCatIds()))
             for cat_id, name in names.items():
                 metrics[f"AP_{name}"] = metrics.pop(f"AP_{cat_id}")
+        return metrics
+
+    def _cat_ids_of(self, labels: np.ndarray) -> np.ndarray:
+        if self.label_to_cat_id is None:
+            return labels.astype(np.int64)
+        missing = sorted({int(v) for v in labels} - set(self.label_to_cat_id))
+        if missing:
+            raise ValueError(f"predicted label {missing[0]} has no category id in label_to_cat_id")
+        return np.asarray([self.label_to_cat_id[int(v)] for v in labels], np.int64)
+
+    def _detections(self, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """COCO result dicts of all predictions (the pycocotools backend)."""
+        detections = []
+        for r in results:
+            cat_ids = self._cat_ids_of(r["pred_labels"])
+            for box, score, cat_id in zip(_xyxy_to_xywh(r["pred_bboxes"]), r["pred_scores"], cat_ids):
+                detections.append(
+                    {
+                        "image_id": r["img_id"],
+                        "category_id": int(cat_id),
+                        "bbox": [float(v) for v in box],
+                        "score": float(score),
+                    }
+                )
+        return detections
+
+    def _numpy_metrics(
+        self, coco_gt: COCO, results: Sequence[Mapping[str, Any]], img_ids: Sequence[int]
+    ) -> dict[str, float]:
+        """The same numbers as :func:`coco_evaluate`, from arrays (:func:`.box_ap.coco_box_ap`)."""
+        anns = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=list(img_ids)))
+        dt_boxes = [_xyxy_to_xywh(r["pred_bboxes"]).reshape(-1, 4) for r in results]
+
+        def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        result = coco_box_ap(
+            gt_boxes=np.asarray([a["bbox"] for a in anns], np.float64).reshape(-1, 4),
+            gt_img_ids=np.asarray([a["image_id"] for a in anns], np.int64),
+            gt_cat_ids=np.asarray([a["category_id"] for a in anns], np.int64),
+            gt_crowd=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool),
+            gt_areas=np.asarray([a["area"] for a in anns], np.float64),
+            dt_boxes=joined(dt_boxes, np.float64).reshape(-1, 4),
+            dt_img_ids=joined([np.full(len(b), r["img_id"]) for b, r in zip(dt_boxes, results)], np.int64),
+            dt_cat_ids=joined([self._cat_ids_of(r["pred_labels"]) for r in results], np.int64),
+            dt_scores=joined([r["pred_scores"] for r in results], np.float64),
+            img_ids=img_ids,
+            cat_ids=coco_gt.getCatIds(),
+        )
+        metrics = result.summary()
+        if not any(len(b) for b in dt_boxes):  # as coco_evaluate: no detections score 0, or NaN without gt
+            has_gt = any(not a.get("iscrowd", 0) for a in anns)
+            metrics = {k: (0.0 if has_gt else math.nan) for k in metrics}
+        if self.classwise:
+            metrics.update({f"AP_{c}": v for c, v in result.per_category().items()})
+            if not any(len(b) for b in dt_boxes):
+                metrics.update({f"AP_{c}": metrics["mAP"] for c in result.cat_ids})
         return metrics
