@@ -73,7 +73,9 @@ def tiny_options(data_root, max_iters=2):
             f"{split}_dataloader.dataset.image_size={IMAGE_SIZE}",
             f"{split}_dataloader.dataset.pipeline.0.size={IMAGE_SIZE}",
         ]
-    return opts + train_data_options(ROBUST_CONFIG, data_root, num_sequences=5, num_frames=2, image_size=IMAGE_SIZE)
+    return opts + train_data_options(
+        ROBUST_CONFIG, data_root, num_sequences=5, num_frames=2, image_size=IMAGE_SIZE
+    )
 
 
 def run_tool(tool, *args, timeout=400):
@@ -438,6 +440,34 @@ def test_robust_losses_are_the_parent_losses_in_eval_and_without_options():
     assert model.augmix_ops == AUGMIX_TRAIN_OPS
 
 
+@pytest.mark.parametrize("views", ["clean", "all"])
+def test_task_losses_read_the_clean_view_or_all_three(views):
+    model = robust_model(consistency=dict(heads=("cls", "det"), task_loss_views=views))
+    model.train()
+    for m in model.modules():  # frozen batch-norm statistics: outputs do not depend on the batch
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    pre = model.data_preprocessor(train_batch(["smooth", "stripes", "checker"]), True)
+    inputs, samples = pre["inputs"], pre["data_samples"]
+    torch.manual_seed(5)
+    losses = model.task_losses(inputs, samples)
+    torch.manual_seed(5)
+    aug1, aug2 = model.augmix_views(inputs)
+    assert not torch.equal(aug1, inputs) and not torch.equal(aug1, aug2)
+    with torch.no_grad():
+        if views == "all":
+            outputs, expected_samples = (
+                model.head_outputs(torch.cat([inputs, aug1, aug2]), ["det"]),
+                samples * 3,
+            )
+        else:
+            outputs, expected_samples = model.head_outputs(inputs, ["det"]), samples
+        expected = model.heads["det"].loss(outputs["det"], expected_samples)
+    for key, value in expected.items():
+        assert losses["det"][key].item() == pytest.approx(value.item(), rel=1e-5), key
+    assert "loss_det_js" in losses["det"] and "loss_cls_js" in losses["cls"]
+
+
 @pytest.mark.parametrize(
     "robust, err, match",
     [
@@ -446,6 +476,7 @@ def test_robust_losses_are_the_parent_losses_in_eval_and_without_options():
         (dict(consistency=dict(severity=7)), ValueError, "severity must be an int in 1..5, got 7"),
         (dict(consistency=dict(ops=("snow",))), ValueError, "ops must be corruption families"),
         (dict(consistency=dict(weight=-1.0)), ValueError, "weight must be >= 0"),
+        (dict(consistency=dict(task_loss_views="aug")), ValueError, "task_loss_views must be one of"),
         (dict(group_dro=dict(eta=0)), ValueError, "eta must be positive"),
         (dict(group_dro=dict(temperature=1)), ValueError, r"unknown robust.group_dro option\(s\)"),
     ],

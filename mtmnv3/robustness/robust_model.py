@@ -6,9 +6,11 @@ Two remedies for distribution shift, each switched on in the config's ``robust``
   Method to Improve Robustness and Uncertainty", ICLR 2020): each training
   batch gets two AugMix views; clean and augmented views run through the model
   in one batch (as the AugMix reference code does, so batch-norm sees all
-  three), the task losses are computed on the clean view only, and a
-  Jensen-Shannon consistency term ties each listed head's outputs on the three
-  views together:
+  three), the task losses are computed on the clean view only (or, with
+  ``task_loss_views='all'``, on all three views: the ops preserve every label,
+  so each view is a labelled training image), and a Jensen-Shannon
+  consistency term ties each listed head's outputs on the three views
+  together:
 
   - ``cls`` heads: the JS divergence of the softmax class distributions
     (the paper's eq. 1, :func:`jensen_shannon_consistency`);
@@ -65,6 +67,7 @@ __all__ = [
     "AUGMIX_HELD_OUT",
     "AUGMIX_TRAIN_OPS",
     "CONSISTENCY_TASKS",
+    "TASK_LOSS_VIEWS",
     "RobustMultiTaskPerceptor",
     "bernoulli_js_consistency",
 ]
@@ -80,7 +83,10 @@ DEFAULT_JS_WEIGHT = 12.0
 #: Seeds of the AugMix views are drawn from torch's global generator in [0, SEED_RANGE).
 SEED_RANGE = 2**31 - 1
 
-_CONSISTENCY_KEYS = {"weight", "severity", "heads", "ops", "width", "depth", "alpha"}
+#: Which views the task losses read: the clean one (AugMix's recipe) or all three.
+TASK_LOSS_VIEWS = ("clean", "all")
+
+_CONSISTENCY_KEYS = {"weight", "severity", "heads", "ops", "width", "depth", "alpha", "task_loss_views"}
 _DRO_KEYS = {"eta", "group_key", "groups", "adjustment", "group_sizes"}
 
 
@@ -139,7 +145,9 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
             ``heads`` (head names, default ``('cls', 'det')`` where present; tasks
             ``cls`` or ``det``), ``ops`` (corruption families, default
             :data:`AUGMIX_TRAIN_OPS`), ``width`` (3), ``depth`` (-1: random
-            1..3), ``alpha`` (1.0).
+            1..3), ``alpha`` (1.0), ``task_loss_views`` (``'clean'``, AugMix's
+            recipe, or ``'all'``: the task losses average over the clean and
+            both AugMix views, each view's samples keeping their labels).
 
             ``group_dro``: ``eta`` (exponentiated-gradient step, default 0.01),
             ``group_key`` (metainfo key, default ``'domain'``), ``groups``
@@ -158,6 +166,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
         robust = dict(robust or {})
         _check_keys(robust, {"consistency", "group_dro"}, "robust")
         self.consistency_heads: dict[str, float] = {}
+        self.task_loss_views = "clean"
         self.augmix_ops: tuple[str, ...] | None = None
         self.augmix_kwargs: dict[str, Any] = {}
         self.group_dro: GroupDROWeights | None = None
@@ -205,6 +214,12 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
                 f"AugMix consistency needs an ImgDataPreprocessor-like data preprocessor (mean/std), "
                 f"got {type(pre).__name__}"
             )
+        views = cfg.get("task_loss_views", "clean")
+        if views not in TASK_LOSS_VIEWS:
+            raise ValueError(
+                f"robust.consistency.task_loss_views must be one of {TASK_LOSS_VIEWS}, got {views!r}"
+            )
+        self.task_loss_views = views
         self.consistency_heads = {h: float(weights[h]) for h in heads}
         self.augmix_ops = ops
         self.augmix_kwargs = dict(
@@ -313,7 +328,8 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
     def task_losses(
         self, inputs: Tensor, data_samples: Sequence[MultiTaskDataSample]
     ) -> dict[str, dict[str, Tensor]]:
-        """Per head: its losses on the clean view (group-DRO weighted when enabled), plus
+        """Per head: its losses on the clean view, or on all views with ``task_loss_views='all'``
+        (group-DRO weighted when enabled), plus
         ``loss_<head>_js`` (the weighted JS consistency) for the consistency heads.
 
         In eval mode, or with no robust option, this is the parent's ``task_losses``.
@@ -324,19 +340,23 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
             raise ValueError("training needs data_samples with labels")
         names = self.trainable_heads
         n = len(inputs)
+        samples = list(data_samples)
         if self.consistency_heads:
             aug1, aug2 = self.augmix_views(inputs)
             all_outputs = self.head_outputs(torch.cat([inputs, aug1, aug2]), names)
             views = [
                 {h: _take(o, slice(i * n, (i + 1) * n)) for h, o in all_outputs.items()} for i in range(3)
             ]
-            outputs = views[0]
+            if self.task_loss_views == "all":  # every view is a labelled sample
+                outputs, samples = all_outputs, samples * 3
+            else:
+                outputs = views[0]
         else:
             outputs = self.head_outputs(inputs, names)
         if self.group_dro is not None:
-            losses = self._group_dro_losses(outputs, data_samples)
+            losses = self._group_dro_losses(outputs, samples)
         else:
-            losses = {h: dict(self.heads[h].loss(outputs[h], data_samples)) for h in names}
+            losses = {h: dict(self.heads[h].loss(outputs[h], samples)) for h in names}
         for h, weight in self.consistency_heads.items():
             losses[h][f"loss_{h}_js"] = weight * self._consistency(h, [v[h] for v in views])
         return losses
