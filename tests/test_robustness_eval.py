@@ -222,6 +222,38 @@ def test_reference_normalises_ce_and_attacks_give_a_transfer_table(robust_ckpt, 
     assert "%|" not in r.stderr
 
 
+def test_track_adds_mota_and_idf1_per_condition_on_whole_videos(robust_ckpt, tmp_path):
+    data_root, ckpt, _ = robust_ckpt
+    r = run_tool(
+        "robustness.py",
+        ROBUST_CONFIG,
+        ckpt,
+        "--corruptions",
+        "contrast",
+        "--severities",
+        "1,5",
+        "--track",
+        "--max-samples",
+        "6",
+        "--no-progress",
+        "--out-dir",
+        tmp_path,
+        "--cfg-options",
+        *tiny_options(data_root),
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    results = json.loads((tmp_path / "robustness.json").read_text())
+    assert results["num_samples"] == 5  # one whole 5-frame video fits in 6 samples; frames are not thinned
+    assert results["metrics"] == ["cls/top1", "det/mAP", "det/mAP_50", "mot/MOTA", "mot/IDF1"]
+    for metrics in [results["clean"], *results["corruptions"]["contrast"].values()]:
+        assert {"mot/MOTA", "mot/IDF1", "mot/IDSW", "mot/HOTA"} <= set(metrics)
+        assert metrics["mot/MOTA"] <= 1 and 0 <= metrics["mot/IDF1"] <= 1
+    assert (
+        "mot/IDF1" in results["summary"]
+        and "## mot/IDF1 per corruption and severity" in (tmp_path / "robustness.md").read_text()
+    )
+
+
 @pytest.mark.parametrize(
     "change, match",
     [
@@ -231,6 +263,7 @@ def test_reference_normalises_ce_and_attacks_give_a_transfer_table(robust_ckpt, 
         ({"extra": ["--severities", "0,2"]}, "severities must be integers in 1..5, got '0'"),
         ({"extra": ["--attacks", "--eps", "-1"]}, "eps must be numbers in"),
         ({"extra": ["--reference-json", "nope.json"]}, "reference JSON not found"),
+        ({"extra": ["--iou-only"]}, "--iou-only needs --track"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_clear_message(robust_ckpt, change, match):
@@ -498,3 +531,59 @@ def test_group_dro_needs_the_group_key():
     del pre["data_samples"][0].domain
     with pytest.raises(ValueError, match="group DRO needs metainfo 'domain'"):
         model.loss(pre["inputs"], pre["data_samples"])
+
+
+# ---- tracking under the shift suite ----------------------------------------------------------------
+def _tracked_sample(video: int, frame: int, boxes: torch.Tensor, ids: torch.Tensor) -> MultiTaskDataSample:
+    s = MultiTaskDataSample(
+        metainfo=dict(
+            img_id=100 * video + frame,
+            video_id=video,
+            frame_id=frame,
+            tasks=("det", "track"),
+            scale_factor=(1.0, 1.0),
+            ori_shape=(SIZE, SIZE),
+            img_shape=(SIZE, SIZE),
+        )
+    )
+    gt = InstanceData()
+    gt.bboxes, gt.labels, gt.instance_ids = boxes, torch.zeros(len(boxes), dtype=torch.long), ids
+    gt.ignore = torch.zeros(len(boxes), dtype=torch.bool)
+    s.gt_instances = gt
+    pred = InstanceData()
+    pred.bboxes, pred.scores = boxes.clone(), torch.full((len(boxes),), 0.9)
+    pred.labels = torch.zeros(len(boxes), dtype=torch.long)
+    pred.embeddings = torch.nn.functional.normalize(torch.eye(len(boxes), 8) + 0.1, dim=1)
+    s.pred_instances = pred
+    return s
+
+
+def test_tracking_hook_keeps_a_tracker_per_video_and_scores_perfect_detections_as_perfect():
+    from mtmnv3.evaluation import MOTMetric
+    from mtmnv3.robustness.tracking import TrackingHook
+
+    hook = TrackingHook(dict(high_thr=0.4, new_track_thr=0.5))
+    metric = MOTMetric()
+    for frame in range(1, 7):  # two videos interleaved in one batch, two objects moving right
+        batch = []
+        for video in (0, 1):
+            x = 2.0 * frame + 10 * video
+            boxes = torch.tensor([[x, 4.0, x + 12, 20.0], [x + 30, 30.0, x + 44, 50.0]])
+            batch.append(_tracked_sample(video, frame, boxes, torch.tensor([1, 2])))
+        hook(batch)
+        for s in batch:
+            assert len(s.pred_track_instances.instance_ids) == 2
+        metric.process(None, batch)
+    assert set(hook.trackers) == {0, 1}
+    result = metric.evaluate(12)
+    assert result["mot/MOTA"] == pytest.approx(1.0) and result["mot/IDF1"] == pytest.approx(1.0)
+    assert result["mot/IDSW"] == 0
+    # frames must arrive in order within a video; samples need their video
+    with pytest.raises(ValueError, match="frame"):
+        hook([_tracked_sample(0, 3, torch.tensor([[0.0, 0.0, 5.0, 5.0]]), torch.tensor([1]))])
+    bad = _tracked_sample(0, 9, torch.tensor([[0.0, 0.0, 5.0, 5.0]]), torch.tensor([1]))
+    bad.set_metainfo(dict(video_id=-1))
+    with pytest.raises(ValueError, match="video_id >= 0"):
+        hook([bad])
+    with pytest.raises(ValueError, match="unknown tracker type"):
+        TrackingHook(dict(type="SORT"))

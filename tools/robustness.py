@@ -3,10 +3,13 @@
 Usage:
     python tools/robustness.py CONFIG CHECKPOINT [--corruptions all|a,b] [--severities 1,2,3,4,5]
                                [--reference-json REF] [--out-dir DIR] [--attacks] [--eps 2/255,4/255]
-                               [--pgd-steps N] [--max-samples N] [--seed S] [--device cpu|cuda]
+                               [--pgd-steps N] [--max-samples N] [--track [--iou-only]] [--seed S]
+                               [--device cpu|cuda]
                                [--no-progress] [--cfg-options key=value ...]
 
-Writes ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
+``--track`` also tracks every test video under every condition with the
+config's tracker and reports MOTA and IDF1 (``--max-samples`` then keeps whole
+videos). Writes ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
 ``--out-dir`` (default ``work_dirs/robustness/<config name>``). See
 :mod:`mtmnv3.robustness.evaluate`.
 """
@@ -44,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eps", default="2/255,4/255", help="attack radii in [0, 1] pixel units")
     p.add_argument("--pgd-steps", type=int, default=DEFAULT_PGD_STEPS)
     p.add_argument("--max-samples", type=int, help="evaluate at most N test samples (spread evenly)")
+    p.add_argument("--track", action="store_true", help="also track each video: MOTA, IDF1 per condition")
+    p.add_argument("--iou-only", action="store_true", help="with --track: IoU-only association")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruption and attack draws")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -61,14 +66,22 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--pgd-steps must be >= 1, got {args.pgd_steps}")
         if args.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        if args.iou_only and not args.track:
+            raise ValueError("--iou-only needs --track")
         if args.reference_json and not osp.isfile(args.reference_json):
             raise FileNotFoundError(f"reference JSON not found: {args.reference_json}")
         cfg = load_config(args.config, args.cfg_options)
         study, skipped = build_study(
-            cfg, args.checkpoint, args.max_samples, args.device, args.seed, progress=not args.no_progress
+            cfg,
+            args.checkpoint,
+            args.max_samples,
+            args.device,
+            args.seed,
+            progress=not args.no_progress,
+            track=("iou" if args.iou_only else True) if args.track else False,
         )
         if skipped:
-            print(f"note: {skipped} left out (tracking metrics need a tracker hook)", file=sys.stderr)
+            print(f"note: {skipped} left out (tracking metrics need --track)", file=sys.stderr)
         out_dir = args.out_dir or osp.join(
             "work_dirs", "robustness", osp.splitext(osp.basename(args.config))[0]
         )

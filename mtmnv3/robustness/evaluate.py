@@ -31,7 +31,10 @@ Tracking (MOT) metrics need a tracker run over each video in frame order.
 They are left out unless :class:`RobustnessStudy` gets a
 ``sequence_hook_factory``: a callable returning, for each condition, a fresh
 callback that receives every predicted batch in dataloader order and writes
-``pred_track_instances`` onto the samples (the hook to plug the tracker into).
+``pred_track_instances`` onto the samples. ``build_study(track=True)``
+(``tools/robustness.py --track``) plugs in the config's tracker
+(:class:`~.tracking.TrackingHook`) and adds ``MOTMetric``, so MOTA and IDF1
+join the tables.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -65,6 +69,7 @@ __all__ = [
     "RESULTS_VERSION",
     "TASK_METRICS",
     "TRACKING_METRIC_TYPES",
+    "TRACK_MODES",
     "RobustnessStudy",
     "build_study",
     "collect_batches",
@@ -93,6 +98,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 #: Metric types that need a tracker over each video (see ``sequence_hook_factory``).
 TRACKING_METRIC_TYPES = frozenset({"MOTMetric"})
+#: ``build_study(track=...)``: off, the config's tracker with embeddings, or IoU-only association.
+TRACK_MODES = (False, True, "embeddings", "iou")
 #: Attack methods of attack mode.
 ATTACK_METHODS = ("fgsm", "pgd")
 #: Default PGD steps (Madry et al. use 7-40; 10 is the common evaluation setting).
@@ -377,17 +384,36 @@ def summarise(
 
 
 # ---- the study -------------------------------------------------------------------------------------
-def collect_batches(dataloader: Iterable[dict], max_samples: int | None = None) -> list[Batch]:
+def collect_batches(
+    dataloader: Iterable[dict], max_samples: int | None = None, whole_videos: bool = False
+) -> list[Batch]:
     """Load the test batches once (``pseudo_collate`` dicts) and keep them in memory.
 
     With ``max_samples``, keep that many samples spread evenly over the split
-    (every k-th), so a quick run still sees every video and domain.
+    (every k-th), so a quick run still sees every video and domain. With
+    ``whole_videos`` (tracking needs every frame of a video), keep whole
+    videos instead, spread evenly over the split, as many as fit in
+    ``max_samples`` frames (at least one).
     """
     batches = [(list(b["inputs"]), list(b["data_samples"])) for b in dataloader]
     if max_samples is None:
         return batches
-    total = sum(len(s) for _, s in batches)
-    keep = set(np.unique(np.linspace(0, total - 1, min(max_samples, total)).round().astype(int)).tolist())
+    samples = [s for _, ss in batches for s in ss]
+    total = len(samples)
+    if whole_videos:
+        videos = [int(s.metainfo.get("video_id", -1)) for s in samples]
+        order = list(dict.fromkeys(videos))  # videos in split order
+        sizes = Counter(videos)
+        wanted = max(1, min(len(order), int(max_samples // (total / len(order)))))
+        chosen: set[int] = set()
+        budget = max_samples
+        for k in np.unique(np.linspace(0, len(order) - 1, wanted).round().astype(int)):
+            if not chosen or sizes[order[k]] <= budget:
+                chosen.add(order[k])
+                budget -= sizes[order[k]]
+        keep = {i for i, v in enumerate(videos) if v in chosen}
+    else:
+        keep = set(np.unique(np.linspace(0, total - 1, min(max_samples, total)).round().astype(int)).tolist())
     out, i = [], 0
     for inputs, samples in batches:
         sel = [j for j in range(len(samples)) if i + j in keep]
@@ -574,6 +600,7 @@ def build_study(
     seed: int = 0,
     sequence_hook_factory: Callable[[], SequenceHook] | None = None,
     progress: bool = True,
+    track: bool | str = False,
 ) -> tuple[RobustnessStudy, list[str]]:
     """Build the model, load the checkpoint, load the test split once, build the evaluator.
 
@@ -585,6 +612,11 @@ def build_study(
         seed: corruption / attack seed.
         sequence_hook_factory: tracker hook (enables tracking metrics).
         progress: tqdm progress bars.
+        track: ``True`` (or ``'embeddings'``): track every video with the
+            config's ``tracker`` (:class:`~.tracking.TrackingHook`) and add
+            ``MOTMetric`` when the config's test metrics lack it; ``'iou'``:
+            the same with IoU-only association. ``max_samples`` then keeps
+            whole videos.
 
     Returns:
         The study and the names of the metric types left out (tracking
@@ -603,6 +635,10 @@ def build_study(
         isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
     ):
         raise ValueError(f"max_samples must be a positive int, got {max_samples!r}")
+    if track not in TRACK_MODES:
+        raise ValueError(f"track must be one of {TRACK_MODES}, got {track!r}")
+    if track and sequence_hook_factory is not None:
+        raise ValueError("give either track or sequence_hook_factory, not both")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     for key in ("test_dataloader", "test_evaluator", "model"):
@@ -615,9 +651,21 @@ def build_study(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
 
-    metric_cfgs = (
+    metric_cfgs = list(
         cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
     )
+    if track:
+        from .tracking import TrackingHook
+
+        tracker_cfg = dict(cfg.get("tracker") or {})
+        use_embeddings = track != "iou" and "emb" in getattr(model, "heads", {})
+        TrackingHook(tracker_cfg, use_embeddings)  # a bad tracker config fails before the data loads
+
+        def sequence_hook_factory() -> SequenceHook:
+            return TrackingHook(tracker_cfg, use_embeddings)
+
+        if not any(m.get("type") in TRACKING_METRIC_TYPES for m in metric_cfgs):
+            metric_cfgs.append(dict(type="MOTMetric"))
     kept, skipped = [], []
     for m in metric_cfgs:
         if m.get("type") in TRACKING_METRIC_TYPES and sequence_hook_factory is None:
@@ -633,7 +681,7 @@ def build_study(
     loader_cfg = {**cfg.test_dataloader, "num_workers": 0, "persistent_workers": False}
     loader = Runner.build_dataloader(loader_cfg)
     evaluator.dataset_meta = getattr(loader.dataset, "metainfo", None)
-    batches = collect_batches(loader, max_samples)
+    batches = collect_batches(loader, max_samples, whole_videos=sequence_hook_factory is not None)
     study = RobustnessStudy(model, batches, evaluator, seed, sequence_hook_factory, progress)
     return study, skipped
 
