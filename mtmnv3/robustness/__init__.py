@@ -54,6 +54,7 @@ from .robust_model import (
     RobustMultiTaskPerceptor,
     bernoulli_js_consistency,
 )
+from .tracking import TrackingHook
 from .transforms import CorruptFrames, still_image_video_id
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "SEVERITY_TABLES",
     "TASK_METRICS",
     "TRUNK_TARGET",
+    "TrackingHook",
     "attack_loss",
     "augmix",
     "bernoulli_js_consistency",
