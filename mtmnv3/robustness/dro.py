@@ -30,7 +30,7 @@ from .corruptions import CORRUPTIONS, NUM_SEVERITIES, corrupt
 
 __all__ = [
     "AUGMIX_OPS",
-    "AUGMIX_MAX_SEVERITY",
+    "AUGMIX_DEFAULT_SEVERITY",
     "GroupDROWeights",
     "augmix",
     "group_mean_losses",
@@ -50,8 +50,8 @@ AUGMIX_OPS = (
     "gaussian_noise",
     "jpeg_compression",
 )
-#: AugMix's ``severity`` argument caps the corruption severity of each op at this level.
-AUGMIX_MAX_SEVERITY = 3
+#: Default of AugMix's ``severity``: each op draws a corruption severity in 1..severity.
+AUGMIX_DEFAULT_SEVERITY = 3
 #: Chain depth range when ``depth=-1`` (AugMix draws 1..3 ops per chain).
 AUGMIX_DEPTH_RANGE = (1, 3)
 #: Probabilities are clamped here before the log in the JS loss (as the AugMix reference code).
@@ -210,7 +210,7 @@ def _check_augmix_args(severity: int, width: int, depth: int, alpha: float, ops:
 
 def augmix(
     images: Tensor,
-    severity: int = 3,
+    severity: int = AUGMIX_DEFAULT_SEVERITY,
     width: int = 3,
     depth: int = -1,
     alpha: float = 1.0,
@@ -221,14 +221,14 @@ def augmix(
 
     Each image gets ``width`` chains of ``depth`` ops (random 1..3 when -1);
     each op is a corruption family from ``ops`` at a random severity in
-    ``1 .. min(severity, AUGMIX_MAX_SEVERITY)``, drawn per image. The chains
+    ``1 .. severity``, drawn per image. The chains
     are mixed with Dirichlet(alpha) weights and the mixture is blended with
     the original with a Beta(alpha, alpha) weight, per image. Ops are applied
     to all images that drew the same (op, severity) at a step at once.
 
     Args:
         images: uint8 ``(N, 3, H, W)``.
-        severity: 1..5, caps the op severity (at ``AUGMIX_MAX_SEVERITY``).
+        severity: 1..5, the highest corruption severity an op draws.
         width: number of chains.
         depth: ops per chain, or -1 for random 1..3 per chain and image.
         alpha: Dirichlet and Beta concentration.
@@ -249,7 +249,7 @@ def augmix(
         raise ValueError(f"images must be uint8 (N, 3, H, W), got {got}")
     n = images.shape[0]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xA6]))
-    top = min(severity, AUGMIX_MAX_SEVERITY)
+    top = severity
     # Step 1: draw every random choice up front (per image).
     mix = torch.from_numpy(rng.dirichlet([alpha] * width, size=n)).float()  # (N, width)
     keep = torch.from_numpy(rng.beta(alpha, alpha, size=n)).float()  # (N,)

@@ -61,7 +61,7 @@ from ..models import MultiTaskPerceptor
 from ..registry import MODELS
 from ..structures import MultiTaskDataSample
 from .corruptions import CORRUPTIONS, NUM_SEVERITIES
-from .dro import JS_PROB_MIN, GroupDROWeights, augmix, jensen_shannon_consistency
+from .dro import AUGMIX_DEFAULT_SEVERITY, JS_PROB_MIN, GroupDROWeights, augmix, jensen_shannon_consistency
 
 __all__ = [
     "AUGMIX_HELD_OUT",
@@ -197,7 +197,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
             raise ValueError(
                 f"robust.consistency.weight must be >= 0 (or one per head {heads}), got {weight!r}"
             )
-        severity = cfg.get("severity", 3)
+        severity = cfg.get("severity", AUGMIX_DEFAULT_SEVERITY)
         if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= NUM_SEVERITIES:
             raise ValueError(
                 f"robust.consistency.severity must be an int in 1..{NUM_SEVERITIES}, got {severity!r}"
