@@ -460,9 +460,6 @@ class RobustnessStudy:
         for b, (inputs, samples) in enumerate(self.batches):
             samples = [s.clone() for s in samples]  # predictions never leak between conditions
             batch_inputs = transform(b, inputs, samples)
-            if batch_inputs and all(x.shape == batch_inputs[0].shape for x in batch_inputs):
-                # one (N, 3, H, W) tensor: the data preprocessor normalises it in one op, not per image
-                batch_inputs = torch.stack(batch_inputs)
             with torch.no_grad():
                 outputs = self.model.test_step(dict(inputs=batch_inputs, data_samples=samples))
             if hook is not None:
