@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = [
     "ACTIVATIONS",
     "make_divisible",
     "get_activation",
     "ConvBNAct",
+    "fold_batchnorm",
     "SqueezeExcite",
     "InvertedResidual",
     "upgrade_state_dict",
@@ -82,6 +85,36 @@ class ConvBNAct(nn.Sequential):
             layers.append(activation(inplace=True))
         super().__init__(*layers)
         self.out_channels = out_channels
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every :class:`ConvBNAct`'s BatchNorm into its conv, in place, for inference.
+
+    The conv gets the BatchNorm's scale and shift as weight and bias and the
+    BatchNorm becomes an ``Identity``; outputs stay the same up to float
+    rounding and one op per layer fewer runs. Only for a model in eval mode
+    (the running statistics are what is folded) that will not be trained again
+    (fold a copy when the original is still needed).
+
+    Returns:
+        How many BatchNorms were folded.
+
+    Raises:
+        ValueError: If the model is in training mode.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (call .eval() first)")
+    folded = 0
+    for module in model.modules():
+        if isinstance(module, ConvBNAct) and isinstance(module[1], nn.BatchNorm2d):
+            conv = module[0]
+            channels_last = conv.weight.is_contiguous(memory_format=torch.channels_last)
+            fused = fuse_conv_bn_eval(conv, module[1])
+            if channels_last:
+                fused.weight.data = fused.weight.data.contiguous(memory_format=torch.channels_last)
+            module[0], module[1] = fused, nn.Identity()
+            folded += 1
+    return folded
 
 
 class SqueezeExcite(nn.Module):
@@ -166,7 +199,9 @@ class InvertedResidual(nn.Module):
         self.block = nn.Sequential(*layers)
         self.out_channels = out_channels
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # type: ignore[no-untyped-def]
         if self.se_slot is not None:
             _shift_pre_slot_keys(state_dict, prefix, self.se_slot)
         super()._load_from_state_dict(

@@ -213,6 +213,18 @@ def test_a_kept_correspondence_beats_a_closer_box():
         assert (m["IDSW"], m["FP"], m["FN"]) == (0, 1, 0), backend
 
 
+def test_hota_can_be_left_out():
+    gt, res = random_tracking(3)
+    full = evaluate_mot(gt, res)
+    fast = evaluate_mot(gt, res, hota=False)
+    assert set(full) - set(fast) == {"HOTA", "DetA", "AssA"}
+    assert fast == {k: v for k, v in full.items() if k in fast}
+    evaluator = Evaluator(MOTMetric(hota=False))
+    evaluator.process(_hand_case_samples())
+    metrics = evaluator.evaluate(4)
+    assert metrics["mot/MOTA"] == pytest.approx(1 - 3 / 8) and "mot/HOTA" not in metrics
+
+
 def test_unknown_backend_is_rejected():
     gt = {"s": two_objects_four_frames()}
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -377,3 +377,41 @@ def test_block_specs_parse_and_reject_unknown_tokens():
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown trunk variant 'huge'"):
         create_trunk("huge")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fold_batchnorm_keeps_the_outputs(channels_last):
+    from mtmnv3.layers import fold_batchnorm
+    from mtmnv3.models import MultiTaskPerceptor
+
+    torch.manual_seed(0)
+    model = MultiTaskPerceptor(
+        trunk=dict(type="MobileNetV3Trunk", arch="small", width_mult=0.5),
+        heads=dict(
+            cls=dict(type="ClsHead", num_classes=5, hidden_channels=32),
+            det=dict(type="CenterDetHead", num_classes=3, feat_channels=16),
+        ),
+        neck=dict(type="FPNLite", out_channels=16),
+        channels_last=channels_last,
+    )
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model)
+    model.eval()
+    num_bn = 0
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # statistics far from identity, so folding matters
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.3, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+            num_bn += 1
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        before = model.head_outputs(x, ("cls", "det"))
+        assert fold_batchnorm(model) == num_bn > 0
+        after = model.head_outputs(x, ("cls", "det"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after["cls"], before["cls"], atol=1e-4, rtol=1e-4)
+    for key in before["det"]:
+        torch.testing.assert_close(after["det"][key], before["det"][key], atol=1e-4, rtol=1e-4)
+    assert fold_batchnorm(model) == 0  # nothing left to fold

@@ -4,12 +4,13 @@ Usage:
     python tools/robustness.py CONFIG CHECKPOINT [--corruptions all|a,b] [--severities 1,2,3,4,5]
                                [--reference-json REF] [--out-dir DIR] [--attacks] [--eps 2/255,4/255]
                                [--pgd-steps N] [--max-samples N] [--track [--iou-only]] [--seed S]
-                               [--device cpu|cuda]
+                               [--device cpu|cuda] [--workers N] [--no-fold-bn]
                                [--no-progress] [--cfg-options key=value ...]
 
 ``--track`` also tracks every test video under every condition with the
 config's tracker and reports MOTA and IDF1 (``--max-samples`` then keeps whole
-videos). Writes ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
+videos). ``--workers 2`` runs the corruption conditions in two forked CPU
+processes (the tracker and the metrics are single-threaded). Writes ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
 ``--out-dir`` (default ``work_dirs/robustness/<config name>``). See
 :mod:`mtmnv3.robustness.evaluate`.
 """
@@ -51,6 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iou-only", action="store_true", help="with --track: IoU-only association")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruption and attack draws")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the corruption conditions in N forked CPU processes (2 on 2 cores: ~1.5x faster)",
+    )
+    p.add_argument(
+        "--no-fold-bn",
+        action="store_true",
+        help="keep the BatchNorms (slower; clean metrics then equal tools/test.py's to the last digit)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
     return p.parse_args(argv)
@@ -79,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             progress=not args.no_progress,
             track=("iou" if args.iou_only else True) if args.track else False,
+            workers=args.workers,
+            fold_bn=not args.no_fold_bn,
         )
         if skipped:
             print(f"note: {skipped} left out (tracking metrics need --track)", file=sys.stderr)

@@ -202,7 +202,10 @@ def _hota_data(frames: Sequence[_Frame]) -> dict[str, Any]:
 
 
 def evaluate_mot(
-    gt: Mapping[str, np.ndarray], results: Mapping[str, np.ndarray], backend: str = "numpy"
+    gt: Mapping[str, np.ndarray],
+    results: Mapping[str, np.ndarray],
+    backend: str = "numpy",
+    hota: bool = True,
 ) -> dict[str, float | int]:
     """MOTA, IDF1, HOTA and friends over sequences of MOTChallenge-format rows.
 
@@ -215,6 +218,8 @@ def evaluate_mot(
             ``gt``.
         backend: ``'numpy'`` (:mod:`.clear_mot`, the default) or
             ``'motmetrics'``: what counts MOTA, IDF1, IDSW, MOTP, FP and FN.
+        hota: also compute HOTA, DetA and AssA (trackeval; the slowest part);
+            ``False`` leaves these three keys out.
 
     Returns:
         Over all sequences combined: ``MOTA``, ``IDF1``, ``HOTA``, ``MOTP``
@@ -243,7 +248,7 @@ def evaluate_mot(
         raise ValueError("evaluate_mot needs at least one sequence, got none")
     names = sorted(gt, key=str)
     accumulators, counts, hota_results, num_gt_dets = [], MOTCounts(), {}, 0
-    hota = HOTA()
+    hota_metric = HOTA()
     for name in names:
         frames = _preprocess_sequence(
             str(name),
@@ -254,9 +259,9 @@ def evaluate_mot(
             counts += clear_mot_counts((fr.gt_ids, fr.result_ids, _distances(fr)) for fr in frames)
         else:
             accumulators.append(_accumulate(frames))
-        data = _hota_data(frames)
-        num_gt_dets += data["num_gt_dets"]
-        hota_results[str(name)] = hota.eval_sequence(data)
+        num_gt_dets += sum(len(fr.gt_ids) for fr in frames)
+        if hota:
+            hota_results[str(name)] = hota_metric.eval_sequence(_hota_data(frames))
 
     if backend == "numpy":
         metrics: dict[str, float | int] = dict(counts.summary())
@@ -265,15 +270,18 @@ def evaluate_mot(
     metrics["MOTP"] = 1.0 - metrics["MOTP"]  # both report the mean distance 1 - IoU
     for key in _INTEGER_KEYS:
         metrics[key] = int(metrics[key])
-    with contextlib.redirect_stdout(io.StringIO()):
-        combined = (
-            hota.combine_sequences(hota_results) if len(hota_results) > 1 else hota_results[str(names[0])]
-        )
-    for key in ("HOTA", "DetA", "AssA"):
-        metrics[key] = float(np.mean(combined[key]))
+    if hota:
+        with contextlib.redirect_stdout(io.StringIO()):
+            combined = (
+                hota_metric.combine_sequences(hota_results)
+                if len(hota_results) > 1
+                else hota_results[str(names[0])]
+            )
+        for key in ("HOTA", "DetA", "AssA"):
+            metrics[key] = float(np.mean(combined[key]))
     if num_gt_dets == 0:
         metrics["MOTA"] = math.nan  # 1 - errors / 0 ground-truth boxes
-    return {key: metrics[key] for key in MOT_METRIC_KEYS}
+    return {key: metrics[key] for key in MOT_METRIC_KEYS if key in metrics}
 
 
 def _sequence_name(path: Path) -> str:
@@ -402,6 +410,8 @@ class MOTMetric(BaseMetric):
         prefix: Key prefix; defaults to ``'mot'``.
         backend: ``'numpy'`` (the default) or ``'motmetrics'``; see
             :func:`evaluate_mot`.
+        hota: also compute HOTA, DetA and AssA (``False``: faster, the
+            three keys are left out).
     """
 
     default_prefix = "mot"
@@ -412,12 +422,14 @@ class MOTMetric(BaseMetric):
         collect_device: str = "cpu",
         prefix: str | None = None,
         backend: str = "numpy",
+        hota: bool = True,
     ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         if backend not in MOT_BACKENDS:
             raise ValueError(f"MOTMetric backend must be one of {MOT_BACKENDS}, got {backend!r}")
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.backend = backend
+        self.hota = bool(hota)
 
     def process(self, data_batch: Any, data_samples: Sequence[Mapping | BaseDataElement]) -> None:
         """Turn each tracking sample into MOTChallenge gt and result rows.
@@ -485,4 +497,4 @@ class MOTMetric(BaseMetric):
         if self.out_dir is not None:
             for name, rows in pred_arrays.items():
                 write_mot_txt(self.out_dir / f"{name}.txt", rows)
-        return evaluate_mot(gt_arrays, pred_arrays, backend=self.backend)
+        return evaluate_mot(gt_arrays, pred_arrays, backend=self.backend, hota=self.hota)
