@@ -35,6 +35,12 @@ callback that receives every predicted batch in dataloader order and writes
 (``tools/robustness.py --track``) plugs in the config's tracker
 (:class:`~.tracking.TrackingHook`) and adds ``MOTMetric``, so MOTA and IDF1
 join the tables.
+
+Speed: ``build_study`` folds the model's BatchNorms into its convs
+(``fold_bn=False`` keeps them), the suite's ``MOTMetric`` skips HOTA,
+and ``workers > 1`` runs the conditions in forked CPU processes; together they
+bring the whole suite with tracking on the default 2880-frame split from ~19
+to ~10 minutes on 2 cores.
 """
 
 from __future__ import annotations
