@@ -377,3 +377,15 @@ def test_embedding_finetune_config_trains_only_the_embedding_head_of_a_default_m
     result = model.load_state_dict(default.state_dict(), strict=False)
     assert not result.missing_keys
     assert all(k == "heads.emb.classifier" or k.startswith("loss_weighting.") for k in result.unexpected_keys)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("mtmnv3_*.py")))
+def test_every_shipped_config_loads_validates_and_builds_its_model(config):
+    import mtmnv3.robustness  # noqa: F401  (registers the robust model type)
+    from mtmnv3.engine import load_config, validate_config
+    from mtmnv3.registry import MODELS
+
+    cfg = load_config(ROOT / "configs" / config)
+    validate_config(cfg)
+    model = MODELS.build(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
