@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from functools import partial
 
 import numpy as np
 
 from mtmnv3.evaluation import CocoDetMetric
-from mtmnv3.profiling import format_table
+from mtmnv3.profiling import format_table, interleaved_timings
 
 
 def make_results(frames: int, seed: int = 0, num_classes: int = 10) -> list[dict]:
@@ -67,17 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--frames and --rounds must be >= 1, got {args.frames} and {args.rounds}")
     results = make_results(args.frames)
     num_dets = sum(len(r["pred_scores"]) for r in results)
-    times: dict[str, list[float]] = {"pycocotools": [], "numpy": []}
     metrics: dict[str, dict[str, float]] = {}
-    for _ in range(args.rounds):
-        for backend in times:
-            metric = CocoDetMetric(backend=backend)
-            t0 = time.perf_counter()
-            metrics[backend] = metric.compute_metrics(results)
-            times[backend].append(time.perf_counter() - t0)
+
+    def run(backend: str) -> None:
+        metrics[backend] = CocoDetMetric(backend=backend).compute_metrics(results)
+
+    backends = ("pycocotools", "numpy")
+    times = interleaved_timings({b: partial(run, b) for b in backends}, rounds=args.rounds, warmup=0)
     diff = max(abs(metrics["numpy"][k] - metrics["pycocotools"][k]) for k in metrics["numpy"])
-    ref = float(np.median(times["pycocotools"]))
-    rows = [[b, f"{float(np.median(t)):.3f}", f"{ref / float(np.median(t)):.2f}"] for b, t in times.items()]
+    ref = times["pycocotools"].median_ms
+    rows = [[b, f"{t.median_ms / 1e3:.3f}", f"{ref / t.median_ms:.2f}"] for b, t in times.items()]
     print(
         f"COCO box mAP of {args.frames} frames, {num_dets} detections "
         f"(median of {args.rounds} interleaved rounds; mAP {metrics['numpy']['mAP']:.4f}, "

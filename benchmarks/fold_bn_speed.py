@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
+from functools import partial
 
-import numpy as np
 import torch
 
 from mtmnv3.engine import load_config
 from mtmnv3.layers import fold_batchnorm
-from mtmnv3.profiling import format_table
+from mtmnv3.profiling import format_table, interleaved_timings, num_threads
 from mtmnv3.registry import MODELS
 
 DEFAULT_CONFIG = "configs/mtmnv3_small_3task_synth.py"
@@ -60,19 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, got))
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
-        torch.set_num_threads(threads)
-        times: dict[tuple[bool, bool], list[float]] = {k: [] for k in models}
-        with torch.no_grad():
-            for m in models.values():
-                m.head_outputs(x, heads)  # warm-up
-            for _ in range(args.rounds):
-                for key, m in models.items():
-                    t0 = time.perf_counter()
-                    m.head_outputs(x, heads)
-                    times[key].append(time.perf_counter() - t0)
+        with num_threads(threads), torch.no_grad():
+            times = interleaved_timings(
+                {key: partial(m.head_outputs, x, heads) for key, m in models.items()}, rounds=args.rounds
+            )
         for channels_last in (True, False):
-            plain = float(np.median(times[(channels_last, False)])) * 1e3
-            folded = float(np.median(times[(channels_last, True)])) * 1e3
+            plain = times[(channels_last, False)].median_ms
+            folded = times[(channels_last, True)].median_ms
             fmt = "channels-last" if channels_last else "NCHW"
             rows.append([threads, fmt, f"{plain:.1f}", f"{folded:.1f}", f"{folded / plain:.3f}"])
     print(

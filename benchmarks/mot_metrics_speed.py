@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from functools import partial
 
 import numpy as np
 
 from mtmnv3.evaluation import evaluate_mot
-from mtmnv3.profiling import format_table
+from mtmnv3.profiling import format_table, interleaved_timings
 
 VARIANTS = {
     "motmetrics + HOTA (before)": dict(backend="motmetrics", hota=True),
@@ -72,17 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.videos, args.frames, args.rounds) < 1:
         p.error("--videos, --frames and --rounds must be >= 1")
     gt, res = make_tracking(args.videos, args.frames)
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     metrics: dict[str, dict] = {}
-    for _ in range(args.rounds):
-        for name, kwargs in VARIANTS.items():
-            t0 = time.perf_counter()
-            metrics[name] = evaluate_mot(gt, res, **kwargs)
-            times[name].append(time.perf_counter() - t0)
+
+    def run(name: str) -> None:
+        metrics[name] = evaluate_mot(gt, res, **VARIANTS[name])
+
+    times = interleaved_timings({name: partial(run, name) for name in VARIANTS}, rounds=args.rounds, warmup=0)
     ref_name, ours = list(VARIANTS)[:2]
     diff = max(abs(metrics[ours][k] - metrics[ref_name][k]) for k in metrics[ours])
-    ref = float(np.median(times[ref_name]))
-    rows = [[n, f"{float(np.median(t)):.3f}", f"{ref / float(np.median(t)):.2f}"] for n, t in times.items()]
+    ref = times[ref_name].median_ms
+    rows = [[n, f"{t.median_ms / 1e3:.3f}", f"{ref / t.median_ms:.2f}"] for n, t in times.items()]
     m = metrics[ours]
     print(
         f"MOT metrics of {args.videos} videos x {args.frames} frames, "

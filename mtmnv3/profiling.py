@@ -1,14 +1,15 @@
 """Latency measurement: warm-up, repeats, medians; per-stage trunk timings.
 
 Absolute times drift on shared machines, so comparisons should be ratios
-measured interleaved in one run (see :func:`interleaved_ratio`).
+measured interleaved in one run (see :func:`interleaved_ratio` and
+:func:`interleaved_timings`).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ __all__ = [
     "Timing",
     "time_fn",
     "interleaved_ratio",
+    "interleaved_timings",
     "num_threads",
     "stage_latency",
     "format_table",
@@ -74,6 +76,33 @@ def time_fn(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> Tim
     return Timing.from_samples(samples)
 
 
+def interleaved_timings(
+    fns: Mapping[Hashable, Callable[[], object]], rounds: int = 15, inner: int = 1, warmup: int = 1
+) -> dict[Hashable, Timing]:
+    """Time several callables in the same rounds (so drift hits all of them alike).
+
+    Each callable is called ``warmup`` times first. Each round times ``inner``
+    calls of each, in an order that rotates by one from round to round.
+
+    Returns:
+        Per key, the per-call :class:`Timing` (ms).
+    """
+    if rounds < 1 or inner < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1, inner >= 1 and warmup >= 0, got {rounds}, {inner}, {warmup}")
+    keys = list(fns)
+    for _ in range(warmup):
+        for key in keys:
+            fns[key]()
+    samples: dict[Hashable, list[float]] = {key: [] for key in keys}
+    for r in range(rounds):
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fns[key]()
+            samples[key].append((time.perf_counter() - t0) * 1e3 / inner)
+    return {key: Timing.from_samples(samples[key]) for key in keys}
+
+
 def interleaved_ratio(
     fn: Callable[[], object],
     ref: Callable[[], object],
@@ -81,26 +110,13 @@ def interleaved_ratio(
     inner: int = 5,
     warmup: int = 3,
 ) -> tuple[float, Timing, Timing]:
-    """Time ``fn`` against ``ref`` in alternating rounds (so drift hits both).
-
-    Each round times ``inner`` calls of each, in alternating order.
+    """Time ``fn`` against ``ref`` in alternating rounds (:func:`interleaved_timings`).
 
     Returns:
         ``(median(fn) / median(ref), fn timing, ref timing)``; per-call ms.
     """
-    for _ in range(warmup):
-        fn()
-        ref()
-    a, b = [], []
-    for r in range(rounds):
-        order = ((fn, a), (ref, b)) if r % 2 == 0 else ((ref, b), (fn, a))
-        for f, out in order:
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                f()
-            out.append((time.perf_counter() - t0) * 1e3 / inner)
-    ta, tb = Timing.from_samples(a), Timing.from_samples(b)
-    return ta.median_ms / tb.median_ms, ta, tb
+    t = interleaved_timings({"fn": fn, "ref": ref}, rounds=rounds, inner=inner, warmup=warmup)
+    return t["fn"].median_ms / t["ref"].median_ms, t["fn"], t["ref"]
 
 
 @torch.no_grad()

@@ -415,3 +415,19 @@ def test_fold_batchnorm_keeps_the_outputs(channels_last):
     for key in before["det"]:
         torch.testing.assert_close(after["det"][key], before["det"][key], atol=1e-4, rtol=1e-4)
     assert fold_batchnorm(model) == 0  # nothing left to fold
+
+
+def test_interleaved_timings_warm_up_then_rotate_the_order_each_round():
+    from mtmnv3.profiling import interleaved_ratio, interleaved_timings
+
+    calls: list[str] = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    timings = interleaved_timings(fns, rounds=3, inner=2, warmup=1)
+    assert calls[:3] == list("abc")  # warm-up, once each
+    rounds = calls[3:]
+    assert rounds == list("aabbcc" + "bbccaa" + "ccaabb")
+    assert set(timings) == set("abc") and all(t.repeats == 3 and t.median_ms >= 0 for t in timings.values())
+    ratio, t_fn, t_ref = interleaved_ratio(lambda: sum(range(100)), lambda: None, rounds=4, inner=50, warmup=0)
+    assert ratio == pytest.approx(t_fn.median_ms / t_ref.median_ms) and t_fn.repeats == 4
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        interleaved_timings(fns, rounds=0)
