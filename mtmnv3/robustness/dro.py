@@ -249,7 +249,6 @@ def augmix(
         raise ValueError(f"images must be uint8 (N, 3, H, W), got {got}")
     n = images.shape[0]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xA6]))
-    top = severity
     # Step 1: draw every random choice up front (per image).
     mix = torch.from_numpy(rng.dirichlet([alpha] * width, size=n)).float()  # (N, width)
     keep = torch.from_numpy(rng.beta(alpha, alpha, size=n)).float()  # (N,)
@@ -257,7 +256,7 @@ def augmix(
     lo, hi = AUGMIX_DEPTH_RANGE
     depths = rng.integers(lo, hi + 1, size=(width, n)) if depth == -1 else np.full((width, n), depth)
     op_idx = rng.integers(0, len(ops), size=(width, max_depth, n))
-    sev = rng.integers(1, top + 1, size=(width, max_depth, n))
+    sev = rng.integers(1, severity + 1, size=(width, max_depth, n))
     op_seeds = rng.integers(0, 2**31, size=(width, max_depth))
     # Step 2: run the chains, one (op, severity) group of images at a time.
     mixed = torch.zeros(images.shape, dtype=torch.float32, device=images.device)

@@ -626,15 +626,15 @@ class RobustnessStudy:
                     done[payload[0]] = (payload[1], payload[2])
                 elif kind == "error":
                     failure = payload[0]
+                    break  # the other workers' conditions are of no use now
                 elif kind == "done":
                     finished += 1
         finally:
-            for proc in procs:
-                if failure is not None or proc.is_alive():
-                    proc.join(timeout=5 if failure is None else 0.1)
+            for proc in procs:  # all said "done" unless something failed: then stop the rest
+                proc.join(timeout=5 if finished == workers else 0)
                 if proc.is_alive():
                     proc.terminate()
-                proc.join()
+                    proc.join()
         if failure is not None:
             raise RuntimeError(f"a robustness worker failed: {failure}")
         return done
