@@ -282,7 +282,9 @@ def test_workers_give_the_numbers_of_one_process(robust_ckpt):
     assert same == json.dumps([one["clean"], one["corruptions"]], sort_keys=True)
     assert set(three["timing"]["per_condition_s"]) == set(one["timing"]["per_condition_s"])
     # a failure inside a worker reaches the caller, with the worker's message
-    with pytest.raises(RuntimeError, match="robustness worker failed: .*snow"):
+    from mtmnv3.robustness.evaluate import WorkerError
+
+    with pytest.raises(WorkerError, match="robustness worker failed: .*snow"):
         study.run_corruptions(["contrast", "snow"], [1])
 
 

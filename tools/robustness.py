@@ -10,7 +10,8 @@ Usage:
 ``--track`` also tracks every test video under every condition with the
 config's tracker and reports MOTA and IDF1 (``--max-samples`` then keeps whole
 videos). ``--workers 2`` runs the corruption conditions in two forked CPU
-processes (the tracker and the metrics are single-threaded). Writes ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
+processes (the tracker and the metrics are single-threaded). Writes
+``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
 ``--out-dir`` (default ``work_dirs/robustness/<config name>``). See
 :mod:`mtmnv3.robustness.evaluate`.
 """
@@ -24,6 +25,7 @@ import sys
 from mtmnv3.engine import DictAction, load_config
 from mtmnv3.robustness.evaluate import (
     DEFAULT_PGD_STEPS,
+    WorkerError,
     build_study,
     format_markdown,
     parse_corruptions,
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WorkerError as e:  # not bad input: a worker crashed or ran out of memory
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     paths = write_outputs(results, out_dir)
     print(format_markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

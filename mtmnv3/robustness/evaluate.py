@@ -78,7 +78,9 @@ __all__ = [
     "TRACKING_METRIC_TYPES",
     "TRACK_MODES",
     "RobustnessStudy",
+    "WorkerError",
     "build_study",
+    "check_workers",
     "collect_batches",
     "corrupt_batch",
     "corruption_ids",
@@ -206,6 +208,10 @@ def corruption_ids(data_samples: Sequence[MultiTaskDataSample]) -> tuple[np.ndar
             vids.append(still_image_video_id(meta.get("img_id", 0)))
             fids.append(0)
     return np.asarray(vids, np.int64), np.asarray(fids, np.int64)
+
+
+class WorkerError(RuntimeError):
+    """A forked robustness worker failed or died; the message carries its traceback."""
 
 
 class _QueueBar:
@@ -614,7 +620,7 @@ class RobustnessStudy:
                 except queue_mod.Empty:
                     dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
                     if dead and messages.empty():
-                        raise RuntimeError(
+                        raise WorkerError(
                             f"a robustness worker died (exit code {dead[0].exitcode}; out of memory?)"
                         ) from None
                     continue
@@ -636,7 +642,7 @@ class RobustnessStudy:
                     proc.terminate()
                     proc.join()
         if failure is not None:
-            raise RuntimeError(f"a robustness worker failed: {failure}")
+            raise WorkerError(f"a robustness worker failed: {failure}")
         return done
 
     def _worker(
@@ -798,7 +804,7 @@ def build_study(
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    check_workers(workers, device)
+    check_workers(workers, device)  # before the split loads, not after
     for key in ("test_dataloader", "test_evaluator", "model"):
         if not cfg.get(key):
             raise ValueError(f"the config has no {key}")
