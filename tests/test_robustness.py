@@ -186,6 +186,24 @@ def test_all_corruptions_speed_on_32_frames_at_192px():
     print(f"\n11 corruptions x 5 severities on 32 x 3 x 192 x 192 uint8: {elapsed:.2f} s")
 
 
+@pytest.mark.parametrize("radius", SEVERITY_TABLES["defocus_blur"])
+def test_defocus_blur_opencv_path_matches_the_depthwise_conv(radius):
+    """On the CPU the disk blur runs through cv2.filter2D; the conv2d path is the reference."""
+    from mtmnv3.robustness.corruptions import _disk_kernel, _filter2d, _filter2d_opencv
+
+    x = scenes(8, size=96).float()
+    kernel = _disk_kernel(radius)
+    pad = kernel.shape[-1] // 2
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    reference = torch.nn.functional.conv2d(padded, kernel.expand(3, 1, *kernel.shape), groups=3)
+    fast = _filter2d_opencv(x, kernel)
+    assert fast.shape == x.shape and fast.dtype == torch.float32
+    assert torch.equal(_filter2d(x, kernel), fast)  # the CPU path is the OpenCV one
+    assert (fast - reference).abs().max() < 1e-3
+    differ = (fast.round() != reference.round()).float().mean()
+    assert differ < 1e-3  # kernels from 11x11 filter through the DFT: a rare one-level rounding change
+
+
 @pytest.mark.parametrize(
     "kwargs, err, match",
     [

@@ -40,8 +40,9 @@ frame_id)``. A frame's result therefore does not depend on the batch it was
 corrupted in, and runs are reproducible.
 
 All arithmetic is vectorised over the batch with torch (``conv2d`` for the
-blurs, ``interpolate`` for the resolution change); only JPEG goes through
-OpenCV image by image.
+blurs, ``interpolate`` for the resolution change); JPEG goes through OpenCV
+image by image, and so does defocus blur on the CPU (``cv2.filter2D``, 2-5x
+faster than a depthwise ``conv2d`` with its large disk kernels).
 """
 
 from __future__ import annotations
@@ -159,6 +160,8 @@ def _filter2d(x: Tensor, kernels: Tensor) -> Tensor:
     """
     n, c, h, w = x.shape
     k = kernels.shape[-1]
+    if kernels.dim() == 2 and x.device.type == "cpu" and x.dtype == torch.float32:
+        return _filter2d_opencv(x, kernels)
     pad = k // 2
     xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     kernels = kernels.to(x)
@@ -167,6 +170,22 @@ def _filter2d(x: Tensor, kernels: Tensor) -> Tensor:
     weight = kernels.repeat_interleave(c, dim=0).unsqueeze(1)  # (N*C, 1, k, k)
     out = F.conv2d(xp.reshape(1, n * c, h + 2 * pad, w + 2 * pad), weight, groups=n * c)
     return out.reshape(n, c, h, w)
+
+
+def _filter2d_opencv(x: Tensor, kernel: Tensor) -> Tensor:
+    """:func:`_filter2d` with one kernel for all images, by OpenCV on the CPU.
+
+    ``cv2.filter2D`` (replicate border) runs 2-5x faster than a depthwise
+    ``conv2d`` with the large disk kernels of defocus blur. Up to 9x9 it
+    computes the same sums (equal results); from 11x11 it filters through the
+    DFT, which moves ~1 pixel in 30000 by one grey level after rounding.
+    """
+    hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty_like(hwc)
+    k = np.ascontiguousarray(kernel.detach().cpu().numpy(), dtype=np.float32)
+    for i in range(len(hwc)):
+        cv2.filter2D(hwc[i], -1, k, dst=out[i], borderType=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
 def _disk_kernel(radius: float) -> Tensor:
