@@ -226,6 +226,8 @@ def linear_assignment(cost: np.ndarray, thresh: float) -> tuple[np.ndarray, np.n
     rows, cols = linear_sum_assignment(gain)
     keep = valid[rows, cols]
     matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
-    unmatched_rows = np.setdiff1d(np.arange(n_rows), matches[:, 0]).astype(np.int64)
-    unmatched_cols = np.setdiff1d(np.arange(n_cols), matches[:, 1]).astype(np.int64)
-    return matches, unmatched_rows, unmatched_cols
+    row_free = np.ones(n_rows, bool)
+    row_free[matches[:, 0]] = False
+    col_free = np.ones(n_cols, bool)
+    col_free[matches[:, 1]] = False
+    return matches, np.flatnonzero(row_free).astype(np.int64), np.flatnonzero(col_free).astype(np.int64)
