@@ -532,8 +532,9 @@ class RobustnessStudy:
     def run_corruptions(self, corruptions: Sequence[str], severities: Sequence[int]) -> dict[str, Any]:
         """Clean and per (corruption, severity) metrics, with timing.
 
-        With ``workers > 1`` the conditions are dealt round-robin to forked
-        worker processes (which share the cached batches copy-on-write). A
+        With ``workers > 1`` forked worker processes (which share the cached
+        batches copy-on-write) take the conditions one at a time from a shared
+        queue, each as soon as it is free. A
         condition's metrics equal one process's at the same number of torch
         threads; at another thread count the convs round differently (on the
         default split: mCE within 3e-5, a condition's MOTA within half a point).
@@ -602,12 +603,17 @@ class RobustnessStudy:
         import queue as queue_mod
 
         ctx = mp.get_context("fork")
-        messages = ctx.Queue()
+        messages, tasks = ctx.Queue(), ctx.Queue()
         workers = min(self.workers, len(conditions))
         threads = max(1, torch.get_num_threads() // workers)
+        # A shared task queue: each worker takes the next condition when it is free, so a slow
+        # family (shot noise, defocus blur) does not leave one worker running alone at the end.
+        for condition in conditions:
+            tasks.put(condition)
+        for _ in range(workers):
+            tasks.put(None)
         procs = [
-            ctx.Process(target=self._worker, args=(conditions[k::workers], messages, threads), daemon=True)
-            for k in range(workers)
+            ctx.Process(target=self._worker, args=(tasks, messages, threads), daemon=True) for _ in range(workers)
         ]
         for proc in procs:
             proc.start()
@@ -645,16 +651,14 @@ class RobustnessStudy:
             raise WorkerError(f"a robustness worker failed: {failure}")
         return done
 
-    def _worker(
-        self, conditions: list[tuple[str, str | None, int | None]], messages: Any, threads: int
-    ) -> None:
-        """Body of one forked worker: run its conditions, report over ``messages``."""
+    def _worker(self, tasks: Any, messages: Any, threads: int) -> None:
+        """Body of one forked worker: run conditions from ``tasks`` until its ``None``, report over ``messages``."""
         import traceback
 
         try:
             torch.set_num_threads(threads)
             bar = _QueueBar(messages)
-            for condition in conditions:
+            for condition in iter(tasks.get, None):
                 metrics, seconds = self._run_condition(*condition, bar)
                 messages.put(("result", condition[0], metrics, seconds))
         except BaseException as e:  # reported to the parent, which raises
