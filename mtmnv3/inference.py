@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,17 @@ from torch import nn
 from mtmnv3.data.transforms import Letterbox
 from mtmnv3.deploy.onnx_export import LETTERBOX_PAD_VALUE, export_onnx
 from mtmnv3.deploy.ort_runtime import FramePrediction, OrtMultiTaskRunner
-from mtmnv3.fileio import atomic_open
 from mtmnv3.structures import MultiTaskDataSample
 
 __all__ = [
     "BACKENDS",
     "OrtFrameRunner",
     "TorchFrameRunner",
+    "SequenceDetections",
     "build_frame_runner",
+    "detect_mot_sequences",
     "mot_sequence_dirs",
+    "track_detections",
     "track_mot_sequences",
 ]
 
@@ -216,6 +219,111 @@ def mot_sequence_dirs(root: str | os.PathLike) -> list[Path]:
     return seqs
 
 
+@dataclass
+class SequenceDetections:
+    """One MOTChallenge sequence's per-frame predictions, computed once and tracked many times.
+
+    Attributes:
+        seq_dir: the sequence folder (``seqinfo.ini``, ``gt/gt.txt``).
+        frame_rate: frames per second from ``seqinfo.ini`` (30 when it has none).
+        num_frames: frames predicted (``seqLength``, or fewer with ``max_frames``).
+        seq_length: the sequence's ``seqLength``.
+        predictions: one :class:`~mtmnv3.deploy.ort_runtime.FramePrediction` per frame, frame 1 first.
+    """
+
+    seq_dir: Path
+    frame_rate: float
+    num_frames: int
+    seq_length: int
+    predictions: list[FramePrediction]
+
+
+def detect_mot_sequences(
+    runner: TorchFrameRunner | OrtFrameRunner,
+    seq_root: str | os.PathLike,
+    embeddings: bool = True,
+    input_size: int | None = None,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> dict[str, SequenceDetections]:
+    """Run the detection (and embedding) heads once over every frame of a MOTChallenge split.
+
+    The result feeds :func:`track_detections` as often as needed: tracker
+    settings can then be compared on exactly the same detections, at the
+    cost of the tracker alone.
+
+    Raises:
+        FileNotFoundError: no sequences under ``seq_root``, or a frame that cannot be read.
+        ValueError: the runner has no detection head ``'det'``.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    from mtmnv3.data.mot import read_seqinfo
+
+    if "det" not in runner.heads:
+        raise ValueError(f"tracking needs a detection head 'det'; the model has {list(runner.heads)}")
+    heads = ["det", "emb"] if embeddings and "emb" in runner.heads else ["det"]
+    out: dict[str, SequenceDetections] = {}
+    for seq in mot_sequence_dirs(seq_root):
+        info = read_seqinfo(seq / "seqinfo.ini")
+        n = info.seq_length if max_frames is None else min(info.seq_length, max_frames)
+        preds = []
+        for frame_id in tqdm(range(1, n + 1), desc=seq.name, disable=not progress, leave=False):
+            bgr = cv2.imread(str(info.frame_path(seq, frame_id)), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise FileNotFoundError(f"cannot read frame {frame_id} of {os.fspath(seq)!r}")
+            preds.append(runner.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), heads=heads, input_size=input_size))
+        out[seq.name] = SequenceDetections(seq, float(info.frame_rate or 30), n, info.seq_length, preds)
+    return out
+
+
+def track_detections(
+    detections: Mapping[str, SequenceDetections],
+    out_dir: str | os.PathLike,
+    tracker_cfg: dict | None = None,
+    per_sequence: bool = False,
+    hota: bool = True,
+) -> dict[str, float | int] | tuple[dict[str, float | int], dict[str, dict[str, float | int]]]:
+    """Track cached detections with a fresh tracker per sequence, write and score the results.
+
+    Each sequence gets a tracker built from ``tracker_cfg`` (default
+    :class:`~mtmnv3.tracking.EmbeddingTracker` at the sequence's frame rate;
+    ``use_embeddings=False`` ignores the embeddings); results are written as
+    ``out_dir/<seq>.txt`` (atomically) and scored against ``<seq>/gt/gt.txt``
+    (only the frames that were predicted).
+
+    Returns:
+        The metrics over all sequences (MOTA, IDF1, HOTA, IDSW, ...); with
+        ``per_sequence`` also ``{sequence: metrics}``. ``hota=False`` leaves
+        HOTA, DetA and AssA out (4x faster scoring).
+    """
+    from mtmnv3.evaluation import evaluate_mot
+    from mtmnv3.evaluation.mot_io import load_mot_txt, write_mot_txt
+    from mtmnv3.tracking import build_tracker, tracks_to_mot_rows
+
+    use_emb = (tracker_cfg or {}).get("use_embeddings", True)
+    out_dir = Path(out_dir)
+    gt_rows, res_rows = {}, {}
+    for name, seq in detections.items():
+        tracker = build_tracker({"type": "EmbeddingTracker", "frame_rate": seq.frame_rate, **(tracker_cfg or {})})
+        rows = [
+            tracks_to_mot_rows(
+                i, tracker.update(p.bboxes, p.scores, p.labels, p.embeddings if use_emb else None, frame_id=i)
+            )
+            for i, p in enumerate(seq.predictions, start=1)
+        ]
+        res_file = out_dir / f"{name}.txt"
+        write_mot_txt(res_file, np.concatenate(rows) if rows else np.zeros((0, 10)))
+        res_rows[name] = load_mot_txt(res_file)  # scored as written (the file rounds coordinates)
+        gt = load_mot_txt(seq.seq_dir / "gt" / "gt.txt")
+        gt_rows[name] = gt[gt[:, 0] <= seq.num_frames]
+    overall = evaluate_mot(gt_rows, res_rows, hota=hota)
+    if not per_sequence:
+        return overall
+    return overall, {n: evaluate_mot({n: gt_rows[n]}, {n: res_rows[n]}, hota=hota) for n in gt_rows}
+
+
 def track_mot_sequences(
     runner: TorchFrameRunner | OrtFrameRunner,
     seq_root: str | os.PathLike,
@@ -228,54 +336,11 @@ def track_mot_sequences(
     """Track every sequence of a MOTChallenge split folder and score it.
 
     Each sequence's frames go through ``runner`` (detection + embedding
-    heads) and a fresh tracker built from ``tracker_cfg`` (default
-    :class:`~mtmnv3.tracking.EmbeddingTracker` at the sequence's frame rate);
-    results are written as ``out_dir/<seq>.txt`` and scored against
-    ``<seq>/gt/gt.txt`` with motmetrics and TrackEval (MOTA, IDF1, HOTA, IDSW, ...).
+    heads; detection only with ``use_embeddings=False``) and a fresh tracker
+    built from ``tracker_cfg`` (:func:`detect_mot_sequences`, then
+    :func:`track_detections`); results are written as ``out_dir/<seq>.txt``
+    and scored against ``<seq>/gt/gt.txt`` (MOTA, IDF1, HOTA, IDSW, ...).
     """
-    import cv2
-    from tqdm import tqdm
-
-    from mtmnv3.data.mot import read_seqinfo
-    from mtmnv3.evaluation import evaluate_mot_files
-    from mtmnv3.evaluation.mot_io import write_mot_txt
-    from mtmnv3.tracking import build_tracker, tracks_to_mot_rows
-
-    heads = [h for h in ("det", "emb") if h in runner.heads]
-    if "det" not in heads:
-        raise ValueError(f"tracking needs a detection head 'det'; the model has {list(runner.heads)}")
-    use_emb = "emb" in heads and (tracker_cfg or {}).get("use_embeddings", True)
-    out_dir = Path(out_dir)
-    gt_files, res_files = {}, {}
-    for seq in mot_sequence_dirs(seq_root):
-        info = read_seqinfo(seq / "seqinfo.ini")
-        cfg = dict(type="EmbeddingTracker", frame_rate=float(info.frame_rate or 30))
-        cfg.update(tracker_cfg or {})
-        tracker = build_tracker(cfg)
-        n = info.seq_length if max_frames is None else min(info.seq_length, max_frames)
-        rows = []
-        for frame_id in tqdm(range(1, n + 1), desc=seq.name, disable=not progress, leave=False):
-            bgr = cv2.imread(str(info.frame_path(seq, frame_id)), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise FileNotFoundError(f"cannot read frame {frame_id} of {os.fspath(seq)!r}")
-            pred = runner.predict(
-                cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-                heads=heads if use_emb else ["det"],
-                input_size=input_size,
-            )
-            tracks = tracker.update(
-                pred.bboxes, pred.scores, pred.labels, pred.embeddings if use_emb else None, frame_id=frame_id
-            )
-            rows.append(tracks_to_mot_rows(frame_id, tracks))
-        res = out_dir / f"{seq.name}.txt"
-        write_mot_txt(res, np.concatenate(rows) if rows else np.zeros((0, 10)))
-        gt = seq / "gt" / "gt.txt"
-        if n < info.seq_length:  # score only the frames that were tracked (gt lines kept verbatim)
-            lines = [
-                ln for ln in gt.read_text().splitlines() if ln.strip() and int(float(ln.split(",")[0])) <= n
-            ]
-            gt = out_dir / "gt" / f"{seq.name}.txt"
-            with atomic_open(gt, "w") as f:
-                f.write("\n".join(lines) + "\n")
-        gt_files[seq.name], res_files[seq.name] = gt, res
-    return evaluate_mot_files(gt_files, res_files)
+    use_emb = (tracker_cfg or {}).get("use_embeddings", True)
+    dets = detect_mot_sequences(runner, seq_root, use_emb, input_size, max_frames, progress)
+    return track_detections(dets, out_dir, tracker_cfg)
