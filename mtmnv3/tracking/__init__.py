@@ -11,10 +11,13 @@ module                        contents
                               association with FairMOT embeddings)
 :mod:`.builder`               :func:`build_tracker` from ``dict(type=..., ...)``
 :mod:`.mot_io`                :func:`run_tracker` over a video, MOTChallenge result rows/files
+:mod:`.calibration`           :func:`calibrate_thresholds`: the score thresholds
+                              tuned to one detector on cached detections
 ============================  ====================================================
 """
 
 from .builder import TRACKER_TYPES, build_tracker
+from .calibration import CALIBRATION_OBJECTIVES, calibrate_thresholds
 from .kalman import CHI2INV95, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
 from .matching import (
     embedding_distance,
@@ -46,6 +49,8 @@ __all__ = [
     "TrackState",
     "TRACKER_TYPES",
     "build_tracker",
+    "CALIBRATION_OBJECTIVES",
+    "calibrate_thresholds",
     "run_tracker",
     "tracks_to_mot_rows",
 ]

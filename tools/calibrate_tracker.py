@@ -1,0 +1,191 @@
+"""Tune the tracker's score thresholds to one model, on a calibration split.
+
+Usage:
+    python tools/calibrate_tracker.py CONFIG CHECKPOINT [--split-seed 1 | --mot-dir DIR]
+                                      [--high-thr 0.3,0.35,0.4,0.45,0.5,0.55,0.6]
+                                      [--new-track-margin 0,0.05,0.1,0.2] [--objective MOTA|IDF1|HOTA]
+                                      [--backend torch|onnxruntime] [--threads N] [--out-json PATH]
+                                      [--cfg-options key=value ...]
+
+A tracker's score thresholds are tied to its detector's score scale: robust or
+fine-tuned training moves the scores, and thresholds tuned for another model
+then let in false positives or drop true objects (MOTA pays for both). This
+tool runs the detection and embedding heads once over every frame of a
+calibration split, then tracks those same detections with each
+``(high_thr, new_track_thr = high_thr + margin)`` of the grid (the config's
+other tracker settings unchanged) and keeps the setting with the best
+``--objective``.
+
+The calibration split is the config's test split generated again with
+``--split-seed`` (built-in data: other scenes, the same object-image pool), so
+the thresholds are not tuned on the sequences they are then evaluated on; or
+any MOTChallenge folder with ``--mot-dir``. The tool prints the grid, the
+config's own setting and the ``--cfg-options`` that apply the best one (to
+``tools/test.py``, ``tools/robustness.py`` or ``tools/demo.py``), and with
+``--out-json`` writes them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mtmnv3.engine import DictAction, input_size, load_config
+from mtmnv3.fileio import atomic_write_json
+from mtmnv3.tracking import CALIBRATION_OBJECTIVES as OBJECTIVES
+from mtmnv3.tracking import calibrate_thresholds
+
+DEFAULT_HIGH_THRS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.2)
+
+
+def parse_floats(text: str, what: str, low: float, high: float) -> list[float]:
+    """``'0.3,0.4'`` -> ``[0.3, 0.4]``, each in ``[low, high]``, without repeats."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or any(not (low <= v <= high) for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"{what} must be distinct numbers in [{low:g}, {high:g}], got {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--split-seed",
+        type=int,
+        default=1,
+        help="calibrate on the config's test split generated with this seed (built-in data; default 1)",
+    )
+    src.add_argument("--mot-dir", help="calibrate on this MOTChallenge split folder instead")
+    p.add_argument(
+        "--high-thr",
+        default=",".join(f"{v:g}" for v in DEFAULT_HIGH_THRS),
+        help="comma-separated high_thr values to try",
+    )
+    p.add_argument(
+        "--new-track-margin",
+        default=",".join(f"{v:g}" for v in DEFAULT_MARGINS),
+        help="comma-separated new_track_thr - high_thr values to try",
+    )
+    p.add_argument("--objective", default="MOTA", choices=OBJECTIVES, help="metric to maximise (default MOTA)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="inference threads")
+    p.add_argument("--out-json", help="write the grid, the config's setting and the best one here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
+    return p.parse_args(argv)
+
+
+def _calibration_mot_dir(cfg, seed: int) -> Path:
+    """The MOTChallenge folder of the config's test split generated with ``seed``."""
+    from mmengine.registry import init_default_scope
+
+    from mtmnv3.registry import DATASETS
+
+    dataset_cfg = dict(cfg.test_dataloader.dataset)
+    if "seed" not in dataset_cfg or not str(dataset_cfg.get("type", "")).startswith("Synth"):
+        raise ValueError(
+            "--split-seed needs a test split generated from a seed (the built-in synthetic data); "
+            "give --mot-dir for other data"
+        )
+    if int(dataset_cfg["seed"]) == seed:
+        raise ValueError(
+            f"--split-seed {seed} is the test split's own seed: the thresholds would be tuned on the "
+            "sequences they are evaluated on; pick another seed"
+        )
+    init_default_scope(cfg.get("default_scope", "mtmnv3"))
+    dataset_cfg.update(seed=seed, pipeline=[])
+    return Path(DATASETS.build(dataset_cfg).synth_dir) / "mot"
+
+
+def _table(rows: list[dict], objective: str, hota: bool) -> str:
+    from mtmnv3.profiling import format_table
+
+    keys = ["MOTA", "IDF1", *(["HOTA"] if hota else []), "IDSW", "FP", "FN"]
+    body = [
+        [f"{r['high_thr']:g}", f"{r['new_track_thr']:g}", *(f"{r[k]:.4f}" if k in OBJECTIVES else int(r[k]) for k in keys)]
+        for r in rows
+    ]
+    header = ["high_thr", "new_track_thr", *(f"{k} (objective)" if k == objective else k for k in keys)]
+    return format_table(header, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        high_thrs = parse_floats(args.high_thr, "--high-thr", 0.0, 1.0)
+        margins = parse_floats(args.new_track_margin, "--new-track-margin", 0.0, 1.0)
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        if not os.path.isfile(args.checkpoint):
+            raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+        cfg = load_config(args.config, args.cfg_options)
+        base = dict(cfg.get("tracker") or {})
+        base.pop("type", None)
+        mot_dir = Path(args.mot_dir) if args.mot_dir else _calibration_mot_dir(cfg, args.split_seed)
+
+        from mtmnv3.deploy.onnx_export import load_model
+        from mtmnv3.inference import build_frame_runner, detect_mot_sequences
+
+        model = load_model(args.config, args.checkpoint, args.cfg_options)
+        size = int(input_size(cfg.test_dataloader.dataset))
+        runner = build_frame_runner(model, args.backend, input_size=size, threads=args.threads)
+        try:
+            dets = detect_mot_sequences(
+                runner, mot_dir, embeddings=base.get("use_embeddings", True), progress=not args.no_progress
+            )
+        finally:
+            if hasattr(runner, "close"):
+                runner.close()
+        with tempfile.TemporaryDirectory(prefix="mtmnv3_calib_") as tmp:
+            config_row, grid, skipped = calibrate_thresholds(
+                dets, tmp, base, high_thrs, margins, args.objective
+            )
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    best = grid[0]
+    hota = args.objective == "HOTA"
+    if skipped:
+        low = float(base.get("low_thr", 0.1))
+        print(f"note: --high-thr values below the tracker's low_thr ({low:g}) skipped: {skipped}", file=sys.stderr)
+    frames = sum(d.num_frames for d in dets.values())
+    print(f"calibration data: {mot_dir} ({len(dets)} sequences, {frames} frames)")
+    print(f"\nthe config's tracker (high_thr {config_row['high_thr']:g}, new_track_thr {config_row['new_track_thr']:g}):")
+    print(_table([config_row], args.objective, hota))
+    print(f"\nthe grid, best {args.objective} first ({len(grid)} settings; top 10):")
+    print(_table(grid[:10], args.objective, hota))
+    options = f"tracker.high_thr={best['high_thr']:g} tracker.new_track_thr={best['new_track_thr']:g}"
+    gain = 100 * (best[args.objective] - config_row[args.objective])
+    print(f"\nbest: {args.objective} {best[args.objective]:.4f} ({gain:+.2f} points over the config's setting)")
+    print(f"apply with: --cfg-options {options}")
+    if args.out_json:
+        atomic_write_json(
+            args.out_json,
+            dict(
+                config=args.config,
+                checkpoint=args.checkpoint,
+                mot_dir=os.fspath(mot_dir),
+                objective=args.objective,
+                config_setting=config_row,
+                grid=grid,
+                best=best,
+                cfg_options=options,
+            ),
+        )
+        print(f"wrote {args.out_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
