@@ -260,10 +260,12 @@ def test_calibrate_tracker_tool(tiny_model):
     tmp, data_root, ckpt, _, _, seq = tiny_model
     out = tmp / "calib" / "calib.json"
     args = ["--high-thr", "0.05,0.1,0.2", "--new-track-margin", "0,0.1", "--no-progress", "--out-json", out]
-    r = run_tool("calibrate_tracker.py", CONFIG, ckpt, "--mot-dir", seq.parent, *args,
+    r = run_tool("calibrate_tracker.py", CONFIG, ckpt, "--mot-dir", seq.parent, seq.parent, *args,
                  "--cfg-options", *tiny_options(data_root))  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "(2 sequences, 16 frames)" in r.stdout  # two folders pool their sequences (names prefixed)
     res = json.loads(out.read_text())
+    assert res["mot_dirs"] == [str(seq.parent)] * 2
     grid = res["grid"]
     assert len(grid) == 4 and res["best"] == grid[0] and res["objective"] == "MOTA"
     assert [g["MOTA"] for g in grid] == sorted((g["MOTA"] for g in grid), reverse=True)
@@ -273,12 +275,12 @@ def test_calibrate_tracker_tool(tiny_model):
     best = res["best"]
     assert res["cfg_options"] == f"tracker.high_thr={best['high_thr']:g} tracker.new_track_thr={best['new_track_thr']:g}"
     assert f"apply with: --cfg-options {res['cfg_options']}" in r.stdout
-    # --split-seed regenerates the test split with another seed (here 1 sequence x 8 frames)
-    r = run_tool("calibrate_tracker.py", CONFIG, ckpt, "--split-seed", "5", "--high-thr", "0.1",
+    # --split-seed regenerates the test split with other seeds (here 1 sequence x 8 frames each)
+    r = run_tool("calibrate_tracker.py", CONFIG, ckpt, "--split-seed", "5", "6", "--high-thr", "0.1",
                  "--new-track-margin", "0", "--objective", "IDF1", "--no-progress",
                  "--cfg-options", *tiny_options(data_root))  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "IDF1 (objective)" in r.stdout and "(1 sequences, 8 frames)" in r.stdout
+    assert "IDF1 (objective)" in r.stdout and "(2 sequences, 16 frames)" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -287,6 +289,7 @@ def test_calibrate_tracker_tool(tiny_model):
         (["--high-thr", "0.2,1.5"], r"--high-thr must be distinct numbers in \[0, 1\]"),
         (["--new-track-margin", "a"], "--new-track-margin must be comma-separated numbers"),
         (["--split-seed", "0"], "is the test split's own seed"),
+        (["--split-seed", "3", "3"], r"--split-seed seeds must be distinct, got \[3, 3\]"),
         (["--mot-dir", "no/such/dir"], "MOTChallenge folder not found"),
         (["--threads", "0"], "--threads must be >= 1"),
     ],

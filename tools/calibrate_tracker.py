@@ -1,7 +1,7 @@
 """Tune the tracker's score thresholds to one model, on a calibration split.
 
 Usage:
-    python tools/calibrate_tracker.py CONFIG CHECKPOINT [--split-seed 1 | --mot-dir DIR]
+    python tools/calibrate_tracker.py CONFIG CHECKPOINT [--split-seed 1 [2 ...] | --mot-dir DIR [DIR ...]]
                                       [--high-thr 0.3,0.35,0.4,0.45,0.5,0.55,0.6]
                                       [--new-track-margin 0,0.05,0.1,0.2] [--objective MOTA|IDF1|HOTA]
                                       [--backend torch|onnxruntime] [--threads N] [--out-json PATH]
@@ -19,7 +19,10 @@ other tracker settings unchanged) and keeps the setting with the best
 The calibration split is the config's test split generated again with
 ``--split-seed`` (built-in data: other scenes, the same object-image pool), so
 the thresholds are not tuned on the sequences they are then evaluated on; or
-any MOTChallenge folder with ``--mot-dir``. The tool prints the grid, the
+any MOTChallenge folders with ``--mot-dir``. Several seeds (or folders) pool
+their sequences: neighbouring thresholds can differ by a few MOTA points on
+one 96-sequence split, and a setting tuned on one split does not always carry
+over to another. The tool prints the grid, the
 config's own setting and the ``--cfg-options`` that apply the best one (to
 ``tools/test.py``, ``tools/robustness.py`` or ``tools/demo.py``), and with
 ``--out-json`` writes them all.
@@ -63,10 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument(
         "--split-seed",
         type=int,
-        default=1,
-        help="calibrate on the config's test split generated with this seed (built-in data; default 1)",
+        nargs="+",
+        default=[1],
+        help="calibrate on the config's test split generated with each of these seeds (built-in data; default 1)",
     )
-    src.add_argument("--mot-dir", help="calibrate on this MOTChallenge split folder instead")
+    src.add_argument("--mot-dir", nargs="+", help="calibrate on these MOTChallenge split folders instead")
     p.add_argument(
         "--high-thr",
         default=",".join(f"{v:g}" for v in DEFAULT_HIGH_THRS),
@@ -132,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.cfg_options)
         base = dict(cfg.get("tracker") or {})
         base.pop("type", None)
-        mot_dir = Path(args.mot_dir) if args.mot_dir else _calibration_mot_dir(cfg, args.split_seed)
+        if args.mot_dir:
+            mot_dirs = [Path(d) for d in args.mot_dir]
+        else:
+            if len(set(args.split_seed)) != len(args.split_seed):
+                raise ValueError(f"--split-seed seeds must be distinct, got {args.split_seed}")
+            mot_dirs = [_calibration_mot_dir(cfg, seed) for seed in args.split_seed]
 
         from mtmnv3.deploy.onnx_export import load_model
         from mtmnv3.inference import build_frame_runner, detect_mot_sequences
@@ -141,9 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         size = int(input_size(cfg.test_dataloader.dataset))
         runner = build_frame_runner(model, args.backend, input_size=size, threads=args.threads)
         try:
-            dets = detect_mot_sequences(
-                runner, mot_dir, embeddings=base.get("use_embeddings", True), progress=not args.no_progress
-            )
+            dets = {}
+            for k, mot_dir in enumerate(mot_dirs):
+                found = detect_mot_sequences(
+                    runner, mot_dir, embeddings=base.get("use_embeddings", True), progress=not args.no_progress
+                )
+                # sequences of several folders may share names: prefix them with the folder's index
+                dets.update(found if len(mot_dirs) == 1 else {f"{k}_{n}": d for n, d in found.items()})
         finally:
             if hasattr(runner, "close"):
                 runner.close()
@@ -160,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         low = float(base.get("low_thr", 0.1))
         print(f"note: --high-thr values below the tracker's low_thr ({low:g}) skipped: {skipped}", file=sys.stderr)
     frames = sum(d.num_frames for d in dets.values())
-    print(f"calibration data: {mot_dir} ({len(dets)} sequences, {frames} frames)")
+    print(f"calibration data: {', '.join(map(os.fspath, mot_dirs))} ({len(dets)} sequences, {frames} frames)")
     print(f"\nthe config's tracker (high_thr {config_row['high_thr']:g}, new_track_thr {config_row['new_track_thr']:g}):")
     print(_table([config_row], args.objective, hota))
     print(f"\nthe grid, best {args.objective} first ({len(grid)} settings; top 10):")
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             dict(
                 config=args.config,
                 checkpoint=args.checkpoint,
-                mot_dir=os.fspath(mot_dir),
+                mot_dirs=[os.fspath(d) for d in mot_dirs],
                 objective=args.objective,
                 config_setting=config_row,
                 grid=grid,
