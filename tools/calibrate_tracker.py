@@ -137,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         base = dict(cfg.get("tracker") or {})
         base.pop("type", None)
         if args.mot_dir:
+            from mtmnv3.inference import mot_sequence_dirs
+
             mot_dirs = [Path(d) for d in args.mot_dir]
+            for d in mot_dirs:  # a missing or empty folder fails before the model loads
+                mot_sequence_dirs(d)
         else:
             if len(set(args.split_seed)) != len(args.split_seed):
                 raise ValueError(f"--split-seed seeds must be distinct, got {args.split_seed}")
