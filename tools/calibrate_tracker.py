@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from mtmnv3.engine import DictAction, input_size, load_config
+from mtmnv3.engine import DictAction, check_split_seeds, input_size, load_config
 from mtmnv3.fileio import atomic_write_json
 from mtmnv3.tracking import CALIBRATION_OBJECTIVES as OBJECTIVES
 from mtmnv3.tracking import calibrate_thresholds
@@ -91,23 +91,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _calibration_mot_dir(cfg, seed: int) -> Path:
-    """The MOTChallenge folder of the config's test split generated with ``seed``."""
-    from mmengine.registry import init_default_scope
-
+    """The MOTChallenge folder of the config's test split generated with ``seed`` (checked beforehand)."""
     from mtmnv3.registry import DATASETS
 
     dataset_cfg = dict(cfg.test_dataloader.dataset)
-    if "seed" not in dataset_cfg or not str(dataset_cfg.get("type", "")).startswith("Synth"):
-        raise ValueError(
-            "--split-seed needs a test split generated from a seed (the built-in synthetic data); "
-            "give --mot-dir for other data"
-        )
-    if int(dataset_cfg["seed"]) == seed:
+    if int(dataset_cfg.get("seed", 0)) == seed:
         raise ValueError(
             f"--split-seed {seed} is the test split's own seed: the thresholds would be tuned on the "
             "sequences they are evaluated on; pick another seed"
         )
-    init_default_scope(cfg.get("default_scope", "mtmnv3"))
     dataset_cfg.update(seed=seed, pipeline=[])
     return Path(DATASETS.build(dataset_cfg).synth_dir) / "mot"
 
@@ -143,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             for d in mot_dirs:  # a missing or empty folder fails before the model loads
                 mot_sequence_dirs(d)
         else:
-            if len(set(args.split_seed)) != len(args.split_seed):
-                raise ValueError(f"--split-seed seeds must be distinct, got {args.split_seed}")
+            check_split_seeds(cfg, args.split_seed, "--split-seed")
             mot_dirs = [_calibration_mot_dir(cfg, seed) for seed in args.split_seed]
 
         from mtmnv3.deploy.onnx_export import load_model

@@ -27,6 +27,7 @@ import tempfile
 from mtmnv3.engine import (
     add_runner_args,
     build_runner,
+    check_split_seeds,
     close_distributed,
     input_size,
     load_config,
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler"):
             cfg.pop(key, None)
         if args.splits:
-            _check_splits(cfg, args.splits)
+            check_split_seeds(cfg, args.splits, "--splits")
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -103,26 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out_json, out)
     close_distributed()
     return 0
-
-
-def _check_splits(cfg, seeds: list[int]) -> None:
-    import inspect
-
-    from mmengine.registry import init_default_scope
-
-    from mtmnv3.registry import DATASETS
-
-    dataset = cfg.get("test_dataloader", {}).get("dataset", {})
-    init_default_scope(cfg.get("default_scope", "mtmnv3"))
-    DATASETS.import_from_location()
-    cls = DATASETS.get(dataset.get("type"))
-    if cls is None or "seed" not in inspect.signature(cls).parameters:
-        raise ValueError(
-            "--splits needs a test split generated from a seed (the built-in synthetic data); "
-            f"this config's test dataset is {dataset.get('type')!r}"
-        )
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--splits seeds must be distinct, got {seeds}")
 
 
 def _evaluate(args: argparse.Namespace, cfg, results_subdir: str | None = None) -> dict | None:

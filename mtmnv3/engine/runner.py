@@ -72,6 +72,36 @@ def input_size(dataset_cfg: Mapping[str, Any], default: int = 320) -> int:
     return int(dataset_cfg.get("image_size", default))
 
 
+def check_split_seeds(cfg: Config, seeds: Sequence[int], option: str) -> None:
+    """Check that the config's test split can be generated again with each of ``seeds``.
+
+    Tools that evaluate or calibrate on regenerated held-out splits of the
+    built-in data (``tools/test.py --splits``, ``tools/calibrate_tracker.py
+    --split-seed``) call this before any work.
+
+    Raises:
+        ValueError: the test dataset takes no ``seed`` (not generated data), or
+            ``seeds`` repeat; the message names ``option``.
+    """
+    import inspect
+
+    from mmengine.registry import init_default_scope
+
+    from mtmnv3.registry import DATASETS
+
+    dataset = cfg.get("test_dataloader", {}).get("dataset", {})
+    init_default_scope(cfg.get("default_scope", "mtmnv3"))
+    DATASETS.import_from_location()
+    cls = DATASETS.get(dataset.get("type"))
+    if cls is None or "seed" not in inspect.signature(cls).parameters:
+        raise ValueError(
+            f"{option} needs a test split generated from a seed (the built-in synthetic data); "
+            f"this config's test dataset is {dataset.get('type')!r}"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{option} seeds must be distinct, got {list(seeds)}")
+
+
 def dataset_keys(cfg: Config, split: str) -> list[str]:
     """Dotted config keys of the dataset(s) a split's loader reads, for
     ``--cfg-options``: ``['train_dataloader.dataset']``, or one key per part
