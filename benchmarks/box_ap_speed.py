@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 
 from mtmnv3.evaluation import CocoDetMetric
-from mtmnv3.profiling import format_table, interleaved_timings
+from mtmnv3.profiling import compare_backends, format_table
 
 
 def make_results(frames: int, seed: int = 0, num_classes: int = 10) -> list[dict]:
@@ -67,22 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--frames and --rounds must be >= 1, got {args.frames} and {args.rounds}")
     results = make_results(args.frames)
     num_dets = sum(len(r["pred_scores"]) for r in results)
-    metrics: dict[str, dict[str, float]] = {}
-
-    def run(backend: str) -> None:
-        metrics[backend] = CocoDetMetric(backend=backend).compute_metrics(results)
-
-    backends = ("pycocotools", "numpy")
-    times = interleaved_timings({b: partial(run, b) for b in backends}, rounds=args.rounds, warmup=0)
-    diff = max(abs(metrics["numpy"][k] - metrics["pycocotools"][k]) for k in metrics["numpy"])
-    ref = times["pycocotools"].median_ms
-    rows = [[b, f"{t.median_ms / 1e3:.3f}", f"{ref / t.median_ms:.2f}"] for b, t in times.items()]
+    cmp = compare_backends(
+        {b: partial(CocoDetMetric(backend=b).compute_metrics, results) for b in ("pycocotools", "numpy")},
+        rounds=args.rounds,
+    )
+    diff = cmp.max_diff
     print(
         f"COCO box mAP of {args.frames} frames, {num_dets} detections "
-        f"(median of {args.rounds} interleaved rounds; mAP {metrics['numpy']['mAP']:.4f}, "
+        f"(median of {args.rounds} interleaved rounds; mAP {cmp.outputs['numpy']['mAP']:.4f}, "
         f"max |numpy - pycocotools| {diff:.1e})\n"
     )
-    print(format_table(["backend", "seconds", "speed-up vs pycocotools"], rows))
+    print(format_table(["backend", "seconds", "speed-up vs pycocotools"], cmp.rows()))
     if diff > 1e-9:
         print(f"error: the backends disagree by {diff:.3e}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 
 from mtmnv3.evaluation import evaluate_mot
-from mtmnv3.profiling import format_table, interleaved_timings
+from mtmnv3.profiling import compare_backends, format_table
 
 VARIANTS = {
     "motmetrics + HOTA (before)": dict(backend="motmetrics", hota=True),
@@ -72,24 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.videos, args.frames, args.rounds) < 1:
         p.error("--videos, --frames and --rounds must be >= 1")
     gt, res = make_tracking(args.videos, args.frames)
-    metrics: dict[str, dict] = {}
-
-    def run(name: str) -> None:
-        metrics[name] = evaluate_mot(gt, res, **VARIANTS[name])
-
-    times = interleaved_timings({name: partial(run, name) for name in VARIANTS}, rounds=args.rounds, warmup=0)
-    ref_name, ours = list(VARIANTS)[:2]
-    diff = max(abs(metrics[ours][k] - metrics[ref_name][k]) for k in metrics[ours])
-    ref = times[ref_name].median_ms
-    rows = [[n, f"{t.median_ms / 1e3:.3f}", f"{ref / t.median_ms:.2f}"] for n, t in times.items()]
-    m = metrics[ours]
+    cmp = compare_backends(
+        {name: partial(evaluate_mot, gt, res, **kwargs) for name, kwargs in VARIANTS.items()}, rounds=args.rounds
+    )
+    m = cmp.outputs[list(VARIANTS)[1]]
+    diff = cmp.max_diff
     print(
         f"MOT metrics of {args.videos} videos x {args.frames} frames, "
         f"{sum(len(r) for r in res.values())} track boxes (median of {args.rounds} interleaved rounds; "
         f"MOTA {m['MOTA']:.4f}, IDF1 {m['IDF1']:.4f}, IDSW {m['IDSW']}, "
         f"max |numpy - motmetrics| {diff:.1e})\n"
     )
-    print(format_table(["metrics", "seconds", "speed-up"], rows))
+    print(format_table(["metrics", "seconds", "speed-up"], cmp.rows()))
     if diff > 1e-9:
         print(f"error: the backends disagree by {diff:.3e}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ measured interleaved in one run (see :func:`interleaved_ratio` and
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -22,6 +23,8 @@ __all__ = [
     "time_fn",
     "interleaved_ratio",
     "interleaved_timings",
+    "BackendComparison",
+    "compare_backends",
     "num_threads",
     "stage_latency",
     "format_table",
@@ -101,6 +104,50 @@ def interleaved_timings(
                 fns[key]()
             samples[key].append((time.perf_counter() - t0) * 1e3 / inner)
     return {key: Timing.from_samples(samples[key]) for key in keys}
+
+
+@dataclass
+class BackendComparison:
+    """Outputs and interleaved timings of several implementations of one computation.
+
+    Attributes:
+        timings: per name, the per-call :class:`Timing` (ms).
+        outputs: per name, the metrics dict its last call returned.
+        max_diff: largest ``|output - reference output|`` over the keys of every
+            other implementation (the reference is the first; NaN equals NaN).
+    """
+
+    timings: dict[str, Timing]
+    outputs: dict[str, Mapping[str, float]]
+    max_diff: float
+
+    def rows(self) -> list[list[str]]:
+        """``[name, seconds, speed-up against the reference]`` per implementation."""
+        ref = next(iter(self.timings.values())).median_ms
+        return [[n, f"{t.median_ms / 1e3:.3f}", f"{ref / t.median_ms:.2f}"] for n, t in self.timings.items()]
+
+
+def compare_backends(calls: Mapping[str, Callable[[], Mapping[str, float]]], rounds: int = 3) -> BackendComparison:
+    """Time implementations of one metric computation interleaved and check they agree.
+
+    Args:
+        calls: name -> a call returning ``{metric: value}``; the first is the reference.
+        rounds: interleaved rounds (no warm-up: each call is a whole evaluation).
+    """
+    outputs: dict[str, Mapping[str, float]] = {}
+
+    def run(name: str) -> None:
+        outputs[name] = calls[name]()
+
+    timings = interleaved_timings({n: (lambda n=n: run(n)) for n in calls}, rounds=rounds, warmup=0)
+    ref_name, *others = list(calls)
+    ref = outputs[ref_name]
+    max_diff = 0.0
+    for name in others:
+        for key, value in outputs[name].items():
+            if not (math.isnan(value) and math.isnan(ref[key])):
+                max_diff = max(max_diff, abs(float(value) - float(ref[key])))
+    return BackendComparison(timings, outputs, max_diff)
 
 
 def interleaved_ratio(

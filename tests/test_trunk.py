@@ -431,3 +431,19 @@ def test_interleaved_timings_warm_up_then_rotate_the_order_each_round():
     assert ratio == pytest.approx(t_fn.median_ms / t_ref.median_ms) and t_fn.repeats == 4
     with pytest.raises(ValueError, match="rounds >= 1"):
         interleaved_timings(fns, rounds=0)
+
+
+def test_compare_backends_times_every_call_and_reports_the_largest_disagreement():
+    from mtmnv3.profiling import compare_backends
+
+    calls = {
+        "ref": lambda: {"a": 1.0, "b": float("nan"), "c": 3.0},
+        "same": lambda: {"a": 1.0, "b": float("nan")},  # NaN equals NaN; a subset of keys is fine
+        "off": lambda: {"a": 1.0, "c": 3.25},
+    }
+    cmp = compare_backends(calls, rounds=2)
+    assert cmp.max_diff == pytest.approx(0.25)
+    assert set(cmp.outputs) == set(calls) and all(t.repeats == 2 for t in cmp.timings.values())
+    rows = cmp.rows()
+    assert [r[0] for r in rows] == list(calls) and rows[0][2] == "1.00"
+    assert compare_backends({"ref": calls["ref"], "same": calls["same"]}, rounds=1).max_diff == 0.0
