@@ -40,7 +40,7 @@ Speed: ``build_study`` folds the model's BatchNorms into its convs
 (``fold_bn=False`` keeps them), the suite's ``MOTMetric`` skips HOTA,
 and ``workers > 1`` runs the conditions in forked CPU processes; together they
 bring the whole suite with tracking on the default 2880-frame split from ~19
-to ~10 minutes on 2 cores.
+to 8-9 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -534,10 +534,10 @@ class RobustnessStudy:
 
         With ``workers > 1`` forked worker processes (which share the cached
         batches copy-on-write) take the conditions one at a time from a shared
-        queue, each as soon as it is free. A
-        condition's metrics equal one process's at the same number of torch
-        threads; at another thread count the convs round differently (on the
-        default split: mCE within 3e-5, a condition's MOTA within half a point).
+        queue, each as soon as it is free. A condition's metrics equal one
+        process's at the same number of torch threads; at another thread count
+        the convs round differently (on the default split: mCE within 3e-5, a
+        condition's MOTA within half a point).
 
         Returns:
             ``{'clean': {...}, 'corruptions': {name: {str(severity): {...}}},
