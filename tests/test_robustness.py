@@ -13,6 +13,7 @@ from mtmnv3.data import PackMultiTaskInputs, SynthMultiTaskDataset
 from mtmnv3.models import MultiTaskPerceptor
 from mtmnv3.registry import TRANSFORMS
 from mtmnv3.robustness import (
+    AUGMIX_EXTRA_OPS,
     AUGMIX_OPS,
     CORRUPTIONS,
     PER_FRAME_NOISE,
@@ -21,6 +22,7 @@ from mtmnv3.robustness import (
     CorruptFrames,
     GroupDROWeights,
     attack_loss,
+    augmentation_op,
     augmix,
     corrupt,
     fgsm_attack,
@@ -516,3 +518,35 @@ def test_augmix():
         augmix(x, severity=7)
     with pytest.raises(ValueError, match=r"images must be uint8 \(N, 3, H, W\)"):
         augmix(x.float())
+
+
+def test_augmix_extra_ops_are_augmix_photometric_ops():
+    x = scenes(4)
+    assert set(AUGMIX_EXTRA_OPS).isdisjoint(CORRUPTIONS)
+    for name in AUGMIX_EXTRA_OPS:
+        for severity in (1, 5):
+            y = augmentation_op(x, name, severity)
+            assert y.shape == x.shape and y.dtype == torch.uint8, name
+            assert torch.equal(y, augmentation_op(x, name, severity)), name
+    # the parameters mean what AugMix means by them
+    post = augmentation_op(x, "posterize", 5)
+    assert torch.equal(post, x & 0b11100000)  # 3 bits kept
+    sol = augmentation_op(x, "solarize", 4)  # threshold 128
+    assert torch.equal(sol, torch.where(x >= 128, 255 - x, x))
+    low = x // 4 + 64  # a low-contrast image: autocontrast stretches each channel to 0..255
+    stretched = augmentation_op(low, "autocontrast", 3)
+    assert stretched.amin(dim=(2, 3)).max() == 0 and stretched.amax(dim=(2, 3)).min() == 255
+    eq = augmentation_op(low, "equalize", 1)
+    assert eq.float().std() > low.float().std()
+    # sharpening moves more pixels at higher severity
+    sharp1, sharp5 = (mean_abs_diff(augmentation_op(x, "sharpness", s), x) for s in (1, 5))
+    assert sharp5 > sharp1 > 0
+    # corruptions go through the same entry point
+    assert torch.equal(augmentation_op(x, "darkness", 2), corrupt(x, "darkness", 2))
+    mixed = augmix(x, severity=5, ops=AUGMIX_EXTRA_OPS, seed=3)
+    assert mixed.dtype == torch.uint8 and mean_abs_diff(mixed, x) > 0
+    assert torch.equal(mixed, augmix(x, severity=5, ops=AUGMIX_EXTRA_OPS, seed=3))
+    with pytest.raises(ValueError, match="unknown AugMix op 'fog'"):
+        augmentation_op(x, "fog", 1)
+    with pytest.raises(ValueError, match="severity must be in 1..5"):
+        augmentation_op(x, "posterize", 6)

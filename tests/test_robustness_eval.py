@@ -18,12 +18,14 @@ from mtmnv3.data import PackMultiTaskInputs, SynthMultiTaskDataset
 from mtmnv3.data.transforms import Letterbox
 from mtmnv3.registry import MODELS
 from mtmnv3.robustness import (
+    AUGMIX_EXTRA_OPS,
     AUGMIX_HELD_OUT,
     AUGMIX_TRAIN_OPS,
     CORRUPTIONS,
     CorruptFrames,
     RobustMultiTaskPerceptor,
     bernoulli_js_consistency,
+    clean_anchored_consistency,
     corrupt_batch,
     mean_corruption_error,
     parse_corruptions,
@@ -462,6 +464,45 @@ def test_bernoulli_js_by_hand():
         bernoulli_js_consistency(x, x, x[:1])
 
 
+def test_clean_anchored_consistency_by_hand_and_its_gradient():
+    # Bernoulli: KL(0.2 || 0.4) = 0.091517 and KL(0.2 || 0.8) = 0.831777, averaged over the two views
+    p = torch.tensor([0.2, 0.4, 0.8])
+    clean, aug1, aug2 = (torch.logit(v).view(1, 1, 1, 1) for v in p)
+    kl = clean_anchored_consistency(clean, aug1, aug2, kind="bernoulli")
+    assert kl.item() == pytest.approx((0.091517 + 0.831777) / 2, abs=1e-5)
+    # softmax: KL(p_c || p_a) batch mean; 0 when the views agree with the clean one
+    logits = torch.randn(4, 7)
+    assert clean_anchored_consistency(logits, logits, logits, kind="softmax").abs() < 1e-6
+    other = torch.randn(4, 7)
+    expected = torch.nn.functional.kl_div(
+        torch.log_softmax(other, 1), torch.softmax(logits, 1), reduction="batchmean"
+    )
+    got = clean_anchored_consistency(logits, other, logits, kind="softmax")
+    assert got.item() == pytest.approx(expected.item() / 2, rel=1e-5)
+    # only the augmented views receive a gradient; the clean prediction is the fixed target
+    views = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]
+    clean_anchored_consistency(*views, kind="bernoulli").backward()
+    assert views[0].grad is None and views[1].grad.abs().sum() > 0 and views[2].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="same"):
+        clean_anchored_consistency(logits, logits[:2], logits, kind="softmax")
+    with pytest.raises(ValueError, match="kind must be"):
+        clean_anchored_consistency(logits, logits, logits, kind="gaussian")
+
+
+def test_anchored_consistency_and_extra_ops_train():
+    model = robust_model(
+        consistency=dict(
+            heads=("cls", "det"), anchor="clean", severity=5, ops=("contrast",) + AUGMIX_EXTRA_OPS
+        )
+    )
+    assert model.consistency_anchor == "clean" and model.augmix_ops[-1] == "sharpness"
+    model.train()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
+    log_vars = model.train_step(train_batch(["smooth", "stripes"]), optim)
+    assert torch.isfinite(log_vars["loss"])
+    assert log_vars["loss_cls_js"] > 0 and log_vars["loss_det_js"] > 0
+
+
 def test_train_step_with_consistency_and_group_dro_moves_weight_to_the_worse_group():
     eta = 0.5
     model = robust_model(
@@ -556,6 +597,7 @@ def test_task_losses_read_the_clean_view_or_all_three(views):
         (dict(consistency=dict(ops=("snow",))), ValueError, "ops must be corruption families"),
         (dict(consistency=dict(weight=-1.0)), ValueError, "weight must be >= 0"),
         (dict(consistency=dict(task_loss_views="aug")), ValueError, "task_loss_views must be one of"),
+        (dict(consistency=dict(anchor="aug")), ValueError, r"anchor must be one of \('mixture', 'clean'\)"),
         (dict(group_dro=dict(eta=0)), ValueError, "eta must be positive"),
         (dict(group_dro=dict(temperature=1)), ValueError, r"unknown robust.group_dro option\(s\)"),
     ],

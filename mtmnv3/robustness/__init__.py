@@ -32,7 +32,15 @@ from .corruptions import (
     corrupt,
     severity_parameter,
 )
-from .dro import AUGMIX_OPS, GroupDROWeights, augmix, group_mean_losses, jensen_shannon_consistency
+from .dro import (
+    AUGMIX_EXTRA_OPS,
+    AUGMIX_OPS,
+    GroupDROWeights,
+    augmentation_op,
+    augmix,
+    group_mean_losses,
+    jensen_shannon_consistency,
+)
 from .evaluate import (
     TASK_METRICS,
     RobustnessStudy,
@@ -51,16 +59,20 @@ from .evaluate import (
 from .robust_model import (
     AUGMIX_HELD_OUT,
     AUGMIX_TRAIN_OPS,
+    CONSISTENCY_ANCHORS,
     RobustMultiTaskPerceptor,
     bernoulli_js_consistency,
+    clean_anchored_consistency,
 )
 from .tracking import TrackingHook
 from .transforms import CorruptFrames, still_image_video_id
 
 __all__ = [
+    "AUGMIX_EXTRA_OPS",
     "AUGMIX_HELD_OUT",
     "AUGMIX_OPS",
     "AUGMIX_TRAIN_OPS",
+    "CONSISTENCY_ANCHORS",
     "CORRUPTIONS",
     "CorruptFrames",
     "GroupDROWeights",
@@ -74,9 +86,11 @@ __all__ = [
     "TRUNK_TARGET",
     "TrackingHook",
     "attack_loss",
+    "augmentation_op",
     "augmix",
     "bernoulli_js_consistency",
     "build_study",
+    "clean_anchored_consistency",
     "corrupt",
     "corrupt_batch",
     "fgsm_attack",

@@ -13,7 +13,10 @@
   families at low severity; they are all photometric or blur operations, so
   boxes, identities and labels stay valid. Note that AugMix deliberately
   avoids the test corruptions; hold families out with ``ops=`` when the
-  same families form the evaluation suite.
+  same families form the evaluation suite. :data:`AUGMIX_EXTRA_OPS` adds the
+  paper's own photometric ops (autocontrast, equalize, posterize, solarize,
+  and sharpness from its extended set), which are not families of the shift
+  suite.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 
 from .corruptions import CORRUPTIONS, NUM_SEVERITIES, corrupt
@@ -31,7 +35,9 @@ from .corruptions import CORRUPTIONS, NUM_SEVERITIES, corrupt
 __all__ = [
     "AUGMIX_OPS",
     "AUGMIX_DEFAULT_SEVERITY",
+    "AUGMIX_EXTRA_OPS",
     "GroupDROWeights",
+    "augmentation_op",
     "augmix",
     "group_mean_losses",
     "jensen_shannon_consistency",
@@ -50,6 +56,19 @@ AUGMIX_OPS = (
     "gaussian_noise",
     "jpeg_compression",
 )
+#: Parameter of each AugMix op that is not a shift-suite family, per severity 1..5 (None: no parameter).
+#: These are AugMix's label-preserving photometric ops (Hendrycks et al. 2020, Appendix C; sharpness is
+#: from its extended set): posterize keeps ``bits`` bits, solarize inverts pixels >= ``threshold``,
+#: sharpness blends with a smoothed image by ``factor`` (> 1 sharpens).
+_EXTRA_OP_LEVELS: dict[str, tuple[float, ...] | None] = {
+    "autocontrast": None,
+    "equalize": None,
+    "posterize": (7, 6, 5, 4, 3),
+    "solarize": (224, 192, 160, 128, 96),
+    "sharpness": (1.4, 1.8, 2.2, 2.6, 3.0),
+}
+#: AugMix ops that are not families of the shift suite (usable in ``ops=`` beside the corruptions).
+AUGMIX_EXTRA_OPS = tuple(_EXTRA_OP_LEVELS)
 #: Default of AugMix's ``severity``: each op draws a corruption severity in 1..severity.
 AUGMIX_DEFAULT_SEVERITY = 3
 #: Chain depth range when ``depth=-1`` (AugMix draws 1..3 ops per chain).
@@ -201,11 +220,42 @@ def _check_augmix_args(severity: int, width: int, depth: int, alpha: float, ops:
         raise ValueError(f"depth must be a positive int or -1 (random 1..3), got {depth!r}")
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha!r}")
-    unknown = [o for o in ops if o not in CORRUPTIONS]
+    unknown = [o for o in ops if o not in CORRUPTIONS and o not in _EXTRA_OP_LEVELS]
     if not ops or unknown:
         raise ValueError(
-            f"ops must be a non-empty list of corruption names {sorted(CORRUPTIONS)}, got {ops!r}"
+            f"ops must be a non-empty list of corruption names {sorted(CORRUPTIONS)} or AugMix ops "
+            f"{list(AUGMIX_EXTRA_OPS)}, got {ops!r} (unknown: {unknown})"
         )
+
+
+def augmentation_op(
+    images: Tensor, name: str, severity: int, seed: int = 0, ids: np.ndarray | None = None
+) -> Tensor:
+    """One AugMix op on a uint8 ``(N, 3, H, W)`` batch: a shift-suite corruption or an
+    :data:`AUGMIX_EXTRA_OPS` op, at ``severity`` in 1..5.
+
+    Corruptions take ``seed`` and ``ids`` (each image's video and frame id) for their
+    random draws; the extra ops are deterministic.
+    """
+    if name in CORRUPTIONS:
+        return corrupt(images, name, severity, seed=seed, video_ids=ids, frame_ids=ids)
+    if name not in _EXTRA_OP_LEVELS:
+        raise ValueError(
+            f"unknown AugMix op {name!r}; expected one of {sorted(CORRUPTIONS)} or {list(AUGMIX_EXTRA_OPS)}"
+        )
+    if not 1 <= severity <= NUM_SEVERITIES:
+        raise ValueError(f"severity must be in 1..{NUM_SEVERITIES}, got {severity!r}")
+    levels = _EXTRA_OP_LEVELS[name]
+    value = None if levels is None else levels[severity - 1]
+    if name == "autocontrast":
+        return TF.autocontrast(images)
+    if name == "equalize":
+        return TF.equalize(images)
+    if name == "posterize":
+        return TF.posterize(images, int(value))
+    if name == "solarize":
+        return TF.solarize(images, float(value))
+    return TF.adjust_sharpness(images, float(value))
 
 
 def augmix(
@@ -220,7 +270,7 @@ def augmix(
     """AugMix (Hendrycks et al. 2020, Algorithm 1) on a uint8 batch.
 
     Each image gets ``width`` chains of ``depth`` ops (random 1..3 when -1);
-    each op is a corruption family from ``ops`` at a random severity in
+    each op is a corruption family (or an :data:`AUGMIX_EXTRA_OPS` op) from ``ops`` at a random severity in
     ``1 .. severity``, drawn per image. The chains
     are mixed with Dirichlet(alpha) weights and the mixture is blended with
     the original with a Beta(alpha, alpha) weight, per image. Ops are applied
@@ -233,7 +283,7 @@ def augmix(
         depth: ops per chain, or -1 for random 1..3 per chain and image.
         alpha: Dirichlet and Beta concentration.
         seed: non-negative seed of every draw.
-        ops: corruption families to draw from.
+        ops: corruption families and/or :data:`AUGMIX_EXTRA_OPS` to draw from.
 
     Returns:
         uint8 ``(N, 3, H, W)`` augmented images (same device).
@@ -267,9 +317,7 @@ def augmix(
             for o, s in {(int(op_idx[w, d, i]), int(sev[w, d, i])) for i in np.flatnonzero(active)}:
                 sel = np.flatnonzero(active & (op_idx[w, d] == o) & (sev[w, d] == s))
                 idx = torch.from_numpy(sel).to(images.device)
-                chain[idx] = corrupt(
-                    chain[idx], ops[o], s, seed=int(op_seeds[w, d]), video_ids=sel, frame_ids=sel
-                )
+                chain[idx] = augmentation_op(chain[idx], ops[o], s, seed=int(op_seeds[w, d]), ids=sel)
         mixed += mix[:, w].to(images.device).view(-1, 1, 1, 1) * chain.float()
     # Step 3: blend with the original image.
     m = keep.to(images.device).view(-1, 1, 1, 1)

@@ -61,15 +61,24 @@ from ..models import MultiTaskPerceptor
 from ..registry import MODELS
 from ..structures import MultiTaskDataSample
 from .corruptions import CORRUPTIONS, NUM_SEVERITIES
-from .dro import AUGMIX_DEFAULT_SEVERITY, JS_PROB_MIN, GroupDROWeights, augmix, jensen_shannon_consistency
+from .dro import (
+    AUGMIX_DEFAULT_SEVERITY,
+    AUGMIX_EXTRA_OPS,
+    JS_PROB_MIN,
+    GroupDROWeights,
+    augmix,
+    jensen_shannon_consistency,
+)
 
 __all__ = [
     "AUGMIX_HELD_OUT",
     "AUGMIX_TRAIN_OPS",
+    "CONSISTENCY_ANCHORS",
     "CONSISTENCY_TASKS",
     "TASK_LOSS_VIEWS",
     "RobustMultiTaskPerceptor",
     "bernoulli_js_consistency",
+    "clean_anchored_consistency",
 ]
 
 #: Corruption families AugMix trains on by default (seen families of the shift suite).
@@ -85,8 +94,13 @@ SEED_RANGE = 2**31 - 1
 
 #: Which views the task losses read: the clean one (AugMix's recipe) or all three.
 TASK_LOSS_VIEWS = ("clean", "all")
+#: What the consistency term pulls the views toward: their mixture (AugMix's Jensen-Shannon term, every
+#: view moves) or the clean view's prediction held fixed (only the AugMix views move).
+CONSISTENCY_ANCHORS = ("mixture", "clean")
 
-_CONSISTENCY_KEYS = {"weight", "severity", "heads", "ops", "width", "depth", "alpha", "task_loss_views"}
+_CONSISTENCY_KEYS = {
+    "weight", "severity", "heads", "ops", "width", "depth", "alpha", "task_loss_views", "anchor",
+}
 _DRO_KEYS = {"eta", "group_key", "groups", "adjustment", "group_sizes"}
 
 
@@ -113,6 +127,47 @@ def bernoulli_js_consistency(logits_clean: Tensor, logits_aug1: Tensor, logits_a
     kls = [torch.xlogy(p, p) - p * log_m + torch.xlogy(1.0 - p, 1.0 - p) - (1.0 - p) * log_1m for p in probs]
     js = sum(kls) / 3.0
     return js.sum(1).mean()
+
+
+def clean_anchored_consistency(clean: Tensor, aug1: Tensor, aug2: Tensor, kind: str) -> Tensor:
+    """Divergence of the AugMix views' predictions from the clean view's, held fixed.
+
+    ``(KL(p_c || p_1) + KL(p_c || p_2)) / 2`` with ``p_c`` detached, so the gradient moves
+    only the augmented views' predictions toward the clean one (a self-distillation
+    target), never the clean prediction toward the corrupted ones as the symmetric
+    Jensen-Shannon term does.
+
+    Args:
+        clean, aug1, aug2: logits of the same shape.
+        kind: ``'softmax'`` (``(N, K)`` class logits; KL of the class distributions,
+            batch mean) or ``'bernoulli'`` (``(N, C, ...)`` sigmoid logits; per class and
+            position, summed over classes and averaged over the rest).
+
+    Returns:
+        0-dim tensor, >= 0; 0 when both views predict what the clean view does.
+    """
+    if not (clean.shape == aug1.shape == aug2.shape) or clean.dim() < 2:
+        raise ValueError(
+            "the three logits must have the same (N, C, ...) shape, got "
+            f"{tuple(clean.shape)}, {tuple(aug1.shape)}, {tuple(aug2.shape)}"
+        )
+    if kind == "softmax":
+        target = torch.softmax(clean.detach().float(), dim=1)
+        kls = [
+            torch.nn.functional.kl_div(torch.log_softmax(a.float(), dim=1), target, reduction="batchmean")
+            for a in (aug1, aug2)
+        ]
+        return sum(kls) / 2.0
+    if kind != "bernoulli":
+        raise ValueError(f"kind must be 'softmax' or 'bernoulli', got {kind!r}")
+    p = torch.sigmoid(clean.detach().float()).clamp(JS_PROB_MIN, 1.0 - JS_PROB_MIN)
+    kls = []
+    for a in (aug1, aug2):
+        log_q = torch.nn.functional.logsigmoid(a.float())
+        log_1q = torch.nn.functional.logsigmoid(-a.float())
+        kl = p * (p.log() - log_q) + (1.0 - p) * ((1.0 - p).log() - log_1q)
+        kls.append(kl.sum(1).mean())
+    return sum(kls) / 2.0
 
 
 def _take(outputs: Any, index: Tensor | slice) -> Any:
@@ -147,7 +202,12 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
             :data:`AUGMIX_TRAIN_OPS`), ``width`` (3), ``depth`` (-1: random
             1..3), ``alpha`` (1.0), ``task_loss_views`` (``'clean'``, AugMix's
             recipe, or ``'all'``: the task losses average over the clean and
-            both AugMix views, each view's samples keeping their labels).
+            both AugMix views, each view's samples keeping their labels),
+            ``anchor`` (``'mixture'``, AugMix's Jensen-Shannon term, or
+            ``'clean'``: :func:`clean_anchored_consistency`, the views pulled
+            toward the clean prediction held fixed). ``ops`` may also name
+            :data:`~mtmnv3.robustness.dro.AUGMIX_EXTRA_OPS` (AugMix's own ops,
+            outside the shift suite).
 
             ``group_dro``: ``eta`` (exponentiated-gradient step, default 0.01),
             ``group_key`` (metainfo key, default ``'domain'``), ``groups``
@@ -167,6 +227,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
         _check_keys(robust, {"consistency", "group_dro"}, "robust")
         self.consistency_heads: dict[str, float] = {}
         self.task_loss_views = "clean"
+        self.consistency_anchor = "mixture"
         self.augmix_ops: tuple[str, ...] | None = None
         self.augmix_kwargs: dict[str, Any] = {}
         self.group_dro: GroupDROWeights | None = None
@@ -203,10 +264,16 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
                 f"robust.consistency.severity must be an int in 1..{NUM_SEVERITIES}, got {severity!r}"
             )
         ops = tuple(cfg.get("ops", AUGMIX_TRAIN_OPS))
-        unknown = [o for o in ops if o not in CORRUPTIONS]
+        unknown = [o for o in ops if o not in CORRUPTIONS and o not in AUGMIX_EXTRA_OPS]
         if not ops or unknown:
             raise ValueError(
-                f"robust.consistency.ops must be corruption families {list(CORRUPTIONS)}, got {ops!r}"
+                f"robust.consistency.ops must be corruption families {list(CORRUPTIONS)} or AugMix ops "
+                f"{list(AUGMIX_EXTRA_OPS)}, got {ops!r}"
+            )
+        anchor = cfg.get("anchor", "mixture")
+        if anchor not in CONSISTENCY_ANCHORS:
+            raise ValueError(
+                f"robust.consistency.anchor must be one of {CONSISTENCY_ANCHORS}, got {anchor!r}"
             )
         pre = self.data_preprocessor
         if not (hasattr(pre, "mean") and hasattr(pre, "std")):
@@ -220,6 +287,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
                 f"robust.consistency.task_loss_views must be one of {TASK_LOSS_VIEWS}, got {views!r}"
             )
         self.task_loss_views = views
+        self.consistency_anchor = anchor
         self.consistency_heads = {h: float(weights[h]) for h in heads}
         self.augmix_ops = ops
         self.augmix_kwargs = dict(
@@ -362,11 +430,16 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
         return losses
 
     def _consistency(self, head: str, outputs: list[Any]) -> Tensor:
-        """The JS term of one head over its (clean, aug1, aug2) outputs."""
+        """The consistency term of one head over its (clean, aug1, aug2) outputs."""
+        anchored = self.consistency_anchor == "clean"
         if self.heads[head].task == "cls":
             logits = [o["logits"] if isinstance(o, Mapping) else o for o in outputs]
+            if anchored:
+                return clean_anchored_consistency(*logits, kind="softmax")
             return jensen_shannon_consistency(*logits, dim=1)
         heatmaps = [o["heatmap"] if isinstance(o, Mapping) else o for o in outputs]
+        if anchored:
+            return clean_anchored_consistency(*heatmaps, kind="bernoulli")
         return bernoulli_js_consistency(*heatmaps)
 
 
