@@ -211,6 +211,11 @@ def jensen_shannon_consistency(
     return sum(kls) / 3.0
 
 
+def unknown_augmix_ops(ops: Sequence[str]) -> list[str]:
+    """The names in ``ops`` that are neither shift-suite corruptions nor :data:`AUGMIX_EXTRA_OPS`."""
+    return [o for o in ops if o not in CORRUPTIONS and o not in _EXTRA_OP_LEVELS]
+
+
 def _check_augmix_args(severity: int, width: int, depth: int, alpha: float, ops: Sequence[str]) -> None:
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= NUM_SEVERITIES:
         raise ValueError(f"severity must be an int in 1..{NUM_SEVERITIES}, got {severity!r}")
@@ -220,7 +225,7 @@ def _check_augmix_args(severity: int, width: int, depth: int, alpha: float, ops:
         raise ValueError(f"depth must be a positive int or -1 (random 1..3), got {depth!r}")
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha!r}")
-    unknown = [o for o in ops if o not in CORRUPTIONS and o not in _EXTRA_OP_LEVELS]
+    unknown = unknown_augmix_ops(ops)
     if not ops or unknown:
         raise ValueError(
             f"ops must be a non-empty list of corruption names {sorted(CORRUPTIONS)} or AugMix ops "

@@ -68,6 +68,7 @@ from .dro import (
     GroupDROWeights,
     augmix,
     jensen_shannon_consistency,
+    unknown_augmix_ops,
 )
 
 __all__ = [
@@ -181,6 +182,14 @@ def _take(outputs: Any, index: Tensor | slice) -> Any:
     raise TypeError(f"cannot split head outputs of type {type(outputs).__name__} by sample")
 
 
+def _choice(cfg: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    """``robust.consistency[key]``, one of ``allowed`` (default: the first)."""
+    value = cfg.get(key, allowed[0])
+    if value not in allowed:
+        raise ValueError(f"robust.consistency.{key} must be one of {allowed}, got {value!r}")
+    return value
+
+
 def _check_keys(cfg: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(cfg) - allowed)
     if unknown:
@@ -264,16 +273,10 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
                 f"robust.consistency.severity must be an int in 1..{NUM_SEVERITIES}, got {severity!r}"
             )
         ops = tuple(cfg.get("ops", AUGMIX_TRAIN_OPS))
-        unknown = [o for o in ops if o not in CORRUPTIONS and o not in AUGMIX_EXTRA_OPS]
-        if not ops or unknown:
+        if not ops or unknown_augmix_ops(ops):
             raise ValueError(
                 f"robust.consistency.ops must be corruption families {list(CORRUPTIONS)} or AugMix ops "
                 f"{list(AUGMIX_EXTRA_OPS)}, got {ops!r}"
-            )
-        anchor = cfg.get("anchor", "mixture")
-        if anchor not in CONSISTENCY_ANCHORS:
-            raise ValueError(
-                f"robust.consistency.anchor must be one of {CONSISTENCY_ANCHORS}, got {anchor!r}"
             )
         pre = self.data_preprocessor
         if not (hasattr(pre, "mean") and hasattr(pre, "std")):
@@ -281,13 +284,8 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
                 f"AugMix consistency needs an ImgDataPreprocessor-like data preprocessor (mean/std), "
                 f"got {type(pre).__name__}"
             )
-        views = cfg.get("task_loss_views", "clean")
-        if views not in TASK_LOSS_VIEWS:
-            raise ValueError(
-                f"robust.consistency.task_loss_views must be one of {TASK_LOSS_VIEWS}, got {views!r}"
-            )
-        self.task_loss_views = views
-        self.consistency_anchor = anchor
+        self.task_loss_views = _choice(cfg, "task_loss_views", TASK_LOSS_VIEWS)
+        self.consistency_anchor = _choice(cfg, "anchor", CONSISTENCY_ANCHORS)
         self.consistency_heads = {h: float(weights[h]) for h in heads}
         self.augmix_ops = ops
         self.augmix_kwargs = dict(
