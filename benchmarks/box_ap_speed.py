@@ -19,8 +19,8 @@ from functools import partial
 
 import numpy as np
 
+from mtmnv3.core.profiling import compare_backends, format_table
 from mtmnv3.evaluation import CocoDetMetric
-from mtmnv3.profiling import compare_backends, format_table
 
 
 def make_results(frames: int, seed: int = 0, num_classes: int = 10) -> list[dict]:

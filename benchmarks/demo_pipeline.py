@@ -47,12 +47,12 @@ def run_pipeline(
     model, layout, video, backend, size, threads, budget_ms=None, resolutions=None, tracker_cfg=None
 ):
     """One pass over ``video``; returns (summary dict, MOT rows)."""
-    from mtmnv3.demo import PerceptionLoop, calibrate_costs, summarize
-    from mtmnv3.inference import build_frame_runner
-    from mtmnv3.registry import BUDGET_POLICIES
-    from mtmnv3.scheduling.budget import BudgetLog, BudgetScheduler
+    from mtmnv3.core.registry import BUDGET_POLICIES
+    from mtmnv3.runtime.budget import BudgetLog, BudgetScheduler
+    from mtmnv3.runtime.frame_runner import build_frame_runner
+    from mtmnv3.runtime.loop import PerceptionLoop, calibrate_costs, summarize
+    from mtmnv3.runtime.video import VideoFileReader
     from mtmnv3.tracking import build_tracker
-    from mtmnv3.video import VideoFileReader
 
     sizes = resolutions if budget_ms is not None else [size]
     runner = build_frame_runner(model, backend, input_size=max(sizes), threads=threads)
@@ -101,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.sequences < 1 or args.frames < 2:
         p.error(f"--sequences must be >= 1 and --frames >= 2, got {args.sequences} and {args.frames}")
 
+    from mtmnv3.cli.demo import default_sizes
     from mtmnv3.data import SceneConfig, write_synth_dataset
-    from mtmnv3.demo_cli import default_sizes
-    from mtmnv3.deploy.onnx_export import load_model
+    from mtmnv3.data.mot_io import write_mot_txt
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
-    from mtmnv3.evaluation.mot_io import write_mot_txt
-    from mtmnv3.inference import mot_sequence_dirs
-    from mtmnv3.scheduling.budget import ModelLayout
-    from mtmnv3.video import write_sequence_video
+    from mtmnv3.runtime.budget import ModelLayout
+    from mtmnv3.runtime.frame_runner import mot_sequence_dirs
+    from mtmnv3.runtime.onnx_export import load_model
+    from mtmnv3.runtime.video import write_sequence_video
 
     model = load_model(args.config, args.checkpoint)
     layout = ModelLayout.from_model(model)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _speed(model, layout, video, size, args, tcfg) -> None:
     """1. Speed of the whole pipeline, ONNX Runtime against eager PyTorch."""
-    from mtmnv3.profiling import format_table
+    from mtmnv3.core.profiling import format_table
 
     speed = []
     for s in (size, 320):
@@ -165,7 +165,7 @@ def _speed(model, layout, video, size, args, tcfg) -> None:
 
 def _budget(model, layout, video, size, resolutions, args, tcfg, idf1) -> None:
     """2. The budget under load: misses and IDF1 against the unbudgeted run."""
-    from mtmnv3.profiling import format_table
+    from mtmnv3.core.profiling import format_table
 
     _, free_rows = run_pipeline(model, layout, video, "onnxruntime", size, args.threads, tracker_cfg=tcfg)
     base = idf1(free_rows, "unbudgeted")
@@ -192,9 +192,9 @@ def _association(model, size, cfg, data, tmp, args, tcfg) -> None:
     against IoU only, with and without the config's Kalman motion gate (which the tracker
     applies only with embeddings, so the middle row keeps the gate and drops the embeddings),
     at two object speeds; then sequence by sequence, how often the embeddings win."""
+    from mtmnv3.core.profiling import format_table
     from mtmnv3.data import write_synth_dataset
-    from mtmnv3.inference import OrtFrameRunner, detect_mot_sequences, track_detections
-    from mtmnv3.profiling import format_table
+    from mtmnv3.runtime.frame_runner import OrtFrameRunner, detect_mot_sequences, track_detections
 
     lo, hi = cfg.speed
     fast = write_synth_dataset(

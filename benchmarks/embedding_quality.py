@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
-    from mtmnv3.deploy.onnx_export import load_model
+    from mtmnv3.core.profiling import format_table
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation.reid import within_video_reid
-    from mtmnv3.profiling import format_table
+    from mtmnv3.runtime.onnx_export import load_model
 
     cfg = load_config(models[0][0], None)
     init_default_scope(cfg.get("default_scope", "mtmnv3"))

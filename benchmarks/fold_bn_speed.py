@@ -1,4 +1,4 @@
-"""BatchNorm folded into the convs (``mtmnv3.layers.fold_batchnorm``) against the model as trained.
+"""BatchNorm folded into the convs (``mtmnv3.core.layers.fold_batchnorm``) against the model as trained.
 
 Times the forward pass of a config's model (random weights, eval mode, all
 heads) on a batch of the test split's shape, in channels-last and NCHW memory,
@@ -18,10 +18,10 @@ from functools import partial
 
 import torch
 
+from mtmnv3.core.layers import fold_batchnorm
+from mtmnv3.core.profiling import format_table, interleaved_timings, num_threads
+from mtmnv3.core.registry import MODELS
 from mtmnv3.engine import load_config
-from mtmnv3.layers import fold_batchnorm
-from mtmnv3.profiling import format_table, interleaved_timings, num_threads
-from mtmnv3.registry import MODELS
 
 DEFAULT_CONFIG = "configs/mtmnv3_small_3task_synth.py"
 

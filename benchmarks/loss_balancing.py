@@ -45,7 +45,7 @@ from mmengine.registry import init_default_scope
 from mmengine.optim import build_optim_wrapper
 from mmengine.dataset import pseudo_collate
 from mtmnv3.engine import load_config
-from mtmnv3.registry import DATASETS, MODELS
+from mtmnv3.core.registry import DATASETS, MODELS
 cfg = load_config(sys.argv[1], None)
 init_default_scope("mtmnv3")
 methods = sys.argv[2].split(",")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ref = probe.get("EqualWeighting") or next(iter(probe.values()))
     if args.probe_only:
-        from mtmnv3.profiling import format_table
+        from mtmnv3.core.profiling import format_table
 
         rows = [
             [
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{delta_m(met, cls_det):+.2f}", f"{probe[m]['step_s'] / ref['step_s']:.2f}",
              f"{probe[m]['maxrss_mb'] / ref['maxrss_mb']:.2f}"]
         )  # fmt: skip
-    from mtmnv3.profiling import format_table
+    from mtmnv3.core.profiling import format_table
 
     where = f"mean +- std over test splits {args.splits}" if args.splits else "the config's test split"
     print(f"Three-task Small, {args.iters} iterations each, {where}; single-task references: "

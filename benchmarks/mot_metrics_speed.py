@@ -20,8 +20,8 @@ from functools import partial
 
 import numpy as np
 
+from mtmnv3.core.profiling import compare_backends, format_table
 from mtmnv3.evaluation import evaluate_mot
-from mtmnv3.profiling import compare_backends, format_table
 
 VARIANTS = {
     "motmetrics + HOTA (before)": dict(backend="motmetrics", hota=True),

@@ -26,7 +26,7 @@ NAMES = ("cls", "det", "emb")
 
 
 def build(cfg_model: dict, heads: list[str]):
-    from mtmnv3.registry import MODELS
+    from mtmnv3.core.registry import MODELS
 
     cfg = copy.deepcopy(cfg_model)
     cfg["heads"] = {k: v for k, v in cfg["heads"].items() if k in heads}
@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmengine.registry import init_default_scope
 
-    from mtmnv3.deploy import export_onnx
-    from mtmnv3.deploy.ort_runtime import make_session
+    from mtmnv3.core.profiling import format_table, interleaved_ratio, num_threads
     from mtmnv3.engine import load_config
-    from mtmnv3.profiling import format_table, interleaved_ratio, num_threads
+    from mtmnv3.runtime.onnx_export import export_onnx
+    from mtmnv3.runtime.ort_runtime import make_session
 
     cfg = load_config(args.config, None)
     init_default_scope("mtmnv3")

@@ -30,9 +30,9 @@ from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 
+from mtmnv3.core.profiling import format_table
+from mtmnv3.core.registry import DATASETS, MODELS
 from mtmnv3.engine import build_runner, dataset_keys, dataset_parts, load_config, prepare_train_config
-from mtmnv3.profiling import format_table
-from mtmnv3.registry import DATASETS, MODELS
 
 WARMUP = 5
 

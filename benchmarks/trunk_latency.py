@@ -15,8 +15,8 @@ import sys
 import torch
 import torchvision
 
-from mtmnv3 import MobileNetV3Trunk
-from mtmnv3.profiling import format_table, interleaved_ratio, num_threads
+from mtmnv3.backbone.trunk import MobileNetV3Trunk
+from mtmnv3.core.profiling import format_table, interleaved_ratio, num_threads
 
 
 def main(argv: list[str] | None = None) -> int:

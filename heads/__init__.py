@@ -1,8 +1,8 @@
-"""Plug-in heads (installed as ``mtmnv3.heads``), registered in ``mtmnv3.registry.MODELS``."""
+"""Plug-in heads (installed as ``mtmnv3.heads``), registered in ``mtmnv3.core.registry.MODELS``."""
 
-from .base import BaseHead, resolve_tap
-from .center_head import CenterDetHead
-from .cls_head import ClsHead
-from .embedding_head import EmbeddingHead
+from mtmnv3.heads.base import BaseHead, resolve_tap
+from mtmnv3.heads.center_head import CenterDetHead
+from mtmnv3.heads.cls_head import ClsHead
+from mtmnv3.heads.embedding_head import EmbeddingHead
 
 __all__ = ["BaseHead", "resolve_tap", "ClsHead", "CenterDetHead", "EmbeddingHead"]

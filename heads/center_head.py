@@ -13,13 +13,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from mmengine.structures import InstanceData
+from mtmnv3.heads.base import BaseHead, conv_branch
+from mtmnv3.heads.centers import draw_gaussian, gaussian_radius, grid_centers
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from mtmnv3.registry import MODELS
-
-from .base import BaseHead, conv_branch
-from .centers import draw_gaussian, gaussian_radius, grid_centers
+from mtmnv3.core.registry import MODELS
 
 __all__ = ["CenterDetHead", "decode_centers", "to_original_coords"]
 

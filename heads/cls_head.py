@@ -16,12 +16,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from mtmnv3.heads.base import BaseHead, resolve_tap
+from mtmnv3.heads.centers import OBJECT_CELLS, labelled_object_cells
 from torch import Tensor, nn
 
-from mtmnv3.registry import MODELS
-
-from .base import BaseHead, resolve_tap
-from .centers import OBJECT_CELLS, labelled_object_cells
+from mtmnv3.core.registry import MODELS
 
 __all__ = ["AttentionPool2d", "ClsHead"]
 

@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from mtmnv3.heads.base import BaseHead, conv_branch
+from mtmnv3.heads.centers import grid_centers, labelled_object_cells
 from torch import Tensor, nn
 
-from mtmnv3.registry import MODELS
-
-from .base import BaseHead, conv_branch
-from .centers import grid_centers, labelled_object_cells
+from mtmnv3.core.registry import MODELS
 
 __all__ = ["EmbeddingHead", "contrastive_identity_loss", "gather_embeddings"]
 

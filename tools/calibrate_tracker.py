@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 
+from mtmnv3.core.fileio import atomic_write_json
 from mtmnv3.engine import DictAction, check_split_seeds, input_size, load_config
-from mtmnv3.fileio import atomic_write_json
-from mtmnv3.tracking import CALIBRATION_OBJECTIVES as OBJECTIVES
-from mtmnv3.tracking import calibrate_thresholds
+from mtmnv3.studies.tracker_calibration import CALIBRATION_OBJECTIVES as OBJECTIVES
+from mtmnv3.studies.tracker_calibration import calibrate_thresholds
 
 DEFAULT_HIGH_THRS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.2)
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _calibration_mot_dir(cfg, seed: int) -> Path:
     """The MOTChallenge folder of the config's test split generated with ``seed`` (checked beforehand)."""
-    from mtmnv3.registry import DATASETS
+    from mtmnv3.core.registry import DATASETS
 
     dataset_cfg = dict(cfg.test_dataloader.dataset)
     if int(dataset_cfg.get("seed", 0)) == seed:
@@ -105,7 +105,7 @@ def _calibration_mot_dir(cfg, seed: int) -> Path:
 
 
 def _table(rows: list[dict], objective: str, hota: bool) -> str:
-    from mtmnv3.profiling import format_table
+    from mtmnv3.core.profiling import format_table
 
     keys = ["MOTA", "IDF1", *(["HOTA"] if hota else []), "IDSW", "FP", "FN"]
     body = [
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         base = dict(cfg.get("tracker") or {})
         base.pop("type", None)
         if args.mot_dir:
-            from mtmnv3.inference import mot_sequence_dirs
+            from mtmnv3.runtime.frame_runner import mot_sequence_dirs
 
             mot_dirs = [Path(d) for d in args.mot_dir]
             for d in mot_dirs:  # a missing or empty folder fails before the model loads
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             check_split_seeds(cfg, args.split_seed, "--split-seed")
             mot_dirs = [_calibration_mot_dir(cfg, seed) for seed in args.split_seed]
 
-        from mtmnv3.deploy.onnx_export import load_model
-        from mtmnv3.inference import build_frame_runner, detect_mot_sequences
+        from mtmnv3.runtime.frame_runner import build_frame_runner, detect_mot_sequences
+        from mtmnv3.runtime.onnx_export import load_model
 
         model = load_model(args.config, args.checkpoint, args.cfg_options)
         size = int(input_size(cfg.test_dataloader.dataset))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from mtmnv3.demo_cli import main
+from mtmnv3.cli.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from mtmnv3.demo_job import main
+from mtmnv3.cli.demo_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,8 +17,15 @@ import argparse
 import os
 import sys
 
-from mtmnv3.deploy import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, export_onnx, export_split, load_model
 from mtmnv3.engine import DictAction
+from mtmnv3.runtime.onnx_export import (
+    DEFAULT_EXPORTER,
+    DEFAULT_OPSET,
+    EXPORTERS,
+    export_onnx,
+    export_split,
+    load_model,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -35,7 +35,7 @@ else:
         sys.path[0] or os.curdir, os.path.dirname(os.path.abspath(__file__))
     ):
         sys.path.pop(0)
-    from mtmnv3.hardware.profile_cli import main, parse_args  # noqa: F401  (importable under another name)
+    from mtmnv3.cli.profile import main, parse_args  # noqa: F401  (importable under another name)
 
     if __name__ == "__main__":
         sys.exit(main())

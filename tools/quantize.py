@@ -22,9 +22,9 @@ import argparse
 import os
 import sys
 
+from mtmnv3.core.fileio import atomic_open, atomic_write_json
 from mtmnv3.engine import DictAction, load_config
-from mtmnv3.fileio import atomic_open, atomic_write_json
-from mtmnv3.hardware.quantize import (
+from mtmnv3.studies.quantization.quantize import (
     CALIBRATION_METHODS,
     INT8_RECIPES,
     METHODS,
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="mmengine checkpoint, or 'none' for the initial weights")
     p.add_argument("--method", choices=METHODS, required=True)
     p.add_argument(
-        "--variant", help="trunk variant (mtmnv3.variants.TRUNK_VARIANTS) replacing the config's trunk"
+        "--variant", help="trunk variant (mtmnv3.backbone.variants.TRUNK_VARIANTS) replacing the config's trunk"
     )
     p.add_argument("--calib-samples", type=int, default=64)
     p.add_argument("--size", type=int, help="input size (default: the config's letterbox size)")
@@ -134,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         options = _options(args)
         cfg_options = dict(args.cfg_options or {})
         if args.variant is not None:
-            from mtmnv3.variants import TRUNK_VARIANTS
+            from mtmnv3.backbone.variants import TRUNK_VARIANTS
 
             if args.variant not in TRUNK_VARIANTS:
                 raise ValueError(
                     f"unknown --variant {args.variant!r}; expected one of {sorted(TRUNK_VARIANTS)}"
                 )
             cfg_options["model.trunk"] = dict(type="MobileNetV3Trunk", **TRUNK_VARIANTS[args.variant])
-        from mtmnv3.deploy import load_model
+        from mtmnv3.runtime.onnx_export import load_model
 
         cfg = load_config(args.config, cfg_options or None)
         model = load_model(args.config, checkpoint, cfg_options or None)

@@ -13,7 +13,7 @@ videos). ``--workers 2`` runs the corruption conditions in two forked CPU
 processes (the tracker and the metrics are single-threaded). Writes
 ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
 ``--out-dir`` (default ``work_dirs/robustness/<config name>``). See
-:mod:`mtmnv3.robustness.evaluate`.
+:mod:`mtmnv3.studies.robustness.evaluate`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os.path as osp
 import sys
 
 from mtmnv3.engine import DictAction, load_config
-from mtmnv3.robustness.evaluate import (
+from mtmnv3.studies.robustness.evaluate import (
     DEFAULT_PGD_STEPS,
     WorkerError,
     build_study,

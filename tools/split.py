@@ -19,17 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mtmnv3 import TRUNK_VARIANTS, create_trunk
-from mtmnv3.fileio import atomic_write_json
-from mtmnv3.hardware import (
-    BackendUnavailableError,
-    LatencyTable,
-    balanced_stages,
-    best_device_server_split,
-    fit_budget,
-    run_pipeline,
-)
-from mtmnv3.hardware.pipeline import PIPELINE_BACKENDS
+from mtmnv3.backbone.variants import TRUNK_VARIANTS, create_trunk
+from mtmnv3.core.fileio import atomic_write_json
+from mtmnv3.runtime.pipeline import PIPELINE_BACKENDS, run_pipeline
+from mtmnv3.studies.latency.table import BackendUnavailableError, LatencyTable
+from mtmnv3.studies.split_search import balanced_stages, best_device_server_split, fit_budget
 
 #: Default server speed-up over the device when no server table is given.
 DEFAULT_SERVER_SPEEDUP = 10.0

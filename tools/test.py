@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 
+from mtmnv3.core.fileio import atomic_write_json
 from mtmnv3.engine import (
     add_runner_args,
     build_runner,
@@ -34,7 +35,6 @@ from mtmnv3.engine import (
     load_model_checkpoint,
     parse_runner_args,
 )
-from mtmnv3.fileio import atomic_write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,7 +129,7 @@ def _track(
     args: argparse.Namespace, cfg, runner, model, results_subdir: str | None = None
 ) -> dict[str, float]:
     from mtmnv3.evaluation import format_metrics_table
-    from mtmnv3.inference import TorchFrameRunner, track_mot_sequences
+    from mtmnv3.runtime.frame_runner import TorchFrameRunner, track_mot_sequences
 
     dataset_cfg = cfg.test_dataloader.dataset
     mot_dir = args.mot_dir

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mtmnv3 import TRUNK_VARIANTS, create_trunk
-from mtmnv3.profiling import format_table, num_threads, stage_latency
+from mtmnv3.backbone.variants import TRUNK_VARIANTS, create_trunk
+from mtmnv3.core.profiling import format_table, num_threads, stage_latency
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -3,7 +3,7 @@
 _base_ = ["./_base_/synth_detection.py", "./_base_/default_runtime.py"]
 
 # The two lines that put the trunk into an mmdet detector:
-custom_imports = dict(imports=["mtmnv3.mmdet_plugin"], allow_failed_imports=False)
+custom_imports = dict(imports=["mtmnv3.backbone.mmdet_adapter"], allow_failed_imports=False)
 backbone = dict(type="MobileNetV3Trunk", arch="large", out_indices=(2, 3, 4))
 
 num_classes = 10

@@ -4,25 +4,33 @@ Importing this package registers every dataset (in ``DATASETS``) and
 transform (in ``TRANSFORMS``) of the package.
 """
 
-from .common import SCENE_META_KEYS, TASKS, DataError, MultiTaskBaseDataset, build_pipeline, read_image_rgb
-from .datasets import (
+from mtmnv3.data.common import (
+    SCENE_META_KEYS,
+    TASKS,
+    DataError,
+    MultiTaskBaseDataset,
+    build_pipeline,
+    read_image_rgb,
+)
+from mtmnv3.data.corrupt_transforms import CorruptFrames
+from mtmnv3.data.datasets import (
     ClassificationListDataset,
     CocoDetDataset,
     ImageFolderDataset,
     MOTChallengeDataset,
     MultiTaskDataset,
 )
-from .fashion_mnist import (
+from mtmnv3.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
     FashionMNISTDataset,
     find_fashion_mnist,
     load_fashion_mnist,
     read_idx,
 )
-from .mot import mot_to_xyxy, read_mot_gt, read_seqinfo, xyxy_to_mot
-from .samplers import VideoGroupSampler, video_groups
-from .sprites import SPRITE_CLASSES, AppearanceSource, resolve_appearance
-from .synth import (
+from mtmnv3.data.mot import mot_to_xyxy, read_mot_gt, read_seqinfo, xyxy_to_mot
+from mtmnv3.data.samplers import VideoGroupSampler, video_groups
+from mtmnv3.data.sprites import SPRITE_CLASSES, AppearanceSource, resolve_appearance
+from mtmnv3.data.synth import (
     DOMAINS,
     NO_OBJECT_CLASS_NAME,
     SceneConfig,
@@ -31,10 +39,17 @@ from .synth import (
     generate_sequence,
     sequence_meta,
 )
-from .synth_io import SPLITS, SynthMultiTaskDataset, ensure_synth_dataset, render_preview, write_synth_dataset
-from .transforms import ColorJitter, Letterbox, PackMultiTaskInputs, RandomCrop, RandomFlip, Resize
+from mtmnv3.data.synth_io import (
+    SPLITS,
+    SynthMultiTaskDataset,
+    ensure_synth_dataset,
+    render_preview,
+    write_synth_dataset,
+)
+from mtmnv3.data.transforms import ColorJitter, Letterbox, PackMultiTaskInputs, RandomCrop, RandomFlip, Resize
 
 __all__ = [
+    "CorruptFrames",
     "VideoGroupSampler",
     "video_groups",
     "AppearanceSource",

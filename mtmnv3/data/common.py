@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from mmengine.dataset import BaseDataset
 
-from ..registry import TRANSFORMS
+from mtmnv3.core.registry import TRANSFORMS
 
 __all__ = [
     "DataError",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registry import DATASETS
-from .common import (
+from mtmnv3.core.registry import DATASETS
+from mtmnv3.data.common import (
     IMAGE_EXTENSIONS,
     SCENE_META_KEYS,
     TASKS,
@@ -37,7 +37,7 @@ from .common import (
     SkipCounter,
     empty_annotations,
 )
-from .mot import read_mot_gt, read_seqinfo
+from mtmnv3.data.mot import read_mot_gt, read_seqinfo
 
 __all__ = [
     "ClassificationListDataset",

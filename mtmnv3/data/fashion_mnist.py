@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registry import DATASETS
-from .common import DataError, MultiTaskBaseDataset
+from mtmnv3.core.registry import DATASETS
+from mtmnv3.data.common import DataError, MultiTaskBaseDataset
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

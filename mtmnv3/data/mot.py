@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DataError, SkipCounter
+from mtmnv3.data.common import DataError, SkipCounter
 
 __all__ = [
     "MOT_COLUMNS",

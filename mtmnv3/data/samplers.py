@@ -16,7 +16,7 @@ import torch
 from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
 
-from mtmnv3.registry import DATA_SAMPLERS
+from mtmnv3.core.registry import DATA_SAMPLERS
 
 __all__ = ["VideoGroupSampler", "video_groups"]
 

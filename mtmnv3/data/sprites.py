@@ -17,7 +17,7 @@ import math
 import cv2
 import numpy as np
 
-from .fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
+from mtmnv3.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
 
 __all__ = [
     "APPEARANCES",

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .sprites import APPEARANCE_POOLS, APPEARANCES, AppearanceSource
+from mtmnv3.data.sprites import APPEARANCE_POOLS, APPEARANCES, AppearanceSource
 
 __all__ = [
     "DOMAINS",
@@ -404,7 +404,7 @@ def sequence_meta(cfg: SceneConfig, seq_index: int, seed: int) -> dict:
         ``motion_blur``, ``noise_std``, ``blur_angle`` (radians) and
         ``start_frame`` (simulated frames before the first recorded one).
     """
-    from .sprites import resolve_appearance
+    from mtmnv3.data.sprites import resolve_appearance
 
     rng = np.random.default_rng(_seed_sequence(seed, seq_index, SEED_STREAM_META))
     j = cfg.lighting_jitter

@@ -31,12 +31,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..fileio import atomic_open, atomic_write_json
-from ..registry import DATASETS
-from .datasets import MultiTaskDataset
-from .mot import MotSequenceInfo, format_mot_rows, write_seqinfo
-from .sprites import AppearanceSource, resolve_appearance
-from .synth import SceneConfig, cls_class_names, generate_sequence
+from mtmnv3.core.fileio import atomic_open, atomic_write_json
+from mtmnv3.core.registry import DATASETS
+from mtmnv3.data.datasets import MultiTaskDataset
+from mtmnv3.data.mot import MotSequenceInfo, format_mot_rows, write_seqinfo
+from mtmnv3.data.sprites import AppearanceSource, resolve_appearance
+from mtmnv3.data.synth import SceneConfig, cls_class_names, generate_sequence
 
 __all__ = [
     "SPLITS",

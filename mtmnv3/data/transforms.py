@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from mmengine.structures import InstanceData
 
-from ..registry import TRANSFORMS
-from ..structures import MultiTaskDataSample
-from .common import SCENE_META_KEYS
+from mtmnv3.core.registry import TRANSFORMS
+from mtmnv3.core.structures import MultiTaskDataSample
+from mtmnv3.data.common import SCENE_META_KEYS
 
 __all__ = ["ColorJitter", "Letterbox", "PackMultiTaskInputs", "RandomCrop", "RandomFlip", "Resize"]
 

@@ -1,14 +1,14 @@
 """Training and evaluation plumbing around mmengine's Runner."""
 
-from .checkpoint import (
+from mtmnv3.core.checkpoint import (
     ATOMIC_BACKEND_ARGS,
     AtomicLocalBackend,
     allow_mmengine_checkpoint_globals,
     load_model_checkpoint,
 )
-from .ema import ModelEMAHook
-from .hooks import EvalProgressHook, LossWeightsPlotHook
-from .runner import (
+from mtmnv3.engine.ema import ModelEMAHook
+from mtmnv3.engine.hooks import EvalProgressHook, LossWeightsPlotHook
+from mtmnv3.engine.runner import (
     DictAction,
     add_runner_args,
     build_runner,

@@ -23,7 +23,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mtmnv3.registry import HOOKS
+from mtmnv3.core.registry import HOOKS
 
 __all__ = ["ModelEMAHook", "RAW_STATE_KEY", "ema_decay"]
 

@@ -12,7 +12,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from tqdm import tqdm
 
-from mtmnv3.registry import HOOKS
+from mtmnv3.core.registry import HOOKS
 
 __all__ = ["EvalProgressHook", "LossWeightsPlotHook"]
 
@@ -87,7 +87,7 @@ class LossWeightsPlotHook(Hook):
     def after_train(self, runner: Any) -> None:
         if runner.rank != 0:
             return
-        from mtmnv3.scheduling.weighting.plot import plot_weights
+        from mtmnv3.models.weighting.plot import plot_weights
 
         scalars = Path(runner.log_dir) / "vis_data" / "scalars.json"
         if not scalars.is_file():

@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
 from mmengine.runner import Runner
 
-from .checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
+from mtmnv3.core.checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
 
 __all__ = [
     "dataset_keys",
@@ -87,7 +87,7 @@ def check_split_seeds(cfg: Config, seeds: Sequence[int], option: str) -> None:
 
     from mmengine.registry import init_default_scope
 
-    from mtmnv3.registry import DATASETS
+    from mtmnv3.core.registry import DATASETS
 
     dataset = cfg.get("test_dataloader", {}).get("dataset", {})
     init_default_scope(cfg.get("default_scope", "mtmnv3"))
@@ -191,7 +191,7 @@ def validate_config(cfg: Config) -> None:
     builds them, possibly after training)."""
     from mmengine.registry import init_default_scope
 
-    from mtmnv3.registry import DATASETS, METRICS, MODELS
+    from mtmnv3.core.registry import DATASETS, METRICS, MODELS
 
     init_default_scope(cfg.get("default_scope", "mtmnv3"))
     MODELS.import_from_location()
@@ -225,8 +225,8 @@ def _check_distributed_weighting(cfg: Config) -> None:
     weighting = (cfg.get("model") or {}).get("loss_weighting")
     if launcher == "none" or not isinstance(weighting, dict):
         return
-    from mtmnv3.registry import LOSS_WEIGHTINGS
-    from mtmnv3.scheduling.weighting import GradientWeighting
+    from mtmnv3.core.registry import LOSS_WEIGHTINGS
+    from mtmnv3.models.weighting import GradientWeighting
 
     method = LOSS_WEIGHTINGS.get(weighting.get("type"))
     if isinstance(method, type) and issubclass(method, GradientWeighting):

@@ -1,4 +1,4 @@
-"""Metrics of the multi-task model, registered in ``mtmnv3.registry.METRICS``.
+"""Metrics of the multi-task model, registered in ``mtmnv3.core.registry.METRICS``.
 
 =====================  ==========================================================
 metric                 keys returned by ``evaluate`` (default prefixes)
@@ -10,17 +10,15 @@ metric                 keys returned by ``evaluate`` (default prefixes)
 =====================  ==========================================================
 
 :func:`format_metrics_table` turns the flat keys into a markdown table with one
-row per task. :func:`evaluate_mot`, :func:`evaluate_mot_files`,
-:func:`load_mot_txt` and :func:`write_mot_txt` work without mmengine's Runner;
+row per task. :func:`evaluate_mot` and :func:`evaluate_mot_files` work without mmengine's Runner;
 :func:`within_video_reid` scores embeddings against the other objects of their video.
 """
 
-from .classification import Top1Accuracy
-from .coco import CocoDetMetric, build_coco_gt, coco_evaluate
-from .mot import MOT_METRIC_KEYS, MOTMetric, evaluate_mot, evaluate_mot_files
-from .mot_io import MOTFormatError, load_mot_txt, write_mot_txt
-from .reid import within_video_reid
-from .table import format_metrics_table, format_splits_table, split_means, summarize_splits
+from mtmnv3.evaluation.classification import Top1Accuracy
+from mtmnv3.evaluation.coco import CocoDetMetric, build_coco_gt, coco_evaluate
+from mtmnv3.evaluation.mot import MOT_METRIC_KEYS, MOTMetric, evaluate_mot, evaluate_mot_files
+from mtmnv3.evaluation.reid import within_video_reid
+from mtmnv3.evaluation.table import format_metrics_table, format_splits_table, split_means, summarize_splits
 
 __all__ = [
     "Top1Accuracy",
@@ -31,9 +29,6 @@ __all__ = [
     "coco_evaluate",
     "evaluate_mot",
     "evaluate_mot_files",
-    "load_mot_txt",
-    "write_mot_txt",
-    "MOTFormatError",
     "format_metrics_table",
     "format_splits_table",
     "split_means",

@@ -11,9 +11,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmengine.structures import BaseDataElement
 
-from mtmnv3.registry import METRICS
-
-from ._sample import get_field, has_field, sample_tasks, to_numpy
+from mtmnv3.core.registry import METRICS
+from mtmnv3.evaluation._sample import get_field, has_field, sample_tasks, to_numpy
 
 __all__ = ["Top1Accuracy"]
 

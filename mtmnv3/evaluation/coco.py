@@ -23,10 +23,9 @@ from mmengine.structures import BaseDataElement
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mtmnv3.registry import METRICS
-
-from ._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
-from .box_ap import coco_box_ap
+from mtmnv3.core.registry import METRICS
+from mtmnv3.evaluation._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
+from mtmnv3.evaluation.box_ap import coco_box_ap
 
 __all__ = ["CocoDetMetric", "build_coco_gt", "coco_evaluate"]
 

@@ -33,12 +33,9 @@ from mmengine.structures import BaseDataElement
 from scipy.optimize import linear_sum_assignment
 from trackeval.metrics import HOTA
 
+from mtmnv3.core.registry import METRICS
 from mtmnv3.data.mot import xyxy_to_mot
-from mtmnv3.registry import METRICS
-
-from ._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
-from .clear_mot import MOTCounts, clear_mot_counts
-from .mot_io import (
+from mtmnv3.data.mot_io import (
     COL_CONF,
     COL_FRAME,
     COL_ID,
@@ -48,6 +45,8 @@ from .mot_io import (
     load_mot_txt,
     write_mot_txt,
 )
+from mtmnv3.evaluation._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
+from mtmnv3.evaluation.clear_mot import MOTCounts, clear_mot_counts
 
 __all__ = ["MOTMetric", "evaluate_mot", "evaluate_mot_files", "MOT_METRIC_KEYS", "MOT_BACKENDS"]
 
@@ -340,7 +339,7 @@ def evaluate_mot_files(
     Raises:
         FileNotFoundError: If a folder or file is missing.
         ValueError: If sequences do not correspond, or a file is malformed
-            (:class:`~mtmnv3.evaluation.mot_io.MOTFormatError`, naming file and line).
+            (:class:`~mtmnv3.data.mot_io.MOTFormatError`, naming file and line).
     """
     gt_files = _named_files(gt_dir_or_files, "gt_dir_or_files")
     if isinstance(result_files, (str, os.PathLike)) and Path(result_files).is_dir():

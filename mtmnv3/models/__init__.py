@@ -1,6 +1,7 @@
-"""Models built from the trunk: the neck and the multi-task perceptor."""
+"""Models layer: the neck, the multi-task perceptor, its robust-training variant, task-loss weighting."""
 
-from .neck import FPNLite
-from .perceptor import IMAGENET_MEAN, IMAGENET_STD, MultiTaskPerceptor
+from mtmnv3.models.neck import FPNLite
+from mtmnv3.models.perceptor import IMAGENET_MEAN, IMAGENET_STD, MultiTaskPerceptor
+from mtmnv3.models.robust import RobustMultiTaskPerceptor
 
-__all__ = ["FPNLite", "MultiTaskPerceptor", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["FPNLite", "MultiTaskPerceptor", "RobustMultiTaskPerceptor", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -14,9 +14,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtmnv3.core.layers import ConvBNAct
+from mtmnv3.core.registry import MODELS
 from mtmnv3.heads.base import resolve_tap
-from mtmnv3.layers import ConvBNAct
-from mtmnv3.registry import MODELS
 
 __all__ = ["FPNLite"]
 

@@ -19,11 +19,9 @@ from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 
 import mtmnv3.heads  # noqa: F401  (registers the heads)
-from mtmnv3.registry import MODELS
-from mtmnv3.scheduling.weighting import GradientWeighting, build_loss_weighting
-from mtmnv3.structures import MultiTaskDataSample
-
-from .neck import FPNLite  # noqa: F401  (registers the neck)
+from mtmnv3.core.registry import MODELS
+from mtmnv3.core.structures import MultiTaskDataSample
+from mtmnv3.models.weighting import GradientWeighting, build_loss_weighting
 
 __all__ = ["MultiTaskPerceptor", "IMAGENET_MEAN", "IMAGENET_STD"]
 

@@ -11,15 +11,12 @@ module                        contents
                               association with FairMOT embeddings)
 :mod:`.builder`               :func:`build_tracker` from ``dict(type=..., ...)``
 :mod:`.mot_io`                :func:`run_tracker` over a video, MOTChallenge result rows/files
-:mod:`.calibration`           :func:`calibrate_thresholds`: the score thresholds
-                              tuned to one detector on cached detections
 ============================  ====================================================
 """
 
-from .builder import TRACKER_TYPES, build_tracker
-from .calibration import CALIBRATION_OBJECTIVES, calibrate_thresholds
-from .kalman import CHI2INV95, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
-from .matching import (
+from mtmnv3.tracking.builder import TRACKER_TYPES, build_tracker
+from mtmnv3.tracking.kalman import CHI2INV95, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
+from mtmnv3.tracking.matching import (
     embedding_distance,
     fuse_embedding_iou,
     fuse_min_gated,
@@ -28,8 +25,8 @@ from .matching import (
     iou_matrix,
     linear_assignment,
 )
-from .mot_io import run_tracker, tracks_to_mot_rows
-from .tracker import EmbeddingTracker, Track, TrackResult, TrackState
+from mtmnv3.tracking.mot_io import run_tracker, tracks_to_mot_rows
+from mtmnv3.tracking.tracker import EmbeddingTracker, Track, TrackResult, TrackState
 
 __all__ = [
     "CHI2INV95",
@@ -49,8 +46,6 @@ __all__ = [
     "TrackState",
     "TRACKER_TYPES",
     "build_tracker",
-    "CALIBRATION_OBJECTIVES",
-    "calibrate_thresholds",
     "run_tracker",
     "tracks_to_mot_rows",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .tracker import EmbeddingTracker
+from mtmnv3.tracking.tracker import EmbeddingTracker
 
 __all__ = ["TRACKER_TYPES", "build_tracker"]
 

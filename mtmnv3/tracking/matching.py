@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .kalman import CHI2INV95, GATE_DOF, KalmanFilterXYAH
+from mtmnv3.tracking.kalman import CHI2INV95, GATE_DOF, KalmanFilterXYAH
 
 __all__ = [
     "embedding_distance",

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from mtmnv3.data.mot import xyxy_to_mot
-from mtmnv3.evaluation.mot_io import MOT_RESULT_COLUMNS, MOT_UNUSED, write_mot_txt
-
-from .tracker import EmbeddingTracker, TrackResult
+from mtmnv3.data.mot_io import MOT_RESULT_COLUMNS, MOT_UNUSED, write_mot_txt
+from mtmnv3.tracking.tracker import EmbeddingTracker, TrackResult
 
 __all__ = ["FRAME_KEYS", "run_tracker", "tracks_to_mot_rows"]
 

@@ -24,8 +24,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .kalman import CHI2INV95, GATE_DOF, STATE_DIM, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
-from .matching import (
+from mtmnv3.tracking.kalman import (
+    CHI2INV95,
+    GATE_DOF,
+    STATE_DIM,
+    KalmanFilterXYAH,
+    xyah_to_xyxy,
+    xyxy_to_xyah,
+)
+from mtmnv3.tracking.matching import (
     EMBEDDING_EPS,
     embedding_distance,
     fuse_embedding_iou,

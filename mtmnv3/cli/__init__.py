@@ -1,0 +1,1 @@
+"""Command-line layer: one module per ``mtmnv3`` subcommand."""

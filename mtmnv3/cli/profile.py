@@ -1,0 +1,99 @@
+"""Command line of ``tools/profile.py``: per-block latency tables (kept in the package)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mtmnv3.backbone.variants import TRUNK_VARIANTS
+from mtmnv3.studies.latency.table import (
+    BACKENDS,
+    DTYPES,
+    PREDICTIONS,
+    BackendUnavailableError,
+    DeviceProfile,
+    measure_latency_table,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Measure a per-block latency table for a trunk variant on one device profile"
+    )
+    p.add_argument(
+        "--variant", default="small", help=f"trunk variant (default small); one of {sorted(TRUNK_VARIANTS)}"
+    )
+    p.add_argument("--backend", default="eager", choices=BACKENDS, help="execution backend (default eager)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--size", type=int, default=224, help="square input resolution (default 224)")
+    p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp32, or int8 (onnxruntime only)")
+    p.add_argument(
+        "--se-study", action="store_true", help="also time blocks with SE removed / ReLU for hard-swish"
+    )
+    p.add_argument("--warmup", type=int, default=5, help="untimed rounds (default 5)")
+    p.add_argument("--repeats", type=int, default=100, help="timed rounds (default 100)")
+    p.add_argument(
+        "--prediction",
+        choices=PREDICTIONS,
+        help="how segments are predicted from blocks: raw sum, minus per-call overhead, or minus "
+        "measured block-boundary savings (default: eager sum, compile and onnxruntime boundary)",
+    )
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="wall time (default), or the calling thread's CPU time (--threads 1 only; "
+        "not disturbed by other processes)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--out", required=True, help="where to write the table JSON")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.variant not in TRUNK_VARIANTS:
+        print(f"error: unknown variant {args.variant!r}; known: {sorted(TRUNK_VARIANTS)}", file=sys.stderr)
+        return 2
+    if args.warmup < 0 or args.repeats < 1:
+        print(
+            f"error: need --warmup >= 0 and --repeats >= 1, got {args.warmup}, {args.repeats}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        profile = DeviceProfile(
+            backend=args.backend,
+            threads=args.threads,
+            resolution=args.size,
+            dtype=args.dtype,
+            batch=args.batch,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        table = measure_latency_table(
+            args.variant,
+            profile,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            progress=not args.no_progress,
+            se_study=args.se_study,
+            prediction=args.prediction,
+            clock=args.clock,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BackendUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    table.save(args.out)
+    print(f"Latency table: variant {args.variant}, {profile.name}\n")
+    print(table.format_blocks())
+    print()
+    print(table.format_summary())
+    print(f"\nwrote {args.out}")
+    return 0

@@ -1,0 +1,283 @@
+"""The live perception loop: frame plan -> heads -> tracker -> overlay.
+
+Per frame, a budget scheduler (or, without a budget, a fixed "everything"
+plan) decides which heads run and at what input size; the frame runner
+(PyTorch or ONNX Runtime) runs them; the tracker associates detections by
+embedding and IoU (``full`` frames), by IoU (``det`` frames) or only
+predicts motion (``motion`` frames); the overlay draws tracks, the frame's
+class, FPS and budget use. Every frame's plan, measured latency, deadline
+outcome and staleness go to the scheduler's :class:`BudgetLog`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mtmnv3.runtime.budget import (
+    BudgetLog,
+    BudgetScheduler,
+    CostEstimator,
+    FramePlan,
+    FrameRecord,
+    ModelLayout,
+    head_unit,
+    stage_unit,
+)
+from mtmnv3.runtime.video import Frame
+from mtmnv3.runtime.visualize import draw_status, draw_tracks
+from mtmnv3.tracking import EmbeddingTracker, TrackResult, tracks_to_mot_rows
+
+__all__ = ["calibrate_costs", "PerceptionLoop", "StepResult", "summarize"]
+
+#: Head subsets timed at start-up to split the cost into trunk and heads.
+_CALIBRATION_SETS = (("cls",), ("det",), ("det", "emb"), ("cls", "det", "emb"))
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def calibrate_costs(
+    runner: Any,
+    layout: ModelLayout,
+    resolutions: Sequence[int],
+    stage_macs: Sequence[float],
+    frame: np.ndarray,
+    repeats: int = 5,
+    **estimator_kwargs: Any,
+) -> CostEstimator:
+    """Measure the runner on ``frame`` and seed a cost estimator.
+
+    At each resolution the head subsets ``cls``, ``det``, ``det+emb`` and
+    ``cls+det+emb`` are timed (median of ``repeats`` after one warm-up run);
+    their differences give each head's cost and the shared trunk's cost,
+    which is spread over the trunk stages in proportion to their MACs.
+    """
+    heads = set(layout.heads)
+    est = CostEstimator(**estimator_kwargs)
+    total_macs = float(sum(stage_macs)) or 1.0
+    for res in resolutions:
+        ms: dict[tuple[str, ...], float] = {}
+        for subset in _CALIBRATION_SETS:
+            if not set(subset) <= heads:
+                continue
+            runner.predict(frame, heads=subset, input_size=res)  # warm-up (and lazy session creation)
+            ms[subset] = _median_ms(
+                lambda s=subset, r=res: runner.predict(frame, heads=s, input_size=r), repeats
+            )
+        cls_ms = det_ms = emb_ms = None
+        if ("cls", "det", "emb") in ms and ("det", "emb") in ms:
+            cls_ms = max(ms[("cls", "det", "emb")] - ms[("det", "emb")], 0.05)
+        if ("det", "emb") in ms and ("det",) in ms:
+            emb_ms = max(ms[("det", "emb")] - ms[("det",)], 0.05)
+        if ("cls",) in ms and cls_ms is not None:
+            trunk_ms = max(ms[("cls",)] - cls_ms, 0.1)
+        else:
+            trunk_ms = 0.8 * min(ms.values())
+        if ("det",) in ms:
+            det_ms = max(ms[("det",)] - trunk_ms, 0.05)
+        for i, macs in enumerate(stage_macs):
+            est.seed(stage_unit(i, res), trunk_ms * float(macs) / total_macs)
+        for name, value in (("cls", cls_ms), ("det", det_ms), ("emb", emb_ms)):
+            if value is not None and name in heads:
+                est.seed(head_unit(name, res), value)
+    est.seed("track", 0.5)
+    est.seed("motion", 0.1)
+    est.seed("overhead", 1.0)
+    return est
+
+
+@dataclass
+class StepResult:
+    """What one frame produced."""
+
+    frame_index: int
+    image: np.ndarray  # annotated RGB frame (or the input when drawing is off)
+    tracks: TrackResult
+    mot_rows: np.ndarray
+    plan: FramePlan
+    record: FrameRecord
+    class_label: int | None
+    class_age: int | None  # frames since the class label was computed
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _all_heads_plan(layout: ModelLayout, resolution: int) -> FramePlan:
+    return FramePlan.for_heads(layout.heads, resolution, layout)
+
+
+class PerceptionLoop:
+    """Runs frames through plan -> runner -> tracker -> overlay.
+
+    Args:
+        runner: a frame runner (``predict(frame, heads, input_size)``).
+        tracker: the tracker (reset per video by the caller).
+        scheduler: a :class:`BudgetScheduler`; ``None`` runs every head on
+            every frame at ``resolution`` (and still logs each frame).
+        layout: the model's :class:`ModelLayout`.
+        resolution: input size of unbudgeted frames.
+        det_classes / cls_classes: class names for the overlay.
+        budget_ms: the deadline recorded for unbudgeted frames (``None``: inf).
+        draw: draw the overlay (off for pure timing runs).
+    """
+
+    def __init__(
+        self,
+        runner: Any,
+        tracker: EmbeddingTracker,
+        scheduler: BudgetScheduler | None,
+        layout: ModelLayout,
+        resolution: int = 320,
+        det_classes: Sequence[str] | None = None,
+        cls_classes: Sequence[str] | None = None,
+        budget_ms: float | None = None,
+        draw: bool = True,
+    ) -> None:
+        self.runner = runner
+        self.tracker = tracker
+        self.scheduler = scheduler
+        self.layout = layout
+        self.resolution = int(resolution)
+        self.det_classes = det_classes
+        self.cls_classes = cls_classes
+        self.budget_ms = budget_ms
+        self.draw = draw
+        self.log = scheduler.log if scheduler is not None else BudgetLog()
+        self._last_cls: int | None = None
+        self._last_cls_frame: int | None = None
+        self._last_frame_time: float | None = None
+        self._fps = 0.0
+        self._staleness: dict[str, int] = {}
+
+    def warm_up(self, frame_shape: tuple[int, int, int]) -> None:
+        """Pay one-off costs (font set-up, the tracker's first association) before
+        timing starts, so frame 0 is not a spurious deadline miss that makes a
+        budget policy step down."""
+        image = np.zeros(frame_shape, np.uint8)
+        draw_tracks(image, np.array([[1.0, 1.0, 8.0, 8.0]]), [1], [0], None, self.det_classes)
+        draw_status(image, ["warm-up"])
+        box = np.array([[1.0, 1.0, 8.0, 8.0]])
+        for k in (1, 2):
+            self.tracker.update(box, np.array([0.9]), np.array([0]), None, frame_id=k)
+        self.tracker.reset()
+
+    def step(self, frame: Frame) -> StepResult:
+        t0 = time.perf_counter()
+        i = frame.index
+        plan = (
+            self.scheduler.begin_frame(i)
+            if self.scheduler is not None
+            else _all_heads_plan(self.layout, self.resolution)
+        )
+        timings: dict[str, float] = {}
+        pred = None
+        if plan.heads:
+            t = time.perf_counter()
+            pred = self.runner.predict(frame.image, heads=plan.heads, input_size=plan.resolution)
+            timings["model"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        if plan.mode in ("full", "det") and pred is not None:
+            tracks = self.tracker.update(
+                pred.bboxes,
+                pred.scores,
+                pred.labels,
+                pred.embeddings if plan.mode == "full" else None,
+                frame_id=i + 1,
+            )
+            timings["track"] = (time.perf_counter() - t) * 1e3
+        else:
+            tracks = self.tracker.predict_only(frame_id=i + 1)
+            timings["motion"] = (time.perf_counter() - t) * 1e3
+        if pred is not None and pred.class_probs is not None:
+            self._last_cls, self._last_cls_frame = pred.class_label, i
+        image = frame.image
+        if self.draw:
+            t = time.perf_counter()
+            image = frame.image.copy()
+            draw_tracks(
+                image,
+                tracks.bboxes,
+                tracks.ids,
+                tracks.labels,
+                None,
+                self.det_classes,
+                predicted=plan.mode != "full",
+            )
+            draw_status(image, self._status_lines(plan, i))
+            timings["draw"] = (time.perf_counter() - t) * 1e3
+        measured = (time.perf_counter() - t0) * 1e3
+        if self.scheduler is not None:
+            planned = set(plan.units())
+            measured_units = {
+                "track": timings.get("track"),
+                "motion": timings.get("motion"),
+                "overhead": timings.get("draw"),
+            }
+            units = {u: ms for u, ms in measured_units.items() if ms is not None and u in planned}
+            record = self.scheduler.end_frame(measured, unit_timings=units)
+        else:
+            for task in self.layout.heads:
+                self._staleness[task] = 0
+            deadline = float("inf") if self.budget_ms is None else float(self.budget_ms)
+            record = FrameRecord(
+                i, plan, deadline, measured, measured, measured, measured <= deadline, dict(self._staleness)
+            )
+            self.log.append(record)
+        now = time.perf_counter()
+        if self._last_frame_time is not None:
+            dt = now - self._last_frame_time
+            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
+        self._last_frame_time = now
+        age = None if self._last_cls_frame is None else i - self._last_cls_frame
+        return StepResult(
+            i, image, tracks, tracks_to_mot_rows(i + 1, tracks), plan, record, self._last_cls, age, timings
+        )
+
+    def _status_lines(self, plan: FramePlan, i: int) -> list[str]:
+        lines = []
+        if self._last_cls is not None:
+            name = (
+                self.cls_classes[self._last_cls]
+                if self.cls_classes and self._last_cls < len(self.cls_classes)
+                else str(self._last_cls)
+            )
+            lines.append(f"class: {name} ({i - self._last_cls_frame} fr ago)")
+        lines.append(f"{self._fps:5.1f} FPS  {plan.mode}@{plan.resolution}")
+        if self.scheduler is not None and self.log.records:
+            last = self.log.records[-1]
+            lines.append(
+                f"budget {last.budget_ms:.0f} ms: last {last.measured_ms:.1f} ms ({100 * last.measured_ms / last.budget_ms:.0f}%)"
+            )
+        return lines
+
+
+def summarize(
+    log: BudgetLog, wall_s: float, frames: int, dropped: int = 0, extra: dict | None = None
+) -> dict[str, Any]:
+    """The demo's summary: frames, FPS, latency percentiles, deadline misses."""
+    s = log.summary()
+    out = dict(
+        frames=frames,
+        wall_s=round(wall_s, 3),
+        fps=round(frames / wall_s, 2) if wall_s > 0 else None,
+        dropped_frames=dropped,
+        latency_ms=s["latency_ms"],
+        deadline_misses=s["misses"],
+        miss_rate=s["miss_rate"],
+        mean_staleness=s["staleness_mean"],
+        mode_share=s["mode_share"],
+    )
+    if extra:
+        out.update(extra)
+    return out

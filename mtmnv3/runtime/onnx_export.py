@@ -1,0 +1,641 @@
+"""ONNX export of the multi-task model: the whole graph, a head subset, or stage pieces.
+
+What is exported are the model's raw dense tensors (classification logits,
+detection heatmap/size/offset maps, the embedding map); peak picking, NMS and
+the embedding lookup stay outside the graph and run through the same decode
+code as PyTorch (see :mod:`mtmnv3.runtime.ort_runtime`). The graph input is
+the *normalised* ``float32 (N, 3, H, W)`` image, exactly what the model's
+``head_outputs`` takes after its data preprocessor; the sidecar JSON records
+the mean/std, channel order and letterbox size needed to make it.
+
+Exporter choice. Both of torch's exporters are supported and tested to give
+the same outputs; the default is ``'dynamo'`` (``torch.onnx.export(...,
+dynamo=True)``): it is torch's maintained exporter, it needs no tracing
+heuristics (the TorchScript exporter is deprecated and warns so), and it
+names and types every output cleanly. ``'torchscript'``
+(``dynamo=False``) exports an order of magnitude faster and remains
+available. The exporter is always passed explicitly: recent torch changed the
+default under callers who relied on it.
+
+Stage pieces. :func:`export_split` cuts the trunk into contiguous stage
+ranges (a :class:`~mtmnv3.backbone.plan.StagePlan` or explicit ranges), one ONNX file
+each, plus one heads file that reads the trunk taps; pieces deeper than the
+requested heads need are not written, so a head subset is also a shallower
+trunk. A manifest JSON lists the pieces in order; each piece's inputs and
+outputs are named ``images`` or ``stage{i}`` (the output of trunk stage i),
+so chaining them is a name lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from mtmnv3.backbone.plan import StagePlan
+from mtmnv3.core.fileio import atomic_open, atomic_write_json
+from mtmnv3.core.version import __version__ as MTMNV3_VERSION
+
+__all__ = [
+    "EXPORTERS",
+    "DEFAULT_EXPORTER",
+    "DEFAULT_OPSET",
+    "INPUT_NAME",
+    "EXPORT_FORMAT",
+    "SPLIT_FORMAT",
+    "export_onnx",
+    "export_split",
+    "load_model",
+    "sidecar_path",
+    "stage_ranges_from_plan",
+]
+
+#: Supported exporters: torch.onnx.export(dynamo=True) and (dynamo=False).
+EXPORTERS = ("dynamo", "torchscript")
+#: Default exporter (see the module docstring for why).
+DEFAULT_EXPORTER = "dynamo"
+#: Default opset: the dynamo exporter's native opset (no version conversion);
+#: has HardSwish/HardSigmoid (>= 14) and is well supported by ONNX Runtime.
+DEFAULT_OPSET = 18
+#: Lowest opset accepted (HardSwish appeared in opset 14).
+MIN_OPSET = 14
+#: Name of the (normalised image) graph input.
+INPUT_NAME = "images"
+EXPORT_FORMAT = "mtmnv3.OnnxExport"
+SPLIT_FORMAT = "mtmnv3.OnnxSplit"
+FORMAT_VERSION = 1
+#: Letterbox padding grey level of the training/test pipelines.
+LETTERBOX_PAD_VALUE = 114
+#: Head attributes copied into the sidecar (decode parameters and shapes).
+_HEAD_META_ATTRS = ("stride", "level", "num_classes", "max_per_img", "score_thr", "nms_iou", "embed_dim")
+
+
+def sidecar_path(onnx_path: str | os.PathLike) -> Path:
+    """The metadata JSON written next to an exported model: ``<file>.onnx.json``."""
+    return Path(str(onnx_path) + ".json")
+
+
+# ---- model loading --------------------------------------------------------------------
+def load_model(
+    config: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
+    cfg_options: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Build the config's model and load a checkpoint's weights (eval mode, CPU).
+
+    Args:
+        config: mmengine config file with a ``model`` entry.
+        checkpoint: mmengine checkpoint (``state_dict`` inside); None keeps the
+            initial weights (for tests and latency studies).
+        cfg_options: overrides merged into the config (``--cfg-options``).
+
+    Raises:
+        FileNotFoundError: the config or checkpoint does not exist.
+        ValueError: the config has no model or the checkpoint does not match it.
+    """
+    from mmengine.registry import init_default_scope
+
+    from mtmnv3.core.registry import MODELS
+    from mtmnv3.engine import load_config, load_model_checkpoint
+
+    if checkpoint is not None and not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    cfg = load_config(config, dict(cfg_options) if cfg_options else None)
+    if "model" not in cfg:
+        raise ValueError(f"config {config} has no 'model' entry")
+    init_default_scope(cfg.get("default_scope", "mtmnv3"))
+    model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        load_model_checkpoint(model, checkpoint)
+    return model.eval()
+
+
+# ---- argument checks -------------------------------------------------------------------
+def _check_exporter(exporter: str, opset: int) -> None:
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unsupported exporter {exporter!r}; expected one of {EXPORTERS}")
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an int >= {MIN_OPSET} (HardSwish), got {opset!r}")
+
+
+def _resolve_heads(model: nn.Module, heads: Sequence[str] | str | None) -> tuple[str, ...]:
+    if not hasattr(model, "heads") or not hasattr(model, "required_taps"):
+        raise TypeError(f"expected a MultiTaskPerceptor-like model, got {type(model).__name__}")
+    if heads is None:
+        return tuple(model.heads)
+    if isinstance(heads, str):
+        heads = [h.strip() for h in heads.split(",") if h.strip()]
+    heads = tuple(heads)
+    unknown = [h for h in heads if h not in model.heads]
+    if not heads or unknown:
+        raise ValueError(f"unknown heads {unknown or list(heads)}; the model's heads are {list(model.heads)}")
+    if len(set(heads)) != len(heads):
+        raise ValueError(f"heads listed twice: {list(heads)}")
+    return heads
+
+
+def _size_divisor(model: nn.Module) -> int:
+    return max(int(f["stride"]) for f in model.trunk.feature_info)
+
+
+def _resolve_size(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int, int]:
+    """int or (height, width) -> (height, width), a multiple of the trunk's deepest stride."""
+    given = input_size
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        input_size = (input_size, input_size)
+    if not (
+        isinstance(input_size, (tuple, list))
+        and len(input_size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
+    ):
+        raise ValueError(f"input_size must be a positive int or (height, width), got {given!r}")
+    div = _size_divisor(model)
+    if any(s % div for s in input_size):
+        raise ValueError(
+            f"input_size must be a multiple of {div} (the trunk's output stride, as the model's "
+            f"data preprocessor pads to it), got {given!r}"
+        )
+    return int(input_size[0]), int(input_size[1])
+
+
+# ---- graphs ---------------------------------------------------------------------------
+def _output_layout(outputs: Mapping[str, Any], heads: Sequence[str]) -> list[dict[str, Any]]:
+    """Flatten ``{head: Tensor | {key: Tensor}}`` into named outputs, in a fixed order."""
+    layout, seen = [], set()
+    for h in heads:
+        out = outputs[h]
+        items = [(None, out)] if isinstance(out, Tensor) else list(out.items())
+        for key, t in items:
+            if not isinstance(t, Tensor):
+                raise TypeError(f"head {h!r} output {key!r} is a {type(t).__name__}, not a tensor")
+            name = h if key is None else f"{h}_{key}"
+            if name in seen or name == INPUT_NAME:
+                raise ValueError(f"output name {name!r} is not unique; rename head {h!r}")
+            seen.add(name)
+            layout.append(dict(name=name, head=h, key=key, shape=list(t.shape)))
+    return layout
+
+
+def _pick(outputs: Mapping[str, Any], layout: Sequence[dict[str, Any]]) -> tuple[Tensor, ...]:
+    return tuple(outputs[o["head"]] if o["key"] is None else outputs[o["head"]][o["key"]] for o in layout)
+
+
+class _HeadOutputsGraph(nn.Module):
+    """Normalised images -> the named heads' raw tensors (trunk only as deep as needed)."""
+
+    def __init__(self, model: nn.Module, heads: Sequence[str], layout: Sequence[dict[str, Any]]) -> None:
+        super().__init__()
+        self.model = model
+        self.heads = tuple(heads)
+        self.layout = list(layout)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        return _pick(self.model.head_outputs(images, self.heads), self.layout)
+
+
+class _TrunkPieceGraph(nn.Module):
+    """Trunk stages ``start..`` -> the outputs of the listed stages (through ``forward_taps``)."""
+
+    def __init__(self, trunk: nn.Module, start: int, out_stages: Sequence[int]) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.start = start
+        self.out_stages = tuple(out_stages)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        taps = self.trunk.forward_taps(x, self.out_stages, start=self.start)
+        return tuple(taps[s] for s in self.out_stages)
+
+
+class _HeadsFromTapsGraph(nn.Module):
+    """Trunk taps (in ``taps`` order) -> the named heads' raw tensors (neck included)."""
+
+    def __init__(
+        self, model: nn.Module, heads: Sequence[str], taps: Sequence[int], layout: Sequence[dict[str, Any]]
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.heads = tuple(heads)
+        self.taps = tuple(taps)
+        self.layout = list(layout)
+        self.uses_neck = any(model.heads[h].uses_neck for h in heads)
+
+    def forward(self, *tap_tensors: Tensor) -> tuple[Tensor, ...]:
+        feats = dict(zip(self.taps, tap_tensors))
+        neck_out = self.model.neck(feats) if self.uses_neck else None
+        heads = self.model.heads
+        outputs = {h: heads[h](neck_out if heads[h].uses_neck else feats) for h in self.heads}
+        return _pick(outputs, self.layout)
+
+
+# ---- the exporter call --------------------------------------------------------------------
+@contextlib.contextmanager
+def _without_extra_state(module: nn.Module):
+    """Detach, for the export, the submodules that keep extra (non-tensor) state.
+
+    A loss-weighting method's optimiser (GradNorm's) is such state; it
+    plays no part in inference, and the TorchScript tracer fails on any
+    state-dict entry that is not a tensor. The submodules are put back on exit.
+    """
+    removed = []
+    for parent in module.modules():
+        for name, child in list(parent._modules.items()):
+            if child is not None and type(child).get_extra_state is not nn.Module.get_extra_state:
+                removed.append((parent, name, child))
+    for parent, name, _ in removed:
+        del parent._modules[name]
+    try:
+        yield
+    finally:
+        for parent, name, child in removed:
+            parent._modules[name] = child
+
+
+def _export_bytes(
+    module: nn.Module,
+    example: tuple[Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    exporter: str,
+    opset: int,
+    dynamic_batch: bool,
+    dynamic_size: bool,
+) -> bytes:
+    """Export ``module`` with the chosen exporter; returns the checked ModelProto bytes."""
+    module.eval()
+    with _without_extra_state(module):
+        if exporter == "dynamo":
+            dynamic_shapes = None
+            if dynamic_batch or dynamic_size:
+                axes = {}
+                if dynamic_batch:
+                    axes[0] = torch.export.Dim.DYNAMIC
+                if dynamic_size:
+                    axes[2] = axes[3] = torch.export.Dim.DYNAMIC
+                dynamic_shapes = tuple(dict(axes) for _ in example)
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
+            )
+            proto = program.model_proto
+        else:
+            dynamic_axes = {}
+            for name in input_names:
+                axes = {}
+                if dynamic_batch:
+                    axes[0] = "batch"
+                if dynamic_size:
+                    axes[2], axes[3] = f"{name}_height", f"{name}_width"
+                if axes:
+                    dynamic_axes[name] = axes
+            if dynamic_batch:
+                for name in output_names:
+                    dynamic_axes[name] = {0: "batch"}
+            buf = io.BytesIO()
+            with warnings.catch_warnings():
+                # The exporter announces its own deprecation on every call.
+                warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
+                # The trunk's input-shape check reads shapes as Python values: correct for
+                # a check (it does not shape the graph), but the tracer warns about it.
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"mtmnv3\.trunk")
+                torch.onnx.export(
+                    module,
+                    example,
+                    buf,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_axes=dynamic_axes or None,
+                    do_constant_folding=True,
+                )
+            proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    got_in = [i.name for i in proto.graph.input if i.name in set(input_names)]
+    got_out = [o.name for o in proto.graph.output]
+    if got_in != list(input_names) or got_out != list(output_names):
+        raise RuntimeError(
+            f"{exporter} exporter produced inputs {got_in} / outputs {got_out}, "
+            f"expected {list(input_names)} / {list(output_names)}"
+        )
+    return proto.SerializeToString()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def _provenance(model: nn.Module, exporter: str, opset: int) -> dict[str, Any]:
+    return dict(
+        exporter=exporter,
+        opset=opset,
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        mtmnv3_version=MTMNV3_VERSION,
+        trunk=dict(
+            arch=model.trunk.arch,
+            width_mult=model.trunk.width_mult,
+            stage_plan=model.trunk.stage_plan.to_dict(),
+        ),
+    )
+
+
+def _input_meta(
+    model: nn.Module, size: tuple[int, int], batch: int, dynamic_batch: bool, dynamic_size: bool
+) -> dict[str, Any]:
+    """How to make the graph input from a uint8 frame (read from the data preprocessor)."""
+    pre = getattr(model, "data_preprocessor", None)
+    if pre is not None and getattr(pre, "_enable_normalize", False):
+        mean = [float(v) for v in pre.mean.flatten()]
+        std = [float(v) for v in pre.std.flatten()]
+    else:
+        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    # Datasets yield RGB; a preprocessor with channel conversion feeds the network BGR.
+    color = "BGR" if pre is not None and getattr(pre, "_channel_conversion", False) else "RGB"
+    return dict(
+        name=INPUT_NAME,
+        layout="NCHW",
+        dtype="float32",
+        size=list(size),
+        batch=None if dynamic_batch else batch,
+        dynamic_batch=dynamic_batch,
+        dynamic_size=dynamic_size,
+        size_divisor=_size_divisor(model),
+        color=color,
+        mean=mean,
+        std=std,
+        letterbox_pad_value=LETTERBOX_PAD_VALUE,
+    )
+
+
+def _heads_meta(model: nn.Module, heads: Sequence[str], layout: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    meta = {}
+    for h in heads:
+        head = model.heads[h]
+        info = dict(type=type(head).__name__, task=head.task)
+        info.update({a: getattr(head, a) for a in _HEAD_META_ATTRS if hasattr(head, a)})
+        info["outputs"] = {
+            ("" if o["key"] is None else o["key"]): o["name"] for o in layout if o["head"] == h
+        }
+        meta[h] = info
+    return meta
+
+
+def _example(size: tuple[int, int], batch: int) -> Tensor:
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch!r}")
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, *size, generator=generator)
+
+
+# ---- public API -------------------------------------------------------------------------
+@torch.no_grad()
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    heads: Sequence[str] | str | None = None,
+    input_size: int | Sequence[int] = 320,
+    exporter: str = DEFAULT_EXPORTER,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    batch_size: int = 1,
+) -> dict[str, Any]:
+    """Export the model's raw head tensors to one ONNX file (+ ``<file>.json`` sidecar).
+
+    Args:
+        model: a :class:`~mtmnv3.models.MultiTaskPerceptor` (put in eval mode here).
+        path: output ``.onnx`` file, written atomically.
+        heads: head names to export (list or comma-separated); default all. The
+            trunk is cut after the deepest stage they read.
+        input_size: ``int`` or ``(height, width)`` of the (letterboxed) input;
+            a multiple of the trunk's output stride (32).
+        exporter: ``'dynamo'`` or ``'torchscript'`` (see module docstring).
+        opset: ONNX opset (>= 14).
+        dynamic_batch: leave the batch dimension symbolic.
+        dynamic_size: leave height and width symbolic (letterbox size from the sidecar).
+        batch_size: example (and, if not dynamic, fixed) batch size.
+
+    Returns:
+        The sidecar dict (also written to :func:`sidecar_path`). Graph input
+        ``images``: float32 ``(N, 3, H, W)``, normalised as the sidecar says;
+        outputs as listed under ``outputs`` (``cls``, ``det_heatmap``,
+        ``det_wh``, ``det_offset``, ``emb`` for the default head names).
+
+    Raises:
+        ValueError: unknown head, unsupported exporter/opset, bad size.
+    """
+    _check_exporter(exporter, opset)
+    names = _resolve_heads(model, heads)
+    size = _resolve_size(model, input_size)
+    path = Path(path)
+    model.eval()
+    x = _example(size, batch_size)
+    layout = _output_layout(model.head_outputs(x, names), names)
+    graph = _HeadOutputsGraph(model, names, layout)
+    data = _export_bytes(
+        graph, (x,), [INPUT_NAME], [o["name"] for o in layout], exporter, opset, dynamic_batch, dynamic_size
+    )
+    meta = dict(
+        format=EXPORT_FORMAT,
+        version=FORMAT_VERSION,
+        file=path.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        input=_input_meta(model, size, batch_size, dynamic_batch, dynamic_size),
+        outputs=layout,
+        heads=_heads_meta(model, names, layout),
+        trunk_stages_run=max(model.required_taps(names)) + 1,
+        **_provenance(model, exporter, opset),
+    )
+    _write_bytes(path, data)
+    atomic_write_json(sidecar_path(path), meta)
+    return meta
+
+
+def stage_ranges_from_plan(
+    model: nn.Module, plan: StagePlan | str | os.PathLike | None
+) -> list[tuple[int, int]]:
+    """Turn a stage plan into contiguous ranges of the model trunk's stages.
+
+    Every cut of ``plan`` (a block index) must be where one of the trunk's
+    stages starts; the pieces are then the trunk stages grouped between cuts.
+    ``None`` uses the trunk's own plan (one piece per stage).
+
+    Raises:
+        ValueError: the plan covers another number of blocks, or cuts inside a trunk stage.
+    """
+    trunk_plan: StagePlan = model.trunk.stage_plan
+    if plan is None:
+        plan = trunk_plan
+    elif isinstance(plan, (str, os.PathLike)):
+        plan = StagePlan.load(plan)
+    elif not isinstance(plan, StagePlan):
+        raise TypeError(f"plan must be a StagePlan, a path to its JSON or None, got {type(plan).__name__}")
+    if plan.num_blocks != trunk_plan.num_blocks:
+        raise ValueError(
+            f"stage plan covers {plan.num_blocks} blocks but the model's trunk has {trunk_plan.num_blocks}"
+        )
+    starts = {a: i for i, (a, _) in enumerate(trunk_plan.stages)}
+    bad = [c for c in plan.cuts if c not in starts]
+    if bad:
+        raise ValueError(
+            f"stage plan cuts at blocks {bad}, inside the trunk's stages (they start at blocks "
+            f"{sorted(starts)}); build the model with trunk.stage_plan set to this plan, or cut there"
+        )
+    bounds = [0, *(starts[c] for c in plan.cuts), trunk_plan.num_stages]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _check_ranges(ranges: Sequence[Sequence[int]], num_stages: int) -> list[tuple[int, int]]:
+    ranges = [tuple(int(v) for v in r) for r in ranges]
+    expected = 0
+    for r in ranges:
+        if len(r) != 2 or r[0] != expected or r[1] <= r[0]:
+            raise ValueError(f"stage ranges must be contiguous, non-empty and start at stage 0, got {ranges}")
+        expected = r[1]
+    if expected != num_stages:
+        raise ValueError(f"stage ranges cover {expected} stages but the trunk has {num_stages}: {ranges}")
+    return ranges
+
+
+@torch.no_grad()
+def export_split(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    plan: StagePlan | str | os.PathLike | None = None,
+    stage_ranges: Sequence[Sequence[int]] | None = None,
+    heads: Sequence[str] | str | None = None,
+    input_size: int | Sequence[int] = 320,
+    exporter: str = DEFAULT_EXPORTER,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    batch_size: int = 1,
+    prefix: str = "model",
+) -> dict[str, Any]:
+    """Export trunk stage pieces and a heads piece, one ONNX file each, plus a manifest.
+
+    Piece ``k`` runs trunk stages ``[start, end)``: input ``images`` (k = 0)
+    or ``stage{start-1}``; outputs ``stage{i}`` for every tap the heads read
+    inside the range and the range's last stage when a later piece needs it.
+    The heads piece reads the taps and returns the same outputs as
+    :func:`export_onnx`. Pieces past the deepest tap are not exported.
+
+    Args:
+        model: the multi-task model.
+        out_dir: folder for ``{prefix}.piece{k}.onnx``, ``{prefix}.heads.onnx``
+            and ``{prefix}.split.json`` (the manifest, written last).
+        plan: stage plan whose cuts define the pieces (see
+            :func:`stage_ranges_from_plan`); default the trunk's own stages.
+        stage_ranges: explicit ``[(start, end), ...]`` trunk stage ranges instead of ``plan``.
+        heads, input_size, exporter, opset, dynamic_batch, dynamic_size, batch_size:
+            as in :func:`export_onnx`.
+        prefix: file name prefix.
+
+    Returns:
+        The manifest dict. On an error no manifest is written and the pieces
+        this call wrote are removed.
+    """
+    _check_exporter(exporter, opset)
+    names = _resolve_heads(model, heads)
+    size = _resolve_size(model, input_size)
+    if plan is not None and stage_ranges is not None:
+        raise ValueError("give plan or stage_ranges, not both")
+    trunk = model.trunk
+    ranges = (
+        _check_ranges(stage_ranges, trunk.num_stages)
+        if stage_ranges is not None
+        else stage_ranges_from_plan(model, plan)
+    )
+    model.eval()
+    taps = model.required_taps(names)
+    depth = max(taps) + 1
+    out_dir = Path(out_dir)
+    x = _example(size, batch_size)
+    layout = _output_layout(model.head_outputs(x, names), names)
+    written: list[Path] = []
+    try:
+        pieces, current, current_name = [], x, INPUT_NAME
+        for k, (start, end) in enumerate(ranges):
+            if start >= depth:
+                break
+            end = min(end, depth)
+            outs = sorted({t for t in taps if start <= t < end} | ({end - 1} if end < depth else set()))
+            out_names = [f"stage{s}" for s in outs]
+            graph = _TrunkPieceGraph(trunk, start, outs)
+            data = _export_bytes(
+                graph, (current,), [current_name], out_names, exporter, opset, dynamic_batch, dynamic_size
+            )
+            file = out_dir / f"{prefix}.piece{k}.onnx"
+            _write_bytes(file, data)
+            written.append(file)
+            pieces.append(
+                dict(
+                    file=file.name,
+                    stages=[start, end],
+                    inputs=[current_name],
+                    outputs=out_names,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
+            results = graph(current)
+            current, current_name = results[-1], out_names[-1]
+        tap_names = [f"stage{t}" for t in taps]
+        feats = trunk.forward_taps(x, taps)
+        graph = _HeadsFromTapsGraph(model, names, taps, layout)
+        data = _export_bytes(
+            graph,
+            tuple(feats[t] for t in taps),
+            tap_names,
+            [o["name"] for o in layout],
+            exporter,
+            opset,
+            dynamic_batch,
+            dynamic_size,
+        )
+        file = out_dir / f"{prefix}.heads.onnx"
+        _write_bytes(file, data)
+        written.append(file)
+        pieces.append(
+            dict(
+                file=file.name,
+                stages=None,
+                inputs=tap_names,
+                outputs=[o["name"] for o in layout],
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+        manifest = dict(
+            format=SPLIT_FORMAT,
+            version=FORMAT_VERSION,
+            pieces=pieces,
+            stage_ranges=[list(r) for r in ranges],
+            input=_input_meta(model, size, batch_size, dynamic_batch, dynamic_size),
+            outputs=layout,
+            heads=_heads_meta(model, names, layout),
+            trunk_stages_run=depth,
+            **_provenance(model, exporter, opset),
+        )
+        atomic_write_json(out_dir / f"{prefix}.split.json", manifest)
+    except BaseException:
+        for file in written:
+            file.unlink(missing_ok=True)
+        raise
+    return manifest

@@ -1,0 +1,1 @@
+"""Studies layer: latency tables, split search, quantization, robustness, tracker calibration."""

@@ -1,0 +1,330 @@
+"""tools/demo.py, tools/test.py --track and the make-demo job on a tiny trained model and real video files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from test_train_tools import CONFIG, run_tool, tiny_options
+
+from mtmnv3.data.mot_io import load_mot_txt
+from mtmnv3.runtime.video import VideoFileReader, write_sequence_video
+
+#: The tiny model's architecture overrides (the demo must build the same model).
+MODEL_OPTIONS = [o for o in tiny_options("unused") if o.startswith("model.")]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    data_root, work = tmp / "data", tmp / "work"
+    r = run_tool("train.py", CONFIG, "--work-dir", work, "--cfg-options", *tiny_options(data_root))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    val = next(p for p in data_root.iterdir() if p.name.startswith("val-"))
+    seq = sorted((val / "mot").iterdir())[0]
+    video = tmp / "heldout.avi"
+    n = write_sequence_video(seq, video)
+    return tmp, data_root, work / "iter_6.pth", video, n, seq
+
+
+def demo(tmp, ckpt, video, *extra, env=None):
+    out = tmp / "out"
+    args = [
+        "--config", CONFIG, "--checkpoint", ckpt, "--video", video, "--size", "96", "--resolutions", "96,64",
+        "--out", out / "demo.mp4", "--mot-out", out / "mot.txt", "--summary-json", out / "summary.json",
+        "--budget-log", out / "budget.json", *extra, "--cfg-options", *MODEL_OPTIONS,
+    ]  # fmt: skip
+    return run_tool("demo.py", *args, env=env), out
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_demo_on_a_video_writes_everything(tiny_model, backend):
+    tmp, _, ckpt, video, n, _ = tiny_model
+    r, out = demo(tmp / backend, ckpt, video, "--backend", backend)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == n and summary["backend"] == backend
+    assert summary["fps"] > 0 and summary["latency_ms"]["p95"] >= summary["latency_ms"]["p50"] > 0
+    assert summary["deadline_misses"] == 0  # no budget: every frame meets an infinite deadline
+    frames = list(VideoFileReader(out / "demo.mp4"))
+    assert len(frames) == n and frames[0].image.shape[:2] == VideoFileReader(video).size[::-1]
+    rows = load_mot_txt(out / "mot.txt")
+    assert rows.shape[1] == 10 and (rows.size == 0 or rows[:, 0].max() <= n)
+    log = json.loads((out / "budget.json").read_text())
+    assert len(log["records"]) == n and all(rec["plan"]["mode"] == "full" for rec in log["records"])
+
+
+def test_demo_under_a_budget_records_plans_and_staleness(tiny_model):
+    tmp, _, ckpt, video, n, _ = tiny_model
+    r, out = demo(
+        tmp / "budget", ckpt, video, "--backend", "onnxruntime", "--budget-ms", "1000", "--cls-period", "3"
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["budget_ms"] == 1000 and summary["policy"] == "adaptive"
+    assert set(summary["mean_staleness"]) == {"cls", "det", "emb"}
+    records = json.loads((out / "budget.json").read_text())["records"]
+    assert len(records) == n
+    assert all(rec["budget_ms"] == 1000 for rec in records)
+    assert {rec["plan"]["resolution"] for rec in records} <= {96, 64}
+    assert "deadline misses" in r.stdout
+
+
+def test_iou_only_association_flag(tiny_model):
+    tmp, _, ckpt, video, _, _ = tiny_model
+    r, out = demo(tmp / "iou", ckpt, video, "--backend", "torch", "--iou-only", "--max-frames", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["association"] == "iou" and summary["frames"] == 4
+
+
+def _no_outputs(out):
+    return not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing_video", "video file not found"),
+        ("corrupt_video", "cannot (open|read)"),
+        ("missing_checkpoint", "checkpoint not found"),
+        ("camera", "cannot open camera 97"),
+        ("show", "--show needs a display"),
+        ("bad_out", "--out must end in one of"),
+        ("wrong_model", "does not match the model"),
+    ],
+)
+def test_demo_bad_input_is_a_clear_error(tiny_model, case, match):
+    tmp, _, ckpt, video, _, _ = tiny_model
+    base = tmp / f"bad_{case}"
+    base.mkdir(exist_ok=True)
+    out = base / "out"
+    common = [
+        "--config",
+        CONFIG,
+        "--out",
+        out / "demo.mp4",
+        "--summary-json",
+        out / "s.json",
+        "--cfg-options",
+        *MODEL_OPTIONS,
+    ]
+    env = None
+    if case == "missing_video":
+        args = [*common, "--checkpoint", ckpt, "--video", base / "nope.mp4"]
+    elif case == "corrupt_video":
+        bad = base / "bad.mp4"
+        bad.write_bytes(os.urandom(4096))
+        args = [*common, "--checkpoint", ckpt, "--video", bad]
+    elif case == "missing_checkpoint":
+        args = [*common, "--checkpoint", base / "none.pth", "--video", video]
+    elif case == "camera":
+        args = [*common, "--checkpoint", ckpt, "--camera-id", "97"]
+    elif case == "show":
+        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+        args = [*common, "--checkpoint", ckpt, "--video", video, "--show"]
+    elif case == "wrong_model":  # the tiny checkpoint against the full-size model
+        args = ["--config", CONFIG, "--checkpoint", ckpt, "--video", video, "--out", out / "demo.mp4"]
+    else:
+        args = ["--config", CONFIG, "--checkpoint", ckpt, "--video", video, "--out", out / "demo.gif"]
+    r = run_tool("demo.py", *args, env=env)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert any(line.startswith("error:") for line in r.stderr.splitlines())
+    assert re.search(match, r.stderr), r.stderr
+    assert _no_outputs(out)
+
+
+def test_test_tool_tracks_mot_sequences(tiny_model):
+    tmp, data_root, ckpt, _, _, _ = tiny_model
+    out_json = tmp / "track_metrics.json"
+    r = run_tool(
+        "test.py", CONFIG, ckpt, "--track", "--work-dir", tmp / "test_work", "--out-json", out_json,
+        "--cfg-options", *tiny_options(data_root),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    metrics = json.loads(out_json.read_text())
+    for key in ("cls/top1", "det/mAP", "mot/MOTA", "mot/IDF1", "mot/HOTA", "mot/IDSW"):
+        assert key in metrics
+    assert "| mot |" in r.stdout
+    results = list((tmp / "test_work" / "mot_results").glob("*.txt"))
+    assert results and all(load_mot_txt(p).shape[1] == 10 for p in results)
+    assert np.isfinite(metrics["mot/IDF1"])
+
+
+def _tiny_runner(ckpt):
+    from mtmnv3.runtime.frame_runner import TorchFrameRunner
+    from mtmnv3.runtime.onnx_export import load_model
+
+    options = dict(o.split("=", 1) for o in MODEL_OPTIONS)
+    options = {k: float(v) if "." in v else int(v) for k, v in options.items()}
+    return TorchFrameRunner(load_model(CONFIG, ckpt, options), 96)
+
+
+def _same_metrics(a, b):
+    return a.keys() == b.keys() and all(a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k])) for k in a)
+
+
+def test_cached_detections_track_as_the_streaming_path(tiny_model, tmp_path):
+    from mtmnv3.runtime.frame_runner import detect_mot_sequences, track_detections, track_mot_sequences
+
+    _, data_root, ckpt, _, n, seq = tiny_model
+    runner = _tiny_runner(ckpt)
+    cfg = dict(high_thr=0.05, low_thr=0.01, new_track_thr=0.05)  # an untrained detector's scores are low
+    streamed = track_mot_sequences(runner, seq.parent, tmp_path / "streamed", cfg, progress=False)
+    dets = detect_mot_sequences(runner, seq.parent, progress=False)
+    assert set(dets) == {p.name for p in seq.parent.iterdir()} and dets[seq.name].num_frames == n
+    assert all(p.embeddings is not None for p in dets[seq.name].predictions)
+    overall, per_seq = track_detections(dets, tmp_path / "cached", cfg, per_sequence=True)
+    assert _same_metrics(overall, streamed) and set(per_seq) == set(dets)
+    assert _same_metrics(track_detections(dets, tmp_path / "again", cfg), overall)  # the cache is not consumed
+    rows = load_mot_txt(tmp_path / "cached" / f"{seq.name}.txt")
+    assert np.array_equal(rows, load_mot_txt(tmp_path / "streamed" / f"{seq.name}.txt"))
+    iou = track_detections(dets, tmp_path / "iou", {**cfg, "use_embeddings": False}, hota=False)
+    assert "HOTA" not in iou and np.isfinite(iou["MOTA"])
+    short = detect_mot_sequences(runner, seq.parent, embeddings=False, max_frames=3, progress=False)
+    assert short[seq.name].num_frames == 3 and short[seq.name].predictions[0].embeddings is None
+    no_emb = {**cfg, "use_embeddings": False}
+    assert _same_metrics(
+        track_detections(short, tmp_path / "short", no_emb),
+        track_mot_sequences(runner, seq.parent, tmp_path / "short_streamed", no_emb, max_frames=3, progress=False),
+    )
+    assert np.all(load_mot_txt(tmp_path / "short" / f"{seq.name}.txt")[:, 0] <= 3)
+
+
+def _ground_truth_detections(seq, n, false_score=None):
+    """A sequence's ground-truth boxes as detections (score 0.9, one embedding direction per
+    identity), plus, with ``false_score``, two false boxes per frame at that score."""
+    from mtmnv3.runtime.frame_runner import SequenceDetections
+    from mtmnv3.runtime.ort_runtime import FramePrediction
+
+    gt = load_mot_txt(seq / "gt" / "gt.txt")
+    gt = gt[gt[:, 6] != 0]
+    rng = np.random.default_rng(0)
+    preds = []
+    for frame in range(1, n + 1):
+        rows = gt[gt[:, 0] == frame]
+        boxes = np.concatenate([rows[:, 2:4] - 1, rows[:, 2:4] - 1 + rows[:, 4:6]], axis=1)  # 1-based -> 0-based
+        emb = np.eye(64)[rows[:, 1].astype(int) % 64]
+        scores = np.full(len(rows), 0.9)
+        if false_score is not None:
+            corner = rng.uniform(0, 60, (2, 2))
+            boxes = np.concatenate([boxes, np.concatenate([corner, corner + 20], axis=1)])
+            emb = np.concatenate([emb, np.eye(64)[rng.integers(40, 64, 2)]])
+            scores = np.concatenate([scores, [false_score] * 2])
+        preds.append(FramePrediction(boxes, scores, np.zeros(len(boxes), np.int64), emb, None))
+    return gt, {seq.name: SequenceDetections(seq, 30.0, n, n, preds)}
+
+
+def test_tracking_ground_truth_detections_is_perfect(tiny_model, tmp_path):
+    """Detections built from a sequence's ground truth track with MOTA = IDF1 = 1, per sequence too."""
+    from mtmnv3.runtime.frame_runner import track_detections
+
+    _, _, _, _, n, seq = tiny_model
+    gt, dets = _ground_truth_detections(seq, n)
+    assert len(np.unique(gt[:, 1])) > 1
+    overall, per_seq = track_detections(dets, tmp_path, dict(high_thr=0.5, new_track_thr=0.6), per_sequence=True)
+    assert overall["MOTA"] == pytest.approx(1.0) and overall["IDF1"] == pytest.approx(1.0)
+    assert overall["IDSW"] == overall["FP"] == overall["FN"] == 0
+    assert _same_metrics(per_seq[seq.name], overall)
+    worse = track_detections(dets, tmp_path / "high", dict(high_thr=0.95, low_thr=0.95, new_track_thr=0.95))
+    assert worse["FN"] == len(gt) and worse["MOTA"] == pytest.approx(0.0)  # every detection below the thresholds
+
+
+def test_calibration_finds_the_thresholds_that_keep_false_boxes_out(tiny_model, tmp_path):
+    from mtmnv3.studies.tracker_calibration import calibrate_thresholds
+
+    _, _, _, _, n, seq = tiny_model
+    _, dets = _ground_truth_detections(seq, n, false_score=0.42)
+    config_row, grid, skipped = calibrate_thresholds(
+        dets, tmp_path, dict(type="EmbeddingTracker", high_thr=0.3, low_thr=0.1, new_track_thr=0.4),
+        high_thrs=(0.05, 0.3, 0.4, 0.5), margins=(0.0, 0.1),
+    )  # fmt: skip
+    assert skipped == [0.05] and len(grid) == 6
+    assert config_row["high_thr"] == 0.3 and config_row["FP"] > 0  # the false boxes start tracks
+    best = grid[0]
+    assert best["new_track_thr"] > 0.42 and best["MOTA"] == pytest.approx(1.0) and best["FP"] == 0
+    assert all(g["FP"] > 0 for g in grid if g["new_track_thr"] < 0.42)  # those let the false boxes in
+    assert [g["MOTA"] for g in grid] == sorted((g["MOTA"] for g in grid), reverse=True)
+    assert grid[-1]["MOTA"] < config_row["MOTA"] or grid[-1]["FP"] > 0
+    with pytest.raises(ValueError, match="objective must be one of"):
+        calibrate_thresholds(dets, tmp_path, objective="AUC")
+    with pytest.raises(ValueError, match=r"no high_thr value is >= the tracker's low_thr \(0.1\)"):
+        calibrate_thresholds(dets, tmp_path, high_thrs=(0.05,))
+
+
+def test_calibrate_tracker_tool(tiny_model):
+    tmp, data_root, ckpt, _, _, seq = tiny_model
+    out = tmp / "calib" / "calib.json"
+    args = ["--high-thr", "0.05,0.1,0.2", "--new-track-margin", "0,0.1", "--no-progress", "--out-json", out]
+    r = run_tool("calibrate_tracker.py", CONFIG, ckpt, "--mot-dir", seq.parent, seq.parent, *args,
+                 "--cfg-options", *tiny_options(data_root))  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "(2 sequences, 16 frames)" in r.stdout  # two folders pool their sequences (names prefixed)
+    res = json.loads(out.read_text())
+    assert res["mot_dirs"] == [str(seq.parent)] * 2
+    grid = res["grid"]
+    assert len(grid) == 4 and res["best"] == grid[0] and res["objective"] == "MOTA"
+    assert [g["MOTA"] for g in grid] == sorted((g["MOTA"] for g in grid), reverse=True)
+    assert {(g["high_thr"], g["new_track_thr"]) for g in grid} == {(0.1, 0.1), (0.1, 0.2), (0.2, 0.2), (0.2, 0.3)}
+    assert "skipped: [0.05]" in r.stderr  # below the config's low_thr (0.1)
+    assert res["config_setting"]["high_thr"] == 0.4  # the config's own tracker, for comparison
+    best = res["best"]
+    assert res["cfg_options"] == f"tracker.high_thr={best['high_thr']:g} tracker.new_track_thr={best['new_track_thr']:g}"
+    assert f"apply with: --cfg-options {res['cfg_options']}" in r.stdout
+    # --split-seed regenerates the test split with other seeds (here 1 sequence x 8 frames each)
+    r = run_tool("calibrate_tracker.py", CONFIG, ckpt, "--split-seed", "5", "6", "--high-thr", "0.1",
+                 "--new-track-margin", "0", "--objective", "IDF1", "--no-progress",
+                 "--cfg-options", *tiny_options(data_root))  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "IDF1 (objective)" in r.stdout and "(2 sequences, 16 frames)" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--high-thr", "0.2,1.5"], r"--high-thr must be distinct numbers in \[0, 1\]"),
+        (["--new-track-margin", "a"], "--new-track-margin must be comma-separated numbers"),
+        (["--split-seed", "0"], "is the test split's own seed"),
+        (["--split-seed", "3", "3"], r"--split-seed seeds must be distinct, got \[3, 3\]"),
+        (["--mot-dir", "no/such/dir"], "MOTChallenge folder not found"),
+        (["--threads", "0"], "--threads must be >= 1"),
+    ],
+)
+def test_calibrate_tracker_bad_input(tiny_model, extra, match):
+    tmp, data_root, ckpt, _, _, _ = tiny_model
+    out = tmp / "bad_calib.json"
+    r = run_tool("calibrate_tracker.py", CONFIG, ckpt, *extra, "--out-json", out, "--no-progress",
+                 "--cfg-options", *tiny_options(data_root))  # fmt: skip
+    assert r.returncode == 2 and re.search(match, r.stderr), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not out.exists()
+    r = run_tool("calibrate_tracker.py", CONFIG, tmp / "missing.pth")
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_job_end_to_end(tiny_model):
+    """The make-demo job on tiny settings: train, evaluate, budgeted demo, report."""
+    tmp, data_root, _, _, _, _ = tiny_model
+    work = tmp / "job"
+    job = ["--work-dir", work, "--budget-ms", "500", "--frames", "20", "--video-size", "96"]
+    r = run_tool("demo_job.py", *job, "--cfg-options", *tiny_options(data_root), timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    for name in (
+        "model.pth",
+        "demo.mp4",
+        "report.md",
+        "latency.png",
+        "metrics.json",
+        "budget_log.json",
+        "heldout.mp4",
+    ):
+        assert (work / name).is_file(), name
+    report = (work / "report.md").read_text()
+    assert "| cls |" in report and "| det |" in report and "| mot |" in report
+    # a second run reuses the checkpoint instead of training again
+    r2 = run_tool("demo_job.py", *job, "--cfg-options", *tiny_options(data_root), timeout=900)
+    assert r2.returncode == 0 and "reusing" in r2.stdout
