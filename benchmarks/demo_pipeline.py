@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--budget-ms", type=float, default=33.0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--fast-factor", type=float, default=4.0, help="object speed multiplier of the fast-motion set")
+    p.add_argument(
+        "--fast-factor", type=float, default=4.0, help="object speed multiplier of the fast-motion set"
+    )
     p.add_argument("--seed", type=int, default=2024, help="generator seed of the held-out sequences")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = p.parse_args(argv)
@@ -157,9 +159,13 @@ def _speed(model, layout, video, size, args, tcfg) -> None:
         eager, _ = run_pipeline(model, layout, video, "torch", s, args.threads, tracker_cfg=tcfg)
         speed.append([s, args.threads, f"{ort['fps']:.1f}", f"{eager['fps']:.1f}", f"{ort['fps'] / eager['fps']:.2f}",
                       f"{ort['latency_ms']['p50']:.2f}", f"{ort['latency_ms']['p95']:.2f}"])  # fmt: skip
-    print(f"\n1. Full pipeline FPS ({args.frames} frames of a 320x320 held-out video, {args.threads} threads)")
     print(
-        format_table(["input", "threads", "ORT FPS", "eager FPS", "ORT/eager", "ORT p50 ms", "ORT p95 ms"], speed)
+        f"\n1. Full pipeline FPS ({args.frames} frames of a 320x320 held-out video, {args.threads} threads)"
+    )
+    print(
+        format_table(
+            ["input", "threads", "ORT FPS", "eager FPS", "ORT/eager", "ORT p50 ms", "ORT p95 ms"], speed
+        )
     )
 
 
@@ -174,16 +180,22 @@ def _budget(model, layout, video, size, resolutions, args, tcfg, idf1) -> None:
     try:
         rows = []
         for threads in sorted({1, args.threads}):
-            s, r = run_pipeline(model, layout, video, "onnxruntime", size, threads, args.budget_ms, resolutions, tcfg)
+            s, r = run_pipeline(
+                model, layout, video, "onnxruntime", size, threads, args.budget_ms, resolutions, tcfg
+            )
             m = idf1(r, f"budget{threads}")
             share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["mode_share"].items() if v)
             rows.append([threads, f"{100 * s['miss_rate']:.2f}%", f"{s['latency_ms']['p95']:.1f}",
                          f"{m['IDF1']:.3f}", f"{base['IDF1']:.3f}", f"{100 * (m['IDF1'] - base['IDF1']):+.1f}", share])  # fmt: skip
     finally:
         busy.terminate()
-    print(f"\n2. Budget {args.budget_ms} ms, adaptive policy, sizes {resolutions}, one core kept busy by another process")
     print(
-        format_table(["threads", "misses", "p95 ms", "IDF1 budgeted", "IDF1 unbudgeted", "diff (pts)", "modes"], rows)
+        f"\n2. Budget {args.budget_ms} ms, adaptive policy, sizes {resolutions}, one core kept busy by another process"
+    )
+    print(
+        format_table(
+            ["threads", "misses", "p95 ms", "IDF1 budgeted", "IDF1 unbudgeted", "diff (pts)", "modes"], rows
+        )
     )
 
 
@@ -231,7 +243,11 @@ def _association(model, size, cfg, data, tmp, args, tcfg) -> None:
     )
     print(format_table(["object motion", "association", "IDF1", "IDSW", "MOTA", "HOTA"], rows))
     print(f"\nEmbedding + IoU (config) against each IoU-only tracker, per sequence (of {args.sequences})")
-    print(format_table(["object motion", "against", "IDF1 higher / equal / lower", "IDSW fewer / equal / more"], paired))
+    print(
+        format_table(
+            ["object motion", "against", "IDF1 higher / equal / lower", "IDSW fewer / equal / more"], paired
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def object_embeddings(model, loader, head: str, max_batches: int | None = None):
         emb_map = model.head_outputs(data["inputs"], [head])[head]
         _, _, h, w = emb_map.shape
         samples = data["data_samples"]
-        for b, target, cells in labelled_object_cells(samples, "track", "instance_ids", emb_head.stride, h, w):
+        for b, target, cells in labelled_object_cells(
+            samples, "track", "instance_ids", emb_head.stride, h, w
+        ):
             embs.append(emb_head.gather(emb_map[b], cells))
             ids.append(target)
             meta = samples[b].metainfo
@@ -58,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         "--model", nargs=2, action="append", metavar=("CONFIG", "CHECKPOINT"),
         help="a config and a checkpoint of its model; repeat to compare",
     )  # fmt: skip
-    p.add_argument("--split-seed", type=int, default=None, help="generator seed of the test split (default: the config's)")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="generator seed of the test split (default: the config's)",
+    )
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--head", default=None, help="embedding head name (default: the model's track head)")
     args = p.parse_args(argv)
@@ -98,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                      int(r["pairs_same"]), int(r["queries@1"])])  # fmt: skip
     seed = loader_cfg["dataset"].get("seed")
     print(f"\nWithin-video re-identification, test split seed {seed}, ground-truth objects\n")
-    print(format_table(["checkpoint", "AUC", "rank-1 @1", "rank-1 @10", "same cos", "diff cos", "same pairs", "queries"], rows))
+    print(
+        format_table(
+            ["checkpoint", "AUC", "rank-1 @1", "rank-1 @10", "same cos", "diff cos", "same pairs", "queries"],
+            rows,
+        )
+    )
     return 0
 
 

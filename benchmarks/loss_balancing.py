@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-train", action="store_true", help="only use finished runs")
     p.add_argument("--probe-only", action="store_true", help="only measure step time and peak memory")
     p.add_argument("--probe-rounds", type=int, default=12, help="interleaved timing rounds (default 12)")
-    p.add_argument("--splits", nargs="+", type=int, default=None, help="held-out test split seeds to average over")
+    p.add_argument(
+        "--splits", nargs="+", type=int, default=None, help="held-out test split seeds to average over"
+    )
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -222,8 +224,17 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{t} {v:.3f}" for t, v in single.items()))  # fmt: skip
     print(
         format_table(
-            ["method", "cls top-1", "det mAP@0.5", "MOT IDF1", "delta-m %", "delta-m % (cls, det)",
-             "step time x", "peak mem x"], rows,
+            [
+                "method",
+                "cls top-1",
+                "det mAP@0.5",
+                "MOT IDF1",
+                "delta-m %",
+                "delta-m % (cls, det)",
+                "step time x",
+                "peak mem x",
+            ],
+            rows,
         )  # fmt: skip
     )
     return 0

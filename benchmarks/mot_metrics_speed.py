@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--videos, --frames and --rounds must be >= 1")
     gt, res = make_tracking(args.videos, args.frames)
     cmp = compare_backends(
-        {name: partial(evaluate_mot, gt, res, **kwargs) for name, kwargs in VARIANTS.items()}, rounds=args.rounds
+        {name: partial(evaluate_mot, gt, res, **kwargs) for name, kwargs in VARIANTS.items()},
+        rounds=args.rounds,
     )
     m = cmp.outputs[list(VARIANTS)[1]]
     diff = cmp.max_diff

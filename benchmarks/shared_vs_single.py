@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-root", default="work_dirs/shared_vs_single")
     p.add_argument("--data-root", default="data/synth")
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    p.add_argument("--splits", nargs="+", type=int, default=None, help="held-out test split seeds to average over")
+    p.add_argument(
+        "--splits", nargs="+", type=int, default=None, help="held-out test split seeds to average over"
+    )
     p.add_argument("--cfg-options", nargs="+", default=[])
     args = p.parse_args(argv)
     data_root = Path(args.data_root).resolve()

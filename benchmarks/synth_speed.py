@@ -18,13 +18,27 @@ from mtmnv3.data import SceneConfig, resolve_appearance, write_synth_dataset
 
 FLOOR_SECONDS = 30.0
 CASES = (
-    ("floor: 4x250 frames, 320 px, 8 objects", dict(num_sequences=4, num_frames=250, image_size=320, num_objects=8)),
+    (
+        "floor: 4x250 frames, 320 px, 8 objects",
+        dict(num_sequences=4, num_frames=250, image_size=320, num_objects=8),
+    ),
     (
         "same + blur 7, noise 8, downscale 2, lighting jitter",
-        dict(num_sequences=4, num_frames=250, image_size=320, num_objects=8, motion_blur=7, noise_std=8.0,
-             downscale=2.0, lighting_jitter=0.5),
+        dict(
+            num_sequences=4,
+            num_frames=250,
+            image_size=320,
+            num_objects=8,
+            motion_blur=7,
+            noise_std=8.0,
+            downscale=2.0,
+            lighting_jitter=0.5,
+        ),
     ),
-    ("default train split: 16x60 frames, 192 px, 3 objects", dict(num_sequences=16, num_frames=60, image_size=192, num_objects=3)),
+    (
+        "default train split: 16x60 frames, 192 px, 3 objects",
+        dict(num_sequences=16, num_frames=60, image_size=192, num_objects=3),
+    ),
 )
 
 

@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = prepare_train_config(cfg, args.config)
     cfg.train_dataloader.batch_size = args.batch
     cfg.merge_from_dict(
-        {f"{key}.data_root": args.data_root for split in ("train", "val", "test") for key in dataset_keys(cfg, split)}
+        {
+            f"{key}.data_root": args.data_root
+            for split in ("train", "val", "test")
+            for key in dataset_keys(cfg, split)
+        }
     )
     plain1 = plain_loop(cfg, args.iters)
     runner = runner_loop(cfg, args.iters)
@@ -172,7 +176,10 @@ def design_variants(cfg) -> list[tuple[str, dict]]:
     dense = [name for name in ("det", "emb") if heads.get(name, {}).get("branch_conv") == "separable"]
     if dense:
         variants.append(
-            ("full 3x3 convs in the head branches", {f"model.heads.{n}.branch_conv": "standard" for n in dense})
+            (
+                "full 3x3 convs in the head branches",
+                {f"model.heads.{n}.branch_conv": "standard" for n in dense},
+            )
         )
     if heads.get("emb", {}).get("loss_type", "id") == "id" and heads.emb.get("num_ids", 0) < 32768:
         variants.append(("identity classifier of 32768 ids", {"model.heads.emb.num_ids": 32768}))
@@ -185,7 +192,9 @@ def design_variants(cfg) -> list[tuple[str, dict]]:
     if letterbox:
         size = letterbox[0][2]
         for other in (size - 32, size + 32):
-            variants.append((f"{other} px input", {f"{key}.pipeline.{i}.size": other for key, i, _ in letterbox}))
+            variants.append(
+                (f"{other} px input", {f"{key}.pipeline.{i}.size": other for key, i, _ in letterbox})
+            )
     return variants
 
 

@@ -8,7 +8,9 @@ _base_ = [
 model = dict(
     type="MultiTaskPerceptor",
     channels_last=True,  # NHWC convolutions: ~1.2x faster CPU training steps
-    trunk=dict(type="MobileNetV3Trunk", arch="large", zero_init_residual=True),  # residual blocks start as identity
+    trunk=dict(
+        type="MobileNetV3Trunk", arch="large", zero_init_residual=True
+    ),  # residual blocks start as identity
     neck={{_base_.neck}},
     task_weights={{_base_.task_weights}},
     heads=dict(det={{_base_.det_head}}, emb={{_base_.emb_head}}),

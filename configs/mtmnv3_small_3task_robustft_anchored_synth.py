@@ -12,8 +12,16 @@ model = dict(
         consistency=dict(
             severity=5,
             ops=(
-                "brightness", "contrast", "color_cast", "defocus_blur", "gaussian_noise",
-                "autocontrast", "equalize", "posterize", "solarize", "sharpness",
+                "brightness",
+                "contrast",
+                "color_cast",
+                "defocus_blur",
+                "gaussian_noise",
+                "autocontrast",
+                "equalize",
+                "posterize",
+                "solarize",
+                "sharpness",
             ),
             anchor="clean",
         ),

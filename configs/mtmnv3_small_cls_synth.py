@@ -8,7 +8,9 @@ _base_ = [
 model = dict(
     type="MultiTaskPerceptor",
     channels_last=True,  # NHWC convolutions: ~1.2x faster CPU training steps
-    trunk=dict(type="MobileNetV3Trunk", arch="small", zero_init_residual=True),  # residual blocks start as identity
+    trunk=dict(
+        type="MobileNetV3Trunk", arch="small", zero_init_residual=True
+    ),  # residual blocks start as identity
     neck={{_base_.neck}},
     heads=dict(cls={{_base_.cls_head}}),
 )

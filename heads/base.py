@@ -42,7 +42,9 @@ def resolve_tap(
     return matches[-1]
 
 
-def conv_branch(in_channels: int, feat_channels: int, out_channels: int, conv: str = "standard") -> nn.Sequential:
+def conv_branch(
+    in_channels: int, feat_channels: int, out_channels: int, conv: str = "standard"
+) -> nn.Sequential:
     """A dense prediction branch: 3x3 conv, ReLU, 1x1 conv to ``out_channels``.
 
     ``conv='standard'`` is CenterNet's/FairMOT's full 3x3 conv.

@@ -174,7 +174,9 @@ class CenterDetHead(BaseHead):
             labels = gt.labels.tolist()
             centers, cells = grid_centers(bboxes, self.stride, height, width)
             rows, cell_index, sizes = [], [], []
-            for k, ((x1, y1, x2, y2), (cx, cy)) in enumerate(zip((bboxes / self.stride).tolist(), cells.tolist())):
+            for k, ((x1, y1, x2, y2), (cx, cy)) in enumerate(
+                zip((bboxes / self.stride).tolist(), cells.tolist())
+            ):
                 if ignore[k]:
                     xa, ya = max(0, int(x1)), max(0, int(y1))
                     care[b, 0, ya : int(y2) + 1, xa : int(x2) + 1] = 0

@@ -11,7 +11,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["OBJECT_CELLS", "box_cells", "grid_centers", "gaussian_radius", "draw_gaussian", "labelled_object_cells"]
+__all__ = [
+    "OBJECT_CELLS",
+    "box_cells",
+    "grid_centers",
+    "gaussian_radius",
+    "draw_gaussian",
+    "labelled_object_cells",
+]
 
 #: Which cells of an object a head trains on (see :func:`labelled_object_cells`).
 OBJECT_CELLS = ("centre", "box")

@@ -100,7 +100,11 @@ class ClsHead(BaseHead):
         if object_cells not in OBJECT_CELLS:
             raise ValueError(f"object_cells must be one of {OBJECT_CELLS}, got {object_cells!r}")
         self.object_cells = object_cells
-        if isinstance(object_loss_weight, bool) or not isinstance(object_loss_weight, (int, float)) or object_loss_weight < 0:
+        if (
+            isinstance(object_loss_weight, bool)
+            or not isinstance(object_loss_weight, (int, float))
+            or object_loss_weight < 0
+        ):
             raise ValueError(f"object_loss_weight must be a number >= 0, got {object_loss_weight!r}")
         self.object_loss_weight = float(object_loss_weight)
         if not isinstance(num_classes, int) or num_classes < 2:
@@ -162,7 +166,9 @@ class ClsHead(BaseHead):
             return tap.sum() * 0.0
         target = torch.cat(labels).to(tap.device)
         if int(target.max()) >= self.num_classes:
-            raise ValueError(f"object label {int(target.max())} out of range for num_classes={self.num_classes}")
+            raise ValueError(
+                f"object label {int(target.max())} out of range for num_classes={self.num_classes}"
+            )
         logits = self.classify(torch.cat(feats)[:, :, None, None])
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 

@@ -145,7 +145,9 @@ class EmbeddingHead(BaseHead):
     def loss(self, emb_map: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
         _, _, h, w = emb_map.shape
         embs, ids, videos = [], [], []
-        for b, target, cells in labelled_object_cells(data_samples, "track", "instance_ids", self.stride, h, w):
+        for b, target, cells in labelled_object_cells(
+            data_samples, "track", "instance_ids", self.stride, h, w
+        ):
             embs.append(self.gather(emb_map[b], cells.to(emb_map.device)))
             ids.append(target)
             video = int(data_samples[b].metainfo.get("video_id", -1))
@@ -155,7 +157,10 @@ class EmbeddingHead(BaseHead):
             return {"loss_emb": zero if self.classifier is None else zero + self.classifier.sum() * 0.0}
         if self.loss_type == "contrastive":
             loss = contrastive_identity_loss(
-                torch.cat(embs), torch.cat(ids).to(emb_map.device), torch.cat(videos).to(emb_map.device), self.temperature
+                torch.cat(embs),
+                torch.cat(ids).to(emb_map.device),
+                torch.cat(videos).to(emb_map.device),
+                self.temperature,
             )
             return {"loss_emb": loss}
         target = torch.cat(ids).to(emb_map.device)

@@ -159,7 +159,11 @@ def test_cycle_detector_finds_a_circle():
 
 
 def test_upward_import_is_caught(tmp_path):
-    assert layer_of("mtmnv3.core.fileio") < layer_of("mtmnv3.cli.train") if "mtmnv3.cli.train" in MODULES else True
+    assert (
+        layer_of("mtmnv3.core.fileio") < layer_of("mtmnv3.cli.train")
+        if "mtmnv3.cli.train" in MODULES
+        else True
+    )
     with pytest.raises(AssertionError, match="not a layer"):
         layer_of("mtmnv3.nowhere.module")
 

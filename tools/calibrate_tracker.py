@@ -81,7 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(f"{v:g}" for v in DEFAULT_MARGINS),
         help="comma-separated new_track_thr - high_thr values to try",
     )
-    p.add_argument("--objective", default="MOTA", choices=OBJECTIVES, help="metric to maximise (default MOTA)")
+    p.add_argument(
+        "--objective", default="MOTA", choices=OBJECTIVES, help="metric to maximise (default MOTA)"
+    )
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="inference threads")
     p.add_argument("--out-json", help="write the grid, the config's setting and the best one here")
@@ -109,7 +111,11 @@ def _table(rows: list[dict], objective: str, hota: bool) -> str:
 
     keys = ["MOTA", "IDF1", *(["HOTA"] if hota else []), "IDSW", "FP", "FN"]
     body = [
-        [f"{r['high_thr']:g}", f"{r['new_track_thr']:g}", *(f"{r[k]:.4f}" if k in OBJECTIVES else int(r[k]) for k in keys)]
+        [
+            f"{r['high_thr']:g}",
+            f"{r['new_track_thr']:g}",
+            *(f"{r[k]:.4f}" if k in OBJECTIVES else int(r[k]) for k in keys),
+        ]
         for r in rows
     ]
     header = ["high_thr", "new_track_thr", *(f"{k} (objective)" if k == objective else k for k in keys)]
@@ -148,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             dets = {}
             for k, mot_dir in enumerate(mot_dirs):
                 found = detect_mot_sequences(
-                    runner, mot_dir, embeddings=base.get("use_embeddings", True), progress=not args.no_progress
+                    runner,
+                    mot_dir,
+                    embeddings=base.get("use_embeddings", True),
+                    progress=not args.no_progress,
                 )
                 # sequences of several folders may share names: prefix them with the folder's index
                 dets.update(found if len(mot_dirs) == 1 else {f"{k}_{n}": d for n, d in found.items()})
@@ -166,16 +175,23 @@ def main(argv: list[str] | None = None) -> int:
     hota = args.objective == "HOTA"
     if skipped:
         low = float(base.get("low_thr", 0.1))
-        print(f"note: --high-thr values below the tracker's low_thr ({low:g}) skipped: {skipped}", file=sys.stderr)
+        print(
+            f"note: --high-thr values below the tracker's low_thr ({low:g}) skipped: {skipped}",
+            file=sys.stderr,
+        )
     frames = sum(d.num_frames for d in dets.values())
     print(f"calibration data: {', '.join(map(os.fspath, mot_dirs))} ({len(dets)} sequences, {frames} frames)")
-    print(f"\nthe config's tracker (high_thr {config_row['high_thr']:g}, new_track_thr {config_row['new_track_thr']:g}):")
+    print(
+        f"\nthe config's tracker (high_thr {config_row['high_thr']:g}, new_track_thr {config_row['new_track_thr']:g}):"
+    )
     print(_table([config_row], args.objective, hota))
     print(f"\nthe grid, best {args.objective} first ({len(grid)} settings; top 10):")
     print(_table(grid[:10], args.objective, hota))
     options = f"tracker.high_thr={best['high_thr']:g} tracker.new_track_thr={best['new_track_thr']:g}"
     gain = 100 * (best[args.objective] - config_row[args.objective])
-    print(f"\nbest: {args.objective} {best[args.objective]:.4f} ({gain:+.2f} points over the config's setting)")
+    print(
+        f"\nbest: {args.objective} {best[args.objective]:.4f} ({gain:+.2f} points over the config's setting)"
+    )
     print(f"apply with: --cfg-options {options}")
     if args.out_json:
         atomic_write_json(

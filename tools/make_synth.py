@@ -33,13 +33,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--objects", type=int, default=4, help="objects in view at once (default 4)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--preview", help="also write a PNG grid of frames with boxes and ids")
-    p.add_argument("--appearance", default="auto", help="auto (Fashion-MNIST if installed), fashion_mnist or sprites")
-    p.add_argument("--domains", default=",".join(DOMAINS), help=f"background families, comma-separated from {','.join(DOMAINS)}")
+    p.add_argument(
+        "--appearance", default="auto", help="auto (Fashion-MNIST if installed), fashion_mnist or sprites"
+    )
+    p.add_argument(
+        "--domains",
+        default=",".join(DOMAINS),
+        help=f"background families, comma-separated from {','.join(DOMAINS)}",
+    )
     p.add_argument("--brightness", type=float, default=0.0, help="additive brightness in [-1, 1]")
     p.add_argument("--contrast", type=float, default=1.0, help="contrast gain (> 0)")
     p.add_argument("--gamma", type=float, default=1.0, help="gamma (> 0)")
     p.add_argument("--color-cast", type=_floats, default=(1.0, 1.0, 1.0), help="R,G,B gains")
-    p.add_argument("--lighting-jitter", type=float, default=0.0, help="per-sequence random lighting variation in [0, 1]")
+    p.add_argument(
+        "--lighting-jitter", type=float, default=0.0, help="per-sequence random lighting variation in [0, 1]"
+    )
     p.add_argument("--downscale", type=float, default=1.0, help="resolution factor >= 1 (down then up)")
     p.add_argument("--motion-blur", type=int, default=0, help="motion blur length in pixels (0 = off)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise sigma in grey levels")
@@ -71,14 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
         out = write_synth_dataset(
-            args.out, cfg, args.seed, workers=args.workers, progress=not args.no_progress, overwrite=args.overwrite
+            args.out,
+            cfg,
+            args.seed,
+            workers=args.workers,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
         if args.preview:
             render_preview(out, args.preview)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as e:
         print(f"make_synth: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {cfg.num_sequences * cfg.num_frames} frames to {out}" + (f"; preview {args.preview}" if args.preview else ""))
+    print(
+        f"wrote {cfg.num_sequences * cfg.num_frames} frames to {out}"
+        + (f"; preview {args.preview}" if args.preview else "")
+    )
     return 0
 
 

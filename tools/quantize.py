@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="mmengine checkpoint, or 'none' for the initial weights")
     p.add_argument("--method", choices=METHODS, required=True)
     p.add_argument(
-        "--variant", help="trunk variant (mtmnv3.backbone.variants.TRUNK_VARIANTS) replacing the config's trunk"
+        "--variant",
+        help="trunk variant (mtmnv3.backbone.variants.TRUNK_VARIANTS) replacing the config's trunk",
     )
     p.add_argument("--calib-samples", type=int, default=64)
     p.add_argument("--size", type=int, help="input size (default: the config's letterbox size)")

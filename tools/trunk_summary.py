@@ -42,7 +42,15 @@ def main(argv: list[str] | None = None) -> int:
             macs = trunk.stage_macs(args.size, args.size)
             for info, m, t in zip(trunk.feature_info, macs, timings):
                 rows.append(
-                    [name, info["name"], info["channels"], info["stride"], info["params"], m / 1e6, t.median_ms]
+                    [
+                        name,
+                        info["name"],
+                        info["channels"],
+                        info["stride"],
+                        info["params"],
+                        m / 1e6,
+                        t.median_ms,
+                    ]
                 )
             totals.append(
                 [

@@ -76,7 +76,9 @@ def _read_state_dict(checkpoint: str | os.PathLike, map_location: str | None) ->
     try:
         ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location, logger="silent")
     except pickle.UnpicklingError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln] or ["see the cause"]
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln] or [
+            "see the cause"
+        ]
         raise ValueError(
             f"checkpoint {filename!r} holds pickled objects that torch's weights-only loading refuses "
             f"({lines[0][:160]}); re-save just its weights, e.g. "
@@ -94,7 +96,9 @@ def _read_state_dict(checkpoint: str | os.PathLike, map_location: str | None) ->
     return tensors
 
 
-def select_prefix(state_dict: Mapping[str, Tensor], prefix: str | None, source: str = "checkpoint") -> dict[str, Tensor]:
+def select_prefix(
+    state_dict: Mapping[str, Tensor], prefix: str | None, source: str = "checkpoint"
+) -> dict[str, Tensor]:
     """The entries under ``prefix`` (a module path such as ``'trunk'``), with it removed.
 
     A torchvision layout (``features.<i>...`` selected by ``prefix='features'``)

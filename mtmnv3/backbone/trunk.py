@@ -127,7 +127,14 @@ class MobileNetV3Trunk(BaseModule):
             act = hs_act if spec.use_hs else nn.ReLU
             blocks.append(
                 InvertedResidual(
-                    in_ch, adjust(spec.expanded), out_ch, spec.kernel, spec.stride, act, use_se, norm,
+                    in_ch,
+                    adjust(spec.expanded),
+                    out_ch,
+                    spec.kernel,
+                    spec.stride,
+                    act,
+                    use_se,
+                    norm,
                     se_slot=spec.use_se,  # an SE the variant removed keeps its slot (stock layer names)
                 )
             )

@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, help="input size, multiple of 32 (default: the config's test image size)"
     )
     p.add_argument(
-        "--resolutions", type=_ints, help="sizes the budget may pick (default: size and 3/4 of it; much smaller inputs than the training size lose the objects)"
+        "--resolutions",
+        type=_ints,
+        help="sizes the budget may pick (default: size and 3/4 of it; much smaller inputs than the training size lose the objects)",
     )
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     p.add_argument(
@@ -128,9 +130,7 @@ def default_sizes(
 
         size = input_size(load_config(config, cfg_options or None).test_dataloader.dataset)
     if resolutions is None:
-        resolutions = sorted(
-            {max(32, int(round(size * f / 32)) * 32) for f in (1.0, 0.75)}, reverse=True
-        )
+        resolutions = sorted({max(32, int(round(size * f / 32)) * 32) for f in (1.0, 0.75)}, reverse=True)
     return size, list(resolutions)
 
 

@@ -126,7 +126,9 @@ class BackendComparison:
         return [[n, f"{t.median_ms / 1e3:.3f}", f"{ref / t.median_ms:.2f}"] for n, t in self.timings.items()]
 
 
-def compare_backends(calls: Mapping[str, Callable[[], Mapping[str, float]]], rounds: int = 3) -> BackendComparison:
+def compare_backends(
+    calls: Mapping[str, Callable[[], Mapping[str, float]]], rounds: int = 3
+) -> BackendComparison:
     """Time implementations of one metric computation interleaved and check they agree.
 
     Args:

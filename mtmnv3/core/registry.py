@@ -41,9 +41,7 @@ DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope="mtmnv3", locatio
 DATA_SAMPLERS = Registry(
     "data sampler", parent=MMENGINE_DATA_SAMPLERS, scope="mtmnv3", locations=["mtmnv3.data"]
 )
-TRANSFORMS = Registry(
-    "transform", parent=MMENGINE_TRANSFORMS, scope="mtmnv3", locations=["mtmnv3.data"]
-)
+TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope="mtmnv3", locations=["mtmnv3.data"])
 METRICS = Registry("metric", parent=MMENGINE_METRICS, scope="mtmnv3", locations=["mtmnv3.evaluation"])
 EVALUATOR = Registry("evaluator", parent=MMENGINE_EVALUATOR, scope="mtmnv3", locations=["mtmnv3.evaluation"])
 HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="mtmnv3", locations=["mtmnv3.engine"])

@@ -126,7 +126,9 @@ class SkipCounter:
         """Emit one ``UserWarning`` summarising every count (nothing if none)."""
         if not self.counts:
             return
-        parts = [f"{n} {reason} (first at {self.examples[reason]})" for reason, n in sorted(self.counts.items())]
+        parts = [
+            f"{n} {reason} (first at {self.examples[reason]})" for reason, n in sorted(self.counts.items())
+        ]
         warnings.warn(f"{self.source}: " + "; ".join(parts), UserWarning, stacklevel=3)
 
 

@@ -69,7 +69,9 @@ class ImageFolderDataset(MultiTaskBaseDataset):
         **kwargs: forwarded to mmengine's ``BaseDataset``.
     """
 
-    def __init__(self, data_root: str, classes: tuple[str, ...] | None = None, pipeline: list | None = None, **kwargs) -> None:
+    def __init__(
+        self, data_root: str, classes: tuple[str, ...] | None = None, pipeline: list | None = None, **kwargs
+    ) -> None:
         root = Path(data_root)
         if not root.is_dir():
             raise FileNotFoundError(f"ImageFolder root not found: {data_root}")
@@ -98,10 +100,19 @@ class ImageFolderDataset(MultiTaskBaseDataset):
                 if path.suffix.lower() not in IMAGE_EXTENSIONS:
                     skips.add("files without an image extension skipped", os.fspath(path))
                     continue
-                data.append({"img_path": os.fspath(path), "img_id": len(data), "gt_cls_label": label, "tasks": ("cls",)})
+                data.append(
+                    {
+                        "img_path": os.fspath(path),
+                        "img_id": len(data),
+                        "gt_cls_label": label,
+                        "tasks": ("cls",),
+                    }
+                )
         skips.warn()
         if not data:
-            raise DataError(f"{self.data_root}: no images in the class folders {list(self.metainfo['cls_classes'])}")
+            raise DataError(
+                f"{self.data_root}: no images in the class folders {list(self.metainfo['cls_classes'])}"
+            )
         return data
 
 
@@ -120,13 +131,22 @@ class ClassificationListDataset(MultiTaskBaseDataset):
         **kwargs: forwarded to mmengine's ``BaseDataset``.
     """
 
-    def __init__(self, ann_file: str, classes: tuple[str, ...], data_root: str = "", pipeline: list | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        ann_file: str,
+        classes: tuple[str, ...],
+        data_root: str = "",
+        pipeline: list | None = None,
+        **kwargs,
+    ) -> None:
         if not classes:
             raise ValueError(f"classes must be a non-empty sequence of names, got {classes!r}")
         metainfo = dict(kwargs.pop("metainfo", None) or {})
         metainfo.setdefault("classes", tuple(classes))
         metainfo.setdefault("cls_classes", tuple(classes))
-        super().__init__(ann_file=ann_file, data_root=data_root, pipeline=pipeline, metainfo=metainfo, **kwargs)
+        super().__init__(
+            ann_file=ann_file, data_root=data_root, pipeline=pipeline, metainfo=metainfo, **kwargs
+        )
 
     def load_data_list(self) -> list[dict]:
         path = Path(self.ann_file)
@@ -146,7 +166,14 @@ class ClassificationListDataset(MultiTaskBaseDataset):
                 label = int(parts[1])
                 if not 0 <= label < n:
                     raise DataError(f"{path}:{lineno}: label {label} outside 0..{n - 1}")
-                data.append({"img_path": os.path.join(prefix, parts[0]), "img_id": len(data), "gt_cls_label": label, "tasks": ("cls",)})
+                data.append(
+                    {
+                        "img_path": os.path.join(prefix, parts[0]),
+                        "img_id": len(data),
+                        "gt_cls_label": label,
+                        "tasks": ("cls",),
+                    }
+                )
         if not data:
             raise DataError(f"{path}: no entries")
         _check_files_exist([d["img_path"] for d in data], os.fspath(path))
@@ -173,9 +200,20 @@ class CocoDetDataset(MultiTaskBaseDataset):
     #: Tasks every image of this dataset has labels for.
     TASKS: tuple[str, ...] = ("det",)
 
-    def __init__(self, ann_file: str, data_root: str = "", data_prefix: dict | None = None, pipeline: list | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        ann_file: str,
+        data_root: str = "",
+        data_prefix: dict | None = None,
+        pipeline: list | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(
-            ann_file=ann_file, data_root=data_root, data_prefix=data_prefix or {"img_path": ""}, pipeline=pipeline, **kwargs
+            ann_file=ann_file,
+            data_root=data_root,
+            data_prefix=data_prefix or {"img_path": ""},
+            pipeline=pipeline,
+            **kwargs,
         )
 
     def _load_coco(self):
@@ -225,7 +263,11 @@ class CocoDetDataset(MultiTaskBaseDataset):
             for ann in coco.imgToAnns.get(img_id, []):
                 where = f"{path} (annotation id {ann.get('id')})"
                 bbox = ann.get("bbox")
-                if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+                if (
+                    not isinstance(bbox, list)
+                    or len(bbox) != 4
+                    or not all(isinstance(v, (int, float)) for v in bbox)
+                ):
                     raise DataError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
                 if ann.get("category_id") not in cat_to_label:
                     raise DataError(f"{where}: unknown category_id {ann.get('category_id')!r}")
@@ -258,7 +300,12 @@ class CocoDetDataset(MultiTaskBaseDataset):
                     "gt_ignore": np.array([r[4] for r in rows], bool),
                 }
             data.append(
-                {"img_path": os.path.join(prefix, img["file_name"]), "img_id": int(img_id), **anns, **self._image_extras(coco, img)}
+                {
+                    "img_path": os.path.join(prefix, img["file_name"]),
+                    "img_id": int(img_id),
+                    **anns,
+                    **self._image_extras(coco, img),
+                }
             )
         skips.warn()
         if not data:
@@ -335,7 +382,9 @@ class MultiTaskDataset(CocoDetDataset):
         else:
             self._metainfo.setdefault("cls_classes", ())
         self._videos = {int(v["id"]): v for v in coco.dataset.get("videos", [])}
-        self._metainfo.setdefault("videos", tuple(v.get("name", str(i)) for i, v in sorted(self._videos.items())))
+        self._metainfo.setdefault(
+            "videos", tuple(v.get("name", str(i)) for i, v in sorted(self._videos.items()))
+        )
         if self.cls_ann_file:
             self._cls_from_list = self._read_cls_list(Path(self.cls_ann_file))
 
@@ -349,7 +398,9 @@ class MultiTaskDataset(CocoDetDataset):
                 if not parts:
                     continue
                 if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                    raise DataError(f"{path}:{lineno}: expected '<image path> <integer label>', got {line.strip()!r}")
+                    raise DataError(
+                        f"{path}:{lineno}: expected '<image path> <integer label>', got {line.strip()!r}"
+                    )
                 out[parts[0]] = int(parts[1])
         return out
 

@@ -75,15 +75,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if zero0 != 0 or zero1 != 0 or ndim == 0:
         raise DataError(f"idx file {path} has a bad magic number {raw[:4].hex()}")
     if dtype_code != IDX_MAGIC_UBYTE:
-        raise DataError(f"idx file {path} has data type 0x{dtype_code:02x}; only unsigned byte (0x08) is supported")
+        raise DataError(
+            f"idx file {path} has data type 0x{dtype_code:02x}; only unsigned byte (0x08) is supported"
+        )
     header_end = IDX_HEADER_BYTES + IDX_DIM_BYTES * ndim
     if len(raw) < header_end:
         raise DataError(f"idx file {path} is truncated inside its header")
-    dims = tuple(int.from_bytes(raw[IDX_HEADER_BYTES + 4 * i : IDX_HEADER_BYTES + 4 * (i + 1)], "big") for i in range(ndim))
+    dims = tuple(
+        int.from_bytes(raw[IDX_HEADER_BYTES + 4 * i : IDX_HEADER_BYTES + 4 * (i + 1)], "big")
+        for i in range(ndim)
+    )
     expected = int(np.prod(dims))
     data = np.frombuffer(raw, dtype=np.uint8, offset=header_end)
     if data.size != expected:
-        raise DataError(f"idx file {path} holds {data.size} bytes of data, expected {expected} for shape {dims}")
+        raise DataError(
+            f"idx file {path} holds {data.size} bytes of data, expected {expected} for shape {dims}"
+        )
     return data.reshape(dims)
 
 
@@ -99,7 +106,9 @@ def _idx_path(root: Path, stem: str) -> Path | None:
     return None
 
 
-def find_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
+def find_fashion_mnist(
+    split: str = "train", root: str | os.PathLike | None = None
+) -> tuple[Path, Path] | None:
     """Locate the images and labels idx files of a split.
 
     Args:
@@ -129,9 +138,7 @@ def _load_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarr
     if labels.ndim != 1:
         raise DataError(f"idx labels file {labels_path} must be 1-D (N,), got shape {labels.shape}")
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
-        )
+        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels

@@ -66,7 +66,13 @@ def xyxy_to_mot(boxes: np.ndarray) -> np.ndarray:
     """(K, 4) 0-based xyxy -> (K, 4) MOTChallenge (bb_left, bb_top, w, h), 1-based corner."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.stack(
-        [boxes[:, 0] + MOT_COORD_OFFSET, boxes[:, 1] + MOT_COORD_OFFSET, boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1
+        [
+            boxes[:, 0] + MOT_COORD_OFFSET,
+            boxes[:, 1] + MOT_COORD_OFFSET,
+            boxes[:, 2] - boxes[:, 0],
+            boxes[:, 3] - boxes[:, 1],
+        ],
+        1,
     )
 
 
@@ -156,7 +162,9 @@ def format_mot_rows(frame: int, ids, boxes, consider, classes, visibility) -> li
 def _parse_line(path: Path, lineno: int, line: str) -> list[float]:
     parts = [p for p in line.replace("\t", ",").replace(" ", ",").split(",") if p != ""]
     if len(parts) < MOT_MIN_COLUMNS:
-        raise DataError(f"{path}:{lineno}: expected at least {MOT_MIN_COLUMNS} comma-separated values, got {line!r}")
+        raise DataError(
+            f"{path}:{lineno}: expected at least {MOT_MIN_COLUMNS} comma-separated values, got {line!r}"
+        )
     try:
         vals = [float(p) for p in parts[: len(MOT_COLUMNS)]]
     except ValueError:
@@ -212,13 +220,17 @@ def read_mot_gt(
                 raise DataError(f"{where}: identity {ident:g} is not an integer")
             if cls == UNSPECIFIED:
                 if num_classes != 1:
-                    raise DataError(f"{where}: class -1 (unspecified) is ambiguous with {num_classes} classes")
+                    raise DataError(
+                        f"{where}: class -1 (unspecified) is ambiguous with {num_classes} classes"
+                    )
                 cls = 1
             if cls != int(cls) or not 1 <= cls <= num_classes:
                 raise DataError(f"{where}: class {cls:g} outside 1..{num_classes}")
             key = (int(frame), int(ident))
             if key in seen:
-                raise DataError(f"{where}: identity {int(ident)} repeated in frame {int(frame)} (first at line {seen[key]})")
+                raise DataError(
+                    f"{where}: identity {int(ident)} repeated in frame {int(frame)} (first at line {seen[key]})"
+                )
             seen[key] = lineno
             if bw <= 0 or bh <= 0:
                 skips.add("boxes with non-positive size skipped", where)

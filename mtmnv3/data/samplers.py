@@ -28,7 +28,9 @@ def video_groups(dataset: Sized, frames_per_group: int) -> list[list[int]]:
     Reads ``video_id`` and ``frame_id`` from ``dataset.get_data_info(i)``.
     """
     if not hasattr(dataset, "get_data_info"):
-        raise TypeError(f"VideoGroupSampler needs a dataset with get_data_info(), got {type(dataset).__name__}")
+        raise TypeError(
+            f"VideoGroupSampler needs a dataset with get_data_info(), got {type(dataset).__name__}"
+        )
     by_video: dict[int, list[tuple[int, int]]] = defaultdict(list)
     singles: list[list[int]] = []
     for i in range(len(dataset)):
@@ -66,7 +68,9 @@ class VideoGroupSampler(Sampler):
         seed: shuffling seed (identical on every rank; default: synced random).
     """
 
-    def __init__(self, dataset: Sized, frames_per_group: int = 2, shuffle: bool = True, seed: int | None = None) -> None:
+    def __init__(
+        self, dataset: Sized, frames_per_group: int = 2, shuffle: bool = True, seed: int | None = None
+    ) -> None:
         if not isinstance(frames_per_group, int) or frames_per_group < 1:
             raise ValueError(f"frames_per_group must be a positive int, got {frames_per_group!r}")
         self.rank, self.world_size = get_dist_info()

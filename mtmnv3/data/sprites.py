@@ -80,7 +80,14 @@ def _draw_shape(cls: int, canvas: np.ndarray) -> None:
     if name == "circle":
         cv2.circle(canvas, (int(c), int(c)), int(r), 255, -1, cv2.LINE_AA)
     elif name == "square":
-        poly = np.array([[c - r * 0.85, c - r * 0.85], [c + r * 0.85, c - r * 0.85], [c + r * 0.85, c + r * 0.85], [c - r * 0.85, c + r * 0.85]])
+        poly = np.array(
+            [
+                [c - r * 0.85, c - r * 0.85],
+                [c + r * 0.85, c - r * 0.85],
+                [c + r * 0.85, c + r * 0.85],
+                [c - r * 0.85, c + r * 0.85],
+            ]
+        )
     elif name == "triangle":
         poly = _regular_polygon(3, r, c, -math.pi / 2)
     elif name == "ring":
@@ -103,8 +110,15 @@ def _draw_shape(cls: int, canvas: np.ndarray) -> None:
         cv2.circle(canvas, (int(c + r * 0.45), int(c - r * 0.1)), int(r * 0.8), 0, -1, cv2.LINE_AA)
     elif name == "arrow":
         poly = np.array(
-            [[c - r, c - r * 0.25], [c + r * 0.1, c - r * 0.25], [c + r * 0.1, c - r * 0.7], [c + r, c],
-             [c + r * 0.1, c + r * 0.7], [c + r * 0.1, c + r * 0.25], [c - r, c + r * 0.25]]
+            [
+                [c - r, c - r * 0.25],
+                [c + r * 0.1, c - r * 0.25],
+                [c + r * 0.1, c - r * 0.7],
+                [c + r, c],
+                [c + r * 0.1, c + r * 0.7],
+                [c + r * 0.1, c + r * 0.25],
+                [c - r, c + r * 0.25],
+            ]
         )
     if poly is not None:
         cv2.fillPoly(canvas, [np.round(poly).astype(np.int32)], 255, cv2.LINE_AA)

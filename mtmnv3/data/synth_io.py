@@ -84,7 +84,9 @@ def _write_sequence(args: tuple) -> dict:
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {rel}")
         buf.tofile(Path(root) / rel)
-        lines += format_mot_rows(fr.frame_id, fr.instance_ids, fr.boxes, ~fr.ignore, fr.labels + 1, fr.visibility)
+        lines += format_mot_rows(
+            fr.frame_id, fr.instance_ids, fr.boxes, ~fr.ignore, fr.labels + 1, fr.visibility
+        )
         frames.append(
             {
                 "file_name": rel,
@@ -108,24 +110,57 @@ def _write_sequence(args: tuple) -> dict:
     return {"name": name, "seq_index": seq_index, "meta": meta, "frames": frames}
 
 
-def _coco_from_records(records: list[dict], cfg: SceneConfig, classes: tuple[str, ...], cls_classes: tuple[str, ...]) -> dict:
+def _coco_from_records(
+    records: list[dict], cfg: SceneConfig, classes: tuple[str, ...], cls_classes: tuple[str, ...]
+) -> dict:
     videos, images, anns = [], [], []
     instance_ids: dict[tuple[int, int], int] = {}
     for video_id, rec in enumerate(records, 1):
-        videos.append({"id": video_id, "name": rec["name"], "width": cfg.width, "height": cfg.height,
-                       "frame_rate": cfg.frame_rate, "num_frames": cfg.num_frames, "seq_index": rec["seq_index"], **rec["meta"]})
+        videos.append(
+            {
+                "id": video_id,
+                "name": rec["name"],
+                "width": cfg.width,
+                "height": cfg.height,
+                "frame_rate": cfg.frame_rate,
+                "num_frames": cfg.num_frames,
+                "seq_index": rec["seq_index"],
+                **rec["meta"],
+            }
+        )
         for fr in rec["frames"]:
             img_id = len(images) + 1
-            images.append({"id": img_id, "file_name": fr["file_name"], "width": cfg.width, "height": cfg.height,
-                           "video_id": video_id, "frame_id": fr["frame_id"] - 1, "mot_frame_id": fr["frame_id"],
-                           "cls_label": fr["cls_label"]})
-            for box, lab, ident, vis, ign in zip(fr["boxes"], fr["labels"], fr["ids"], fr["visibility"], fr["ignore"], strict=True):
+            images.append(
+                {
+                    "id": img_id,
+                    "file_name": fr["file_name"],
+                    "width": cfg.width,
+                    "height": cfg.height,
+                    "video_id": video_id,
+                    "frame_id": fr["frame_id"] - 1,
+                    "mot_frame_id": fr["frame_id"],
+                    "cls_label": fr["cls_label"],
+                }
+            )
+            for box, lab, ident, vis, ign in zip(
+                fr["boxes"], fr["labels"], fr["ids"], fr["visibility"], fr["ignore"], strict=True
+            ):
                 gid = instance_ids.setdefault((video_id, ident), len(instance_ids) + 1)
                 x1, y1, x2, y2 = box
-                anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": lab + 1,
-                             "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                             "iscrowd": int(ign), "ignore": int(ign), "instance_id": gid,
-                             "mot_instance_id": ident, "visibility": vis})
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": img_id,
+                        "category_id": lab + 1,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "iscrowd": int(ign),
+                        "ignore": int(ign),
+                        "instance_id": gid,
+                        "mot_instance_id": ident,
+                        "visibility": vis,
+                    }
+                )
     return {
         "info": {"description": "mtmnv3 procedural scenes", "version": str(GENERATOR_VERSION)},
         "licenses": [],
@@ -178,7 +213,10 @@ def write_synth_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        jobs = [(cfg, first_sequence + i, seed, os.fspath(tmp), f"{name_prefix}-{i:04d}") for i in range(cfg.num_sequences)]
+        jobs = [
+            (cfg, first_sequence + i, seed, os.fspath(tmp), f"{name_prefix}-{i:04d}")
+            for i in range(cfg.num_sequences)
+        ]
         records = _run_jobs(jobs, workers, progress, cfg.num_frames)
         coco = _coco_from_records(records, cfg, classes, cls_classes)
         atomic_write_json(tmp / COCO_FILE, coco, indent=None)
@@ -244,7 +282,9 @@ def _knob_hash(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
 
 
-def ensure_synth_dataset(root: str | os.PathLike, split: str = "train", seed: int = 0, progress: bool = False, **knobs) -> Path:
+def ensure_synth_dataset(
+    root: str | os.PathLike, split: str = "train", seed: int = 0, progress: bool = False, **knobs
+) -> Path:
     """Return the folder of a synthetic split, generating it first if absent.
 
     The folder is ``root/<split>-<hash of the knobs>``: changing any knob (or
@@ -278,8 +318,13 @@ def ensure_synth_dataset(root: str | os.PathLike, split: str = "train", seed: in
         shutil.rmtree(out)
     try:
         write_synth_dataset(
-            out, cfg, seed, first_sequence=SPLIT_SEQUENCE_OFFSET[split], name_prefix=split,
-            progress=progress, extra_meta={"split": split, "knob_hash": key},
+            out,
+            cfg,
+            seed,
+            first_sequence=SPLIT_SEQUENCE_OFFSET[split],
+            name_prefix=split,
+            progress=progress,
+            extra_meta={"split": split, "knob_hash": key},
         )
     except OSError:
         # Another process renamed its copy into place first: use that one.
@@ -334,7 +379,12 @@ class SynthMultiTaskDataset(MultiTaskDataset):
         self.split = split
         # Absolute, so mmengine does not join data_root onto an already rooted ann_file.
         self.synth_dir = ensure_synth_dataset(data_root, split, seed=seed, **knobs).resolve()
-        super().__init__(ann_file=os.fspath(self.synth_dir / COCO_FILE), data_root=os.fspath(self.synth_dir), pipeline=pipeline, **kwargs)
+        super().__init__(
+            ann_file=os.fspath(self.synth_dir / COCO_FILE),
+            data_root=os.fspath(self.synth_dir),
+            pipeline=pipeline,
+            **kwargs,
+        )
 
 
 def render_preview(
@@ -354,9 +404,13 @@ def render_preview(
         The PNG path (written atomically).
     """
     if num_sequences < 1 or frames_per_sequence < 1:
-        raise ValueError(f"need at least one sequence and frame, got {num_sequences} and {frames_per_sequence}")
+        raise ValueError(
+            f"need at least one sequence and frame, got {num_sequences} and {frames_per_sequence}"
+        )
     ds_dir = Path(dataset_dir)
-    ds = MultiTaskDataset(ann_file=os.fspath(ds_dir / COCO_FILE), data_root=os.fspath(ds_dir), serialize_data=False)
+    ds = MultiTaskDataset(
+        ann_file=os.fspath(ds_dir / COCO_FILE), data_root=os.fspath(ds_dir), serialize_data=False
+    )
     classes, cls_classes = ds.metainfo["classes"], ds.metainfo["cls_classes"]
     by_video: dict[int, list[int]] = {}
     for i, info in enumerate(ds.data_list):
@@ -380,11 +434,22 @@ def render_preview(
 
 def _preview_tile(s: dict, classes, cls_classes) -> np.ndarray:
     img = np.ascontiguousarray(s["img"].copy())
-    for box, lab, ident, ign in zip(s["gt_bboxes"], s["gt_labels"], s["gt_instance_ids"], s["gt_ignore"], strict=True):
+    for box, lab, ident, ign in zip(
+        s["gt_bboxes"], s["gt_labels"], s["gt_instance_ids"], s["gt_ignore"], strict=True
+    ):
         color = (160, 160, 160) if ign else PREVIEW_COLORS[int(ident) % len(PREVIEW_COLORS)]
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), color, 1)
-        cv2.putText(img, f"{int(ident)}:{classes[lab]}", (x1 + 2, max(y1 + 10, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            f"{int(ident)}:{classes[lab]}",
+            (x1 + 2, max(y1 + 10, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.35,
+            color,
+            1,
+            cv2.LINE_AA,
+        )
     caption = np.full((PREVIEW_LABEL_HEIGHT, img.shape[1], 3), 255, np.uint8)
     text = f"f{s['frame_id']} cls={cls_classes[s['gt_cls_label']]} [{s.get('domain', '')}]"
     cv2.putText(caption, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)

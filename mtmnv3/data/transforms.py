@@ -36,7 +36,11 @@ def _size_hw(size, name: str) -> tuple[int, int]:
     given = size
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size), int(size))
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size)):
+    if not (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(s, (int, np.integer)) for s in size)
+    ):
         raise TypeError(f"{name} must be an int or a (width, height) pair, got {given!r}")
     if min(size) < 1:
         raise ValueError(f"{name} must be positive, got {given!r}")
@@ -58,7 +62,9 @@ def _scale(results: dict, sx: float, sy: float, out_hw: tuple[int, int]) -> None
     results["img"] = cv2.resize(results["img"], (w, h), interpolation=cv2.INTER_LINEAR)
     results["img_shape"] = (h, w)
     if "gt_bboxes" in results:
-        results["gt_bboxes"] = (results["gt_bboxes"] * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+        results["gt_bboxes"] = (results["gt_bboxes"] * np.array([sx, sy, sx, sy], np.float32)).astype(
+            np.float32
+        )
     fx, fy = results.get("scale_factor", (1.0, 1.0))
     results["scale_factor"] = (fx * sx, fy * sy)
 
@@ -172,7 +178,14 @@ class ColorJitter:
         seed: optional seed of the transform's own generator.
     """
 
-    def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.02, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.02,
+        seed: int | None = None,
+    ) -> None:
         for name, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v!r}")
@@ -233,7 +246,9 @@ class RandomCrop:
         need = min(self.min_boxes, len(boxes))
         for _ in range(MAX_CROP_TRIES):
             x0, y0, cw, ch = self._window(h, w)
-            clipped = np.clip(boxes - np.array([x0, y0, x0, y0], np.float32), 0, [cw, ch, cw, ch]).astype(np.float32)
+            clipped = np.clip(boxes - np.array([x0, y0, x0, y0], np.float32), 0, [cw, ch, cw, ch]).astype(
+                np.float32
+            )
             keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
             if keep.sum() >= need:
                 break

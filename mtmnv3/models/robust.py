@@ -100,7 +100,15 @@ TASK_LOSS_VIEWS = ("clean", "all")
 CONSISTENCY_ANCHORS = ("mixture", "clean")
 
 _CONSISTENCY_KEYS = {
-    "weight", "severity", "heads", "ops", "width", "depth", "alpha", "task_loss_views", "anchor",
+    "weight",
+    "severity",
+    "heads",
+    "ops",
+    "width",
+    "depth",
+    "alpha",
+    "task_loss_views",
+    "anchor",
 }
 _DRO_KEYS = {"eta", "group_key", "groups", "adjustment", "group_sizes"}
 

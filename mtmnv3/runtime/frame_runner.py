@@ -273,7 +273,9 @@ def detect_mot_sequences(
             bgr = cv2.imread(str(info.frame_path(seq, frame_id)), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise FileNotFoundError(f"cannot read frame {frame_id} of {os.fspath(seq)!r}")
-            preds.append(runner.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), heads=heads, input_size=input_size))
+            preds.append(
+                runner.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), heads=heads, input_size=input_size)
+            )
         out[seq.name] = SequenceDetections(seq, float(info.frame_rate or 30), n, info.seq_length, preds)
     return out
 
@@ -306,7 +308,9 @@ def track_detections(
     out_dir = Path(out_dir)
     gt_rows, res_rows = {}, {}
     for name, seq in detections.items():
-        tracker = build_tracker({"type": "EmbeddingTracker", "frame_rate": seq.frame_rate, **(tracker_cfg or {})})
+        tracker = build_tracker(
+            {"type": "EmbeddingTracker", "frame_rate": seq.frame_rate, **(tracker_cfg or {})}
+        )
         rows = [
             tracks_to_mot_rows(
                 i, tracker.update(p.bboxes, p.scores, p.labels, p.embeddings if use_emb else None, frame_id=i)

@@ -121,13 +121,17 @@ def test_missing_keys_raise_unless_not_strict(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing \['blocks\.12\.0\.weight'"):
         load_trunk_weights(model, tmp_path / "partial.pth", prefix="trunk.")
     load_trunk_weights(model, tmp_path / "partial.pth", prefix="trunk.", strict=False)
-    torch.testing.assert_close(model.state_dict()["blocks.1.block.0.0.weight"], trunk.state_dict()["blocks.1.block.0.0.weight"])
+    torch.testing.assert_close(
+        model.state_dict()["blocks.1.block.0.0.weight"], trunk.state_dict()["blocks.1.block.0.0.weight"]
+    )
 
 
 def test_torchvision_layout_loads_with_features_prefix(tmp_path: Path) -> None:
     trunk = MobileNetV3Trunk(arch="small")
     torch.save(trunk.torchvision_state_dict(), tmp_path / "tv.pth")
-    model = _build(arch="small", init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "tv.pth"), prefix="features"))
+    model = _build(
+        arch="small", init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "tv.pth"), prefix="features")
+    )
     model.init_weights()
     for k, v in trunk.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v, msg=k)
@@ -152,5 +156,7 @@ def test_other_init_cfg_types_still_work() -> None:
 def test_checkpoint_with_pickled_functions_raises_clearly(tmp_path: Path) -> None:
     trunk = MobileNetV3Trunk(arch="small")
     torch.save({"state_dict": trunk.state_dict(), "message_hub": {"fn": getattr}}, tmp_path / "foreign.pth")
-    with pytest.raises(ValueError, match=r"foreign.pth.*weights-only loading refuses.*re-save just its weights"):
+    with pytest.raises(
+        ValueError, match=r"foreign.pth.*weights-only loading refuses.*re-save just its weights"
+    ):
         load_trunk_weights(_build(arch="small"), tmp_path / "foreign.pth")

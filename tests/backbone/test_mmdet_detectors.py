@@ -114,8 +114,12 @@ def tiny_config(name: str, data_root: Path, work_dir: Path, epochs: int = TRAIN_
     for split, loader in (("train", cfg.train_dataloader), ("val", cfg.val_dataloader)):
         loader.update(batch_size=2, num_workers=0, persistent_workers=False)
         ds = loader.dataset
-        ds.update(data_root=str(data_root) + "/", ann_file=f"annotations/{split}.json",
-                  data_prefix=dict(img=""), metainfo=dict(classes=CLASSES))
+        ds.update(
+            data_root=str(data_root) + "/",
+            ann_file=f"annotations/{split}.json",
+            data_prefix=dict(img=""),
+            metainfo=dict(classes=CLASSES),
+        )
         _set_image_size(ds.pipeline)
     cfg.test_dataloader = cfg.val_dataloader
     cfg.val_evaluator.ann_file = str(data_root / "annotations" / "val.json")
@@ -217,10 +221,27 @@ def test_shipped_data_settings_read_the_generator_output(tmp_path: Path) -> None
     root = Path(__file__).resolve().parents[2]
     for split, seed in (("train", 0), ("val", 1)):
         subprocess.run(
-            [sys.executable, str(root / "tools" / "make_synth.py"), "--out", str(tmp_path / split),
-             "--sequences", "2", "--frames", "4", "--size", str(SIDE), "--objects", "3",
-             "--seed", str(seed), "--appearance", "sprites", "--no-progress"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                str(root / "tools" / "make_synth.py"),
+                "--out",
+                str(tmp_path / split),
+                "--sequences",
+                "2",
+                "--frames",
+                "4",
+                "--size",
+                str(SIDE),
+                "--objects",
+                "3",
+                "--seed",
+                str(seed),
+                "--appearance",
+                "sprites",
+                "--no-progress",
+            ],
+            check=True,
+            capture_output=True,
         )
     cfg = Config.fromfile(CONFIG_DIR / "retinanet_mnv3-large-fpn_12e_synth.py")
     cfg.work_dir = str(tmp_path / "work")

@@ -188,7 +188,11 @@ def test_checkpoint_saved_before_the_se_slot_still_loads(tmp_path):
     for key, value in new_sd.items():
         parts = key.split(".")
         i = int(parts[1])  # blocks.<i>.block.<j>...
-        if parts[2] == "block" and trunk.blocks[i].se_slot is not None and int(parts[3]) > trunk.blocks[i].se_slot:
+        if (
+            parts[2] == "block"
+            and trunk.blocks[i].se_slot is not None
+            and int(parts[3]) > trunk.blocks[i].se_slot
+        ):
             parts[3] = str(int(parts[3]) - 1)
         old_sd[".".join(parts)] = value
     assert old_sd.keys() != new_sd.keys()
@@ -234,7 +238,11 @@ def test_zero_init_residual_starts_residual_blocks_as_identity():
             x = torch.randn(2, block.block[0][0].in_channels, 8, 8)
             assert torch.equal(block.eval()(x), x)  # identity at init
     # nothing else changes: same parameters and the same draws elsewhere
-    diff = [n for (n, a), (_, b) in zip(plain.named_parameters(), zero.named_parameters()) if not torch.equal(a, b)]
+    diff = [
+        n
+        for (n, a), (_, b) in zip(plain.named_parameters(), zero.named_parameters())
+        if not torch.equal(a, b)
+    ]
     assert len(diff) == 6 and all(n.endswith("1.weight") for n in diff), diff
     # and it still trains: the zeroed scales receive gradients
     zero.train()
@@ -428,7 +436,9 @@ def test_interleaved_timings_warm_up_then_rotate_the_order_each_round():
     rounds = calls[3:]
     assert rounds == list("aabbcc" + "bbccaa" + "ccaabb")
     assert set(timings) == set("abc") and all(t.repeats == 3 and t.median_ms >= 0 for t in timings.values())
-    ratio, t_fn, t_ref = interleaved_ratio(lambda: sum(range(100)), lambda: None, rounds=4, inner=50, warmup=0)
+    ratio, t_fn, t_ref = interleaved_ratio(
+        lambda: sum(range(100)), lambda: None, rounds=4, inner=50, warmup=0
+    )
     assert ratio == pytest.approx(t_fn.median_ms / t_ref.median_ms) and t_fn.repeats == 4
     with pytest.raises(ValueError, match="rounds >= 1"):
         interleaved_timings(fns, rounds=0)

@@ -180,7 +180,9 @@ def test_cached_detections_track_as_the_streaming_path(tiny_model, tmp_path):
     assert all(p.embeddings is not None for p in dets[seq.name].predictions)
     overall, per_seq = track_detections(dets, tmp_path / "cached", cfg, per_sequence=True)
     assert _same_metrics(overall, streamed) and set(per_seq) == set(dets)
-    assert _same_metrics(track_detections(dets, tmp_path / "again", cfg), overall)  # the cache is not consumed
+    assert _same_metrics(
+        track_detections(dets, tmp_path / "again", cfg), overall
+    )  # the cache is not consumed
     rows = load_mot_txt(tmp_path / "cached" / f"{seq.name}.txt")
     assert np.array_equal(rows, load_mot_txt(tmp_path / "streamed" / f"{seq.name}.txt"))
     iou = track_detections(dets, tmp_path / "iou", {**cfg, "use_embeddings": False}, hota=False)
@@ -190,7 +192,9 @@ def test_cached_detections_track_as_the_streaming_path(tiny_model, tmp_path):
     no_emb = {**cfg, "use_embeddings": False}
     assert _same_metrics(
         track_detections(short, tmp_path / "short", no_emb),
-        track_mot_sequences(runner, seq.parent, tmp_path / "short_streamed", no_emb, max_frames=3, progress=False),
+        track_mot_sequences(
+            runner, seq.parent, tmp_path / "short_streamed", no_emb, max_frames=3, progress=False
+        ),
     )
     assert np.all(load_mot_txt(tmp_path / "short" / f"{seq.name}.txt")[:, 0] <= 3)
 
@@ -207,7 +211,9 @@ def _ground_truth_detections(seq, n, false_score=None):
     preds = []
     for frame in range(1, n + 1):
         rows = gt[gt[:, 0] == frame]
-        boxes = np.concatenate([rows[:, 2:4] - 1, rows[:, 2:4] - 1 + rows[:, 4:6]], axis=1)  # 1-based -> 0-based
+        boxes = np.concatenate(
+            [rows[:, 2:4] - 1, rows[:, 2:4] - 1 + rows[:, 4:6]], axis=1
+        )  # 1-based -> 0-based
         emb = np.eye(64)[rows[:, 1].astype(int) % 64]
         scores = np.full(len(rows), 0.9)
         if false_score is not None:
@@ -226,12 +232,16 @@ def test_tracking_ground_truth_detections_is_perfect(tiny_model, tmp_path):
     _, _, _, _, n, seq = tiny_model
     gt, dets = _ground_truth_detections(seq, n)
     assert len(np.unique(gt[:, 1])) > 1
-    overall, per_seq = track_detections(dets, tmp_path, dict(high_thr=0.5, new_track_thr=0.6), per_sequence=True)
+    overall, per_seq = track_detections(
+        dets, tmp_path, dict(high_thr=0.5, new_track_thr=0.6), per_sequence=True
+    )
     assert overall["MOTA"] == pytest.approx(1.0) and overall["IDF1"] == pytest.approx(1.0)
     assert overall["IDSW"] == overall["FP"] == overall["FN"] == 0
     assert _same_metrics(per_seq[seq.name], overall)
     worse = track_detections(dets, tmp_path / "high", dict(high_thr=0.95, low_thr=0.95, new_track_thr=0.95))
-    assert worse["FN"] == len(gt) and worse["MOTA"] == pytest.approx(0.0)  # every detection below the thresholds
+    assert worse["FN"] == len(gt) and worse["MOTA"] == pytest.approx(
+        0.0
+    )  # every detection below the thresholds
 
 
 def test_calibration_finds_the_thresholds_that_keep_false_boxes_out(tiny_model, tmp_path):
@@ -269,11 +279,19 @@ def test_calibrate_tracker_tool(tiny_model):
     grid = res["grid"]
     assert len(grid) == 4 and res["best"] == grid[0] and res["objective"] == "MOTA"
     assert [g["MOTA"] for g in grid] == sorted((g["MOTA"] for g in grid), reverse=True)
-    assert {(g["high_thr"], g["new_track_thr"]) for g in grid} == {(0.1, 0.1), (0.1, 0.2), (0.2, 0.2), (0.2, 0.3)}
+    assert {(g["high_thr"], g["new_track_thr"]) for g in grid} == {
+        (0.1, 0.1),
+        (0.1, 0.2),
+        (0.2, 0.2),
+        (0.2, 0.3),
+    }
     assert "skipped: [0.05]" in r.stderr  # below the config's low_thr (0.1)
     assert res["config_setting"]["high_thr"] == 0.4  # the config's own tracker, for comparison
     best = res["best"]
-    assert res["cfg_options"] == f"tracker.high_thr={best['high_thr']:g} tracker.new_track_thr={best['new_track_thr']:g}"
+    assert (
+        res["cfg_options"]
+        == f"tracker.high_thr={best['high_thr']:g} tracker.new_track_thr={best['new_track_thr']:g}"
+    )
     assert f"apply with: --cfg-options {res['cfg_options']}" in r.stdout
     # --split-seed regenerates the test split with other seeds (here 1 sequence x 8 frames each)
     r = run_tool("calibrate_tracker.py", CONFIG, ckpt, "--split-seed", "5", "6", "--high-thr", "0.1",

@@ -367,7 +367,9 @@ def test_embedding_finetune_config_trains_only_the_embedding_head_of_a_default_m
     default = MODELS.build(load_config(CONFIG, None).model)
     cfg = load_config(ROOT / "configs" / "mtmnv3_small_3task_embft_synth.py", None)
     model = MODELS.build(cfg.model)
-    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+    trainable = {
+        n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad
+    }
     assert trainable == {"heads.emb"}
     assert model.heads["emb"].loss_type == "contrastive" and model.loss_weighting.task_names == ("emb",)
     assert cfg.train_dataloader.sampler.type == "VideoGroupSampler"

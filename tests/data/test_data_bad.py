@@ -51,7 +51,10 @@ def _load_mot(mot):
         ("4,1,3,5,10,8,1,1,1.0\n", r"gt\.txt:1: frame 4 outside 1\.\.3"),
         ("0,1,3,5,10,8,1,1,1.0\n", r"gt\.txt:1: frame 0 outside"),
         ("1,1,3,5,10,8,1,3,1.0\n", r"gt\.txt:1: class 3 outside 1\.\.2"),
-        ("1,1,3,5,10,8,1,1,1.0\n\n1,1,4,5,10,8,1,1,1.0\n", r"gt\.txt:3: identity 1 repeated in frame 1 \(first at line 1\)"),
+        (
+            "1,1,3,5,10,8,1,1,1.0\n\n1,1,4,5,10,8,1,1,1.0\n",
+            r"gt\.txt:3: identity 1 repeated in frame 1 \(first at line 1\)",
+        ),
         ("1,1,3,5,10,8,1,-1,1.0\n", r"gt\.txt:1: class -1 \(unspecified\) is ambiguous"),
     ],
 )
@@ -135,7 +138,9 @@ def test_coco_box_outside_skipped_with_count(coco):
         d["annotations"][0]["bbox"] = [40, 30, 5, 5]
         d["annotations"][2]["bbox"] = [-4, 0, 10, 10]
 
-    with pytest.warns(UserWarning, match=r"1 boxes entirely outside the image skipped \(first at .*annotation id 1\)"):
+    with pytest.warns(
+        UserWarning, match=r"1 boxes entirely outside the image skipped \(first at .*annotation id 1\)"
+    ):
         ds = _coco_edit(coco, edit)
     assert ds[0]["gt_labels"].tolist() == [1]
     assert ds[1]["gt_bboxes"].tolist() == [[0, 0, 6, 10]]
@@ -172,7 +177,9 @@ def test_idx_bad(tmp_path):
     with pytest.raises(DataError, match=r"holds 3 bytes of data, expected 5"):
         read_idx(tmp_path / "short")
     (tmp_path / "lab").write_bytes(b"\x00\x00\x08\x01" + (1).to_bytes(4, "big") + b"\x0c")
-    (tmp_path / "img").write_bytes(b"\x00\x00\x08\x03" + b"".join((v).to_bytes(4, "big") for v in (1, 2, 2)) + bytes(4))
+    (tmp_path / "img").write_bytes(
+        b"\x00\x00\x08\x03" + b"".join((v).to_bytes(4, "big") for v in (1, 2, 2)) + bytes(4)
+    )
     with pytest.raises(DataError, match=r"label 12 at index 0 is out of range for 10 classes"):
         FashionMNISTDataset(images_file=str(tmp_path / "img"), labels_file=str(tmp_path / "lab"))
     with pytest.raises(FileNotFoundError, match="idx file not found"):

@@ -36,7 +36,10 @@ SMALL = dict(num_sequences=1, num_frames=6, image_size=32, num_objects=2)
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "ds"
     write_synth_dataset(out, CFG, seed=11, progress=False)
-    truth = [list(generate_sequence(CFG.replace(appearance=synth_io.resolve_appearance("auto")), i, 11)) for i in range(2)]
+    truth = [
+        list(generate_sequence(CFG.replace(appearance=synth_io.resolve_appearance("auto")), i, 11))
+        for i in range(2)
+    ]
     return out, truth
 
 
@@ -57,7 +60,9 @@ def test_mot_read_back_exactly(written):
         assert (s["video_id"], s["frame_id"]) == (i // 12 + 1, fr.frame_id)
         assert s["img"].shape == (48, 48, 3) and s["img"].dtype == np.uint8
         err = np.abs(s["img"].astype(int) - fr.image).mean()
-        assert err < 12 and err < np.abs(s["img"][..., ::-1].astype(int) - fr.image).mean()  # JPEG; RGB order kept
+        assert (
+            err < 12 and err < np.abs(s["img"][..., ::-1].astype(int) - fr.image).mean()
+        )  # JPEG; RGB order kept
         _check_same(s, fr, fr.instance_ids)
         assert s["tasks"] == ("det", "track")
 
@@ -71,7 +76,10 @@ def test_coco_read_back_exactly(written):
         fr = truth[i // 12][i % 12]
         assert s["img_path"].endswith(f"mot/synth-{i // 12:04d}/img1/{fr.frame_id:06d}.jpg")
         assert s["gt_cls_label"] == fr.cls_label and s["frame_id"] == fr.frame_id
-        ids = [global_ids.setdefault((s["video_id"], int(m)), int(g)) for m, g in zip(fr.instance_ids, s["gt_instance_ids"], strict=True)]
+        ids = [
+            global_ids.setdefault((s["video_id"], int(m)), int(g))
+            for m, g in zip(fr.instance_ids, s["gt_instance_ids"], strict=True)
+        ]
         _check_same(s, fr, np.array(ids, np.int64))
         assert s["tasks"] == ("cls", "det", "track")
         assert s["domain"] == fr.meta["domain"]
@@ -81,7 +89,9 @@ def test_coco_read_back_exactly(written):
 def test_classification_index_read_back(written):
     out, truth = written
     ds = MultiTaskDataset(ann_file="annotations/coco.json", data_root=str(out))
-    cls = ClassificationListDataset(ann_file="annotations/classification.txt", data_root=str(out), classes=ds.metainfo["cls_classes"])
+    cls = ClassificationListDataset(
+        ann_file="annotations/classification.txt", data_root=str(out), classes=ds.metainfo["cls_classes"]
+    )
     assert [s["gt_cls_label"] for s in cls] == [fr.cls_label for seq in truth for fr in seq]
 
 
@@ -169,7 +179,11 @@ def test_synth_dataset_in_a_runner_style_dataloader(tmp_path):
         num_frames=4,
         image_size=40,
         num_objects=2,
-        pipeline=[dict(type="Letterbox", size=32), dict(type="RandomFlip", prob=0.5), dict(type="PackMultiTaskInputs")],
+        pipeline=[
+            dict(type="Letterbox", size=32),
+            dict(type="RandomFlip", prob=0.5),
+            dict(type="PackMultiTaskInputs"),
+        ],
     )
     with DefaultScope.overwrite_default_scope("mtmnv3"):
         ds = ROOT_DATASETS.build(cfg)
@@ -190,7 +204,9 @@ def test_dataset_keeps_only_the_tasks_asked_for(tmp_path):
     """``tasks=`` turns videos into plain labelled frames: the identity labels
     stay out of training (the embedding head skips such samples) while the
     classification and detection labels are unchanged."""
-    base = dict(data_root=str(tmp_path), split="train", num_sequences=2, num_frames=2, image_size=40, num_objects=2)
+    base = dict(
+        data_root=str(tmp_path), split="train", num_sequences=2, num_frames=2, image_size=40, num_objects=2
+    )
     full = SynthMultiTaskDataset(**base)
     frames = SynthMultiTaskDataset(**base, tasks=("cls", "det"))
     assert len(frames) == len(full) == 4
@@ -214,16 +230,43 @@ def _cli_module():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, os.fspath(REPO / "tools" / "make_synth.py"), *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, os.fspath(REPO / "tools" / "make_synth.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def test_cli_writes_dataset_and_preview(tmp_path):
-    r = _cli("--out", str(tmp_path / "ds"), "--sequences", "2", "--frames", "3", "--size", "32", "--objects", "2", "--seed", "1",
-             "--preview", str(tmp_path / "p.png"), "--noise", "4")
+    r = _cli(
+        "--out",
+        str(tmp_path / "ds"),
+        "--sequences",
+        "2",
+        "--frames",
+        "3",
+        "--size",
+        "32",
+        "--objects",
+        "2",
+        "--seed",
+        "1",
+        "--preview",
+        str(tmp_path / "p.png"),
+        "--noise",
+        "4",
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "p.png").is_file()
-    for rel in ("meta.json", "annotations/coco.json", "annotations/classification.txt", "mot/synth-0001/img1/000003.jpg",
-                "mot/synth-0000/gt/gt.txt", "mot/synth-0000/seqinfo.ini"):
+    for rel in (
+        "meta.json",
+        "annotations/coco.json",
+        "annotations/classification.txt",
+        "mot/synth-0001/img1/000003.jpg",
+        "mot/synth-0000/gt/gt.txt",
+        "mot/synth-0000/seqinfo.ini",
+    ):
         assert (tmp_path / "ds" / rel).is_file(), rel
 
 
@@ -237,7 +280,20 @@ def test_cli_writes_dataset_and_preview(tmp_path):
     ],
 )
 def test_cli_bad_input_exits_nonzero(tmp_path, capsys, args, match):
-    code = _cli_module().main(["--out", str(tmp_path / "ds"), "--sequences", "1", "--frames", "2", "--size", "32", "--no-progress", *args])
+    code = _cli_module().main(
+        [
+            "--out",
+            str(tmp_path / "ds"),
+            "--sequences",
+            "1",
+            "--frames",
+            "2",
+            "--size",
+            "32",
+            "--no-progress",
+            *args,
+        ]
+    )
     assert code != 0 and match in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
 

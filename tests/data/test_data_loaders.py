@@ -29,8 +29,19 @@ from mtmnv3.data import (
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 RAW_KEYS = {
-    "img", "img_path", "img_id", "video_id", "frame_id", "ori_shape", "gt_bboxes", "gt_labels",
-    "gt_instance_ids", "gt_visibility", "gt_ignore", "gt_cls_label", "tasks",
+    "img",
+    "img_path",
+    "img_id",
+    "video_id",
+    "frame_id",
+    "ori_shape",
+    "gt_bboxes",
+    "gt_labels",
+    "gt_instance_ids",
+    "gt_visibility",
+    "gt_ignore",
+    "gt_cls_label",
+    "tasks",
 }
 
 
@@ -39,7 +50,12 @@ def check_raw(s):
     assert s["img"].dtype == np.uint8 and s["img"].ndim == 3 and s["img"].shape[2] == 3
     k = len(s["gt_bboxes"])
     assert s["gt_bboxes"].dtype == np.float32 and s["gt_bboxes"].shape == (k, 4)
-    for key, dtype in (("gt_labels", np.int64), ("gt_instance_ids", np.int64), ("gt_visibility", np.float32), ("gt_ignore", bool)):
+    for key, dtype in (
+        ("gt_labels", np.int64),
+        ("gt_instance_ids", np.int64),
+        ("gt_visibility", np.float32),
+        ("gt_ignore", bool),
+    ):
         assert s[key].dtype == dtype and s[key].shape == (k,), key
     assert s["ori_shape"] == s["img"].shape[:2]
 
@@ -53,7 +69,9 @@ def test_mot_fixture():
         check_raw(s)
     assert f1["frame_id"] == 1 and f3["frame_id"] == 3 and f1["video_id"] == 1
     assert f1["img"][0, 0].tolist() == [40, 40, 40]
-    np.testing.assert_array_equal(f1["gt_bboxes"], [[2, 4, 12, 12], [20, 10, 28, 20]])  # 1-based corner -> 0-based
+    np.testing.assert_array_equal(
+        f1["gt_bboxes"], [[2, 4, 12, 12], [20, 10, 28, 20]]
+    )  # 1-based corner -> 0-based
     np.testing.assert_array_equal(f1["gt_labels"], [0, 1])
     np.testing.assert_array_equal(f1["gt_instance_ids"], [1, 2])
     np.testing.assert_allclose(f1["gt_visibility"], [1.0, 0.5])
@@ -99,7 +117,9 @@ def test_imagefolder_fixture():
 
 
 def test_classification_list_fixture():
-    ds = ClassificationListDataset(ann_file="classification.txt", data_root=str(FIX), classes=("circle", "square"))
+    ds = ClassificationListDataset(
+        ann_file="classification.txt", data_root=str(FIX), classes=("circle", "square")
+    )
     assert [s["gt_cls_label"] for s in ds] == [0, 1]
     assert ds[1]["img"][4, 4].tolist() == [255, 255, 255]
 
@@ -118,7 +138,9 @@ def test_idx_fixture(tmp_path, compress):
     _write_idx(tmp_path / f"img-idx3-ubyte{ext}", images, compress)
     _write_idx(tmp_path / f"lab-idx1-ubyte{ext}", labels, compress)
     np.testing.assert_array_equal(read_idx(tmp_path / f"img-idx3-ubyte{ext}"), images)
-    ds = FashionMNISTDataset(images_file=str(tmp_path / f"img-idx3-ubyte{ext}"), labels_file=str(tmp_path / f"lab-idx1-ubyte{ext}"))
+    ds = FashionMNISTDataset(
+        images_file=str(tmp_path / f"img-idx3-ubyte{ext}"), labels_file=str(tmp_path / f"lab-idx1-ubyte{ext}")
+    )
     assert [s["gt_cls_label"] for s in ds] == [2, 0, 1]
     s = ds[1]
     check_raw(s)
@@ -138,11 +160,22 @@ def sample():
     img = np.zeros((20, 40, 3), np.uint8)
     img[2:8, 4:14] = 255  # object 1
     return {
-        "img": img, "img_shape": (20, 40), "ori_shape": (20, 40), "scale_factor": (1.0, 1.0), "flip": False,
+        "img": img,
+        "img_shape": (20, 40),
+        "ori_shape": (20, 40),
+        "scale_factor": (1.0, 1.0),
+        "flip": False,
         "gt_bboxes": np.array([[4, 2, 14, 8], [30, 10, 40, 20]], np.float32),
-        "gt_labels": np.array([3, 5], np.int64), "gt_instance_ids": np.array([7, 9], np.int64),
-        "gt_visibility": np.array([1.0, 0.5], np.float32), "gt_ignore": np.array([False, True]),
-        "gt_cls_label": 3, "tasks": ("cls", "det", "track"), "img_id": 0, "video_id": 1, "frame_id": 1, "img_path": "x",
+        "gt_labels": np.array([3, 5], np.int64),
+        "gt_instance_ids": np.array([7, 9], np.int64),
+        "gt_visibility": np.array([1.0, 0.5], np.float32),
+        "gt_ignore": np.array([False, True]),
+        "gt_cls_label": 3,
+        "tasks": ("cls", "det", "track"),
+        "img_id": 0,
+        "video_id": 1,
+        "frame_id": 1,
+        "img_path": "x",
     }
 
 
@@ -191,7 +224,15 @@ def test_random_crop_drops_rows_together_and_guards_cls_label():
     for _ in range(20):
         r = RandomCrop(crop_size=16)(sample())
         assert r["img"].shape == (16, 16, 3)
-        assert len({len(r[k]) for k in ("gt_bboxes", "gt_labels", "gt_instance_ids", "gt_visibility", "gt_ignore")}) == 1
+        assert (
+            len(
+                {
+                    len(r[k])
+                    for k in ("gt_bboxes", "gt_labels", "gt_instance_ids", "gt_visibility", "gt_ignore")
+                }
+            )
+            == 1
+        )
         assert np.all(r["gt_bboxes"] >= 0) and np.all(r["gt_bboxes"][:, [0, 2]] <= 16)
 
 
@@ -232,4 +273,6 @@ def test_pipeline_from_config_dicts():
     assert out["inputs"].shape == (3, 48, 64)
     np.testing.assert_allclose(out["data_samples"].gt_instances.bboxes[0].numpy(), [4, 8, 24, 24])
     with pytest.raises(TypeError, match="pipeline must be a list"):
-        CocoDetDataset(ann_file="instances.json", data_root=str(FIX / "coco"), pipeline=dict(type="Resize", scale=4))
+        CocoDetDataset(
+            ann_file="instances.json", data_root=str(FIX / "coco"), pipeline=dict(type="Resize", scale=4)
+        )

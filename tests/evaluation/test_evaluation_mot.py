@@ -155,7 +155,9 @@ def random_tracking(seed: int, num_seqs: int = 3, frames: int = 25) -> tuple[dic
                 if rng.random() < 0.08:
                     track = 100 + int(rng.integers(0, 4))  # fragment or take another's id
                 if rng.random() < 0.85:
-                    r.append([f, track, *(np.array(box) + np.r_[rng.normal(0, 4, 2), rng.normal(0, 3, 2)]), 0.9])
+                    r.append(
+                        [f, track, *(np.array(box) + np.r_[rng.normal(0, 4, 2), rng.normal(0, 3, 2)]), 0.9]
+                    )
         for f in range(1, frames + 1):
             for _ in range(int(rng.poisson(0.4))):
                 r.append([f, next_fp, *rng.uniform(0, 220, 2), 30, 30, 0.5])
@@ -344,8 +346,12 @@ def test_mot_metric_through_evaluator(tmp_path):
     written = load_mot_txt(tmp_path / "video_0.txt")
     assert written.shape == (8, 10)
     # MOTChallenge's 1-based corner, as tracking result files and gt.txt write it
-    np.testing.assert_allclose(written[written[:, 1] == 4, 2:6], xyxy_to_mot(np.array([_xyxy(BOX_FAR)])), atol=1e-3)
-    np.testing.assert_allclose(written[written[:, 1] == 4, 2:4], [[BOX_FAR[0] + 1, BOX_FAR[1] + 1]], atol=1e-3)
+    np.testing.assert_allclose(
+        written[written[:, 1] == 4, 2:6], xyxy_to_mot(np.array([_xyxy(BOX_FAR)])), atol=1e-3
+    )
+    np.testing.assert_allclose(
+        written[written[:, 1] == 4, 2:4], [[BOX_FAR[0] + 1, BOX_FAR[1] + 1]], atol=1e-3
+    )
 
 
 def test_mot_metric_needs_track_predictions_and_video():

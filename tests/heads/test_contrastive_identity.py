@@ -110,7 +110,9 @@ def test_video_groups_are_consecutive_frames_of_one_video():
 
 def test_sampler_keeps_groups_together_and_reshuffles_per_epoch():
     ds = FramesOfVideos()
-    sampler = DATA_SAMPLERS.build(dict(type="VideoGroupSampler", frames_per_group=2, seed=0), default_args=dict(dataset=ds))
+    sampler = DATA_SAMPLERS.build(
+        dict(type="VideoGroupSampler", frames_per_group=2, seed=0), default_args=dict(dataset=ds)
+    )
     first = list(sampler)
     assert len(first) == len(sampler) == len(ds) and sorted(first) == list(range(len(ds)))
     groups = {tuple(g) for g in video_groups(ds, 2)}

@@ -125,7 +125,9 @@ def test_ignored_boxes_are_not_trained():
 @pytest.mark.parametrize("branch_conv", ["standard", "separable"])
 def test_detection_head_learns_and_decodes_boxes(branch_conv):
     torch.manual_seed(0)
-    head = CenterDetHead(in_channels=8, strides=(8,), num_classes=4, feat_channels=16, branch_conv=branch_conv)
+    head = CenterDetHead(
+        in_channels=8, strides=(8,), num_classes=4, feat_channels=16, branch_conv=branch_conv
+    )
     sample = make_sample(boxes=[[16.0, 16.0, 48.0, 64.0]], labels=(2,), ids=(1,))
     feats = (torch.randn(1, 8, 16, 16),)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
@@ -219,7 +221,9 @@ def test_object_loss_classifies_every_labelled_object_through_the_frame_classifi
     losses = head.loss(outputs, samples)
     assert set(losses) == {"loss_cls", "loss_cls_obj"}
     feats = torch.stack([tap[0, :, 1, 0], tap[0, :, 1, 2], tap[2, :, 1, 2]])
-    expected = torch.nn.functional.cross_entropy(head.classify(feats[:, :, None, None]), torch.tensor([1, 3, 2]))
+    expected = torch.nn.functional.cross_entropy(
+        head.classify(feats[:, :, None, None]), torch.tensor([1, 3, 2])
+    )
     torch.testing.assert_close(losses["loss_cls_obj"], 0.5 * expected)
     losses["loss_cls_obj"].backward()
     assert tap.grad[1].abs().sum() == 0 and tap.grad[0, :, 1, 0].abs().sum() > 0
@@ -241,13 +245,24 @@ def test_box_cells_keep_cells_one_object_covers_and_every_centre():
     got = sorted(zip(obj.tolist(), map(tuple, cells.tolist()), strict=True))
     # cell centres at 16, 48, 80, ...: (1, 1) lies in both first boxes and is kept only as
     # the first box's centre cell; the tiny third box covers no cell centre but keeps its centre
-    assert got == [(0, (0, 0)), (0, (0, 1)), (0, (1, 0)), (0, (1, 1)), (1, (1, 2)), (1, (2, 1)), (1, (2, 2)), (2, (3, 3))]
+    assert got == [
+        (0, (0, 0)),
+        (0, (0, 1)),
+        (0, (1, 0)),
+        (0, (1, 1)),
+        (1, (1, 2)),
+        (1, (2, 1)),
+        (1, (2, 2)),
+        (2, (3, 3)),
+    ]
 
 
 def test_object_loss_over_box_cells_averages_every_covered_cell():
     info = [dict(channels=6, stride=32)]
     torch.manual_seed(0)
-    head = ClsHead(info, num_classes=11, hidden_channels=8, dropout=0.0, object_loss_weight=1.0, object_cells="box")
+    head = ClsHead(
+        info, num_classes=11, hidden_channels=8, dropout=0.0, object_loss_weight=1.0, object_cells="box"
+    )
     tap = torch.randn(1, 6, 4, 4)
     # cell centres at 16, 48, 80, 112: BOXES (10, 12, 50, 60) covers x, y in {16, 48} and
     # (64, 30, 120, 90) x in {80, 112}, y in {48, 80}; no cell lies in both
@@ -308,8 +323,13 @@ def test_channels_last_model_matches_contiguous_one():
     plain = MultiTaskPerceptor(**model_cfg())
     fast = MultiTaskPerceptor(**model_cfg(), channels_last=True)
     fast.load_state_dict(plain.state_dict())
+
     def first_conv(model):
-        return next(m.weight for m in model.trunk.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+        return next(
+            m.weight
+            for m in model.trunk.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+        )
 
     assert first_conv(fast).is_contiguous(memory_format=torch.channels_last)
     assert not first_conv(plain).is_contiguous(memory_format=torch.channels_last)

@@ -358,9 +358,14 @@ def test_internal_optimiser_state_round_trips():
         torch.testing.assert_close(fresh.state_dict(), method.state_dict())
         assert fresh.state_dict().keys() == method.state_dict().keys()
         if cls is FAMO:
-            assert float(fresh.adam_steps) == float(method.adam_steps) == 2  # the first call has no loss change yet
+            assert (
+                float(fresh.adam_steps) == float(method.adam_steps) == 2
+            )  # the first call has no loss change yet
         else:
-            assert fresh._optimizer.state_dict()["state"][0]["step"] == method._optimizer.state_dict()["state"][0]["step"]
+            assert (
+                fresh._optimizer.state_dict()["state"][0]["step"]
+                == method._optimizer.state_dict()["state"][0]["step"]
+            )
 
 
 def test_famo_logits_follow_torch_adam_and_keep_tensor_state_only():
@@ -391,8 +396,16 @@ def test_famo_checkpoints_with_the_older_adam_extra_state_load():
     legacy = {k: v for k, v in state.items() if k not in ("adam_steps", "exp_avg", "exp_avg_sq")}
     legacy["_extra_state"] = {
         "optimizer": {
-            "state": {0: {"step": state["adam_steps"].float(), "exp_avg": state["exp_avg"], "exp_avg_sq": state["exp_avg_sq"]}},
-            "param_groups": [{"lr": 0.025, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-3, "params": [0]}],
+            "state": {
+                0: {
+                    "step": state["adam_steps"].float(),
+                    "exp_avg": state["exp_avg"],
+                    "exp_avg_sq": state["exp_avg_sq"],
+                }
+            },
+            "param_groups": [
+                {"lr": 0.025, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-3, "params": [0]}
+            ],
         }
     }
     fresh = FAMO(famo.task_names)
@@ -487,10 +500,15 @@ def _two_ranks(rank: int, store: str, out: str) -> None:
         means = rank_mean_losses(local)
         weightings = {"FAMO": FAMO(["a", "b", "c"]), "DWA": DWA(["a", "b", "c"], interval=1)}
         for step in range(6):
-            scale = torch.tensor([0.9, 1.0, 0.7]) ** (step * (1 + rank))  # tasks and ranks improve at different rates
+            scale = torch.tensor([0.9, 1.0, 0.7]) ** (
+                step * (1 + rank)
+            )  # tasks and ranks improve at different rates
             for w in weightings.values():
                 w(dict(zip("abc", (2.0 + rank) * scale)), step)
-        torch.save({"means": means, **{n: w.current_weights.clone() for n, w in weightings.items()}}, f"{out}{rank}.pt")
+        torch.save(
+            {"means": means, **{n: w.current_weights.clone() for n, w in weightings.items()}},
+            f"{out}{rank}.pt",
+        )
         dist.barrier()
     finally:
         dist.destroy_process_group()

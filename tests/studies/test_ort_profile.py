@@ -54,7 +54,13 @@ def test_summary_leaves_out_warmup_and_sums_per_op_per_run():
 def test_convolutions_are_split_by_kind_from_the_weight_shape():
     def conv(ts, op, weight, index):
         inputs = [{"float": [1, 8, 16, 16]}] * index + [{"float": weight}]
-        return {"cat": "Node", "name": f"c{ts}_kernel_time", "ts": ts, "dur": 5, "args": {"op_name": op, "input_type_shape": inputs}}
+        return {
+            "cat": "Node",
+            "name": f"c{ts}_kernel_time",
+            "ts": ts,
+            "dur": 5,
+            "args": {"op_name": op, "input_type_shape": inputs},
+        }
 
     events = [
         _run(0, 100),
@@ -67,10 +73,18 @@ def test_convolutions_are_split_by_kind_from_the_weight_shape():
 
 def test_table_pairs_two_profiles_and_marks_ops_one_lacks():
     a = OpProfile((OpTime("Conv", 1.0, 10), OpTime("Mul", 0.5, 4)), 1.8, 20, 1)
-    b = OpProfile((OpTime("QLinearConv", 0.6, 10), OpTime("Conv", 0.2, 1), OpTime("DequantizeLinear", 0.4, 3)), 1.5, 20, 1)
+    b = OpProfile(
+        (OpTime("QLinearConv", 0.6, 10), OpTime("Conv", 0.2, 1), OpTime("DequantizeLinear", 0.4, 3)),
+        1.5,
+        20,
+        1,
+    )
     table = op_profile_table({"fp32": a, "int8": b})
     lines = table.splitlines()
-    assert lines[0] == "| op type | fp32 ms (nodes) | int8 ms (nodes) | fp32 share | int8 share | int8 - fp32 ms |"
+    assert (
+        lines[0]
+        == "| op type | fp32 ms (nodes) | int8 ms (nodes) | fp32 share | int8 share | int8 - fp32 ms |"
+    )
     assert "| Mul | 0.500 (4) | - | 33.3% | - | -0.500 |" in lines
     assert "| QLinearConv | - | 0.600 (10) | - | 50.0% | +0.600 |" in lines
     assert "| Conv | 1.000 (10) | 0.200 (1) | 66.7% | 16.7% | -0.800 |" in lines
@@ -86,7 +100,9 @@ def test_median_profile_combines_repeats_per_op():
     c = OpProfile((OpTime("Conv", 2.0, 10), OpTime("Mul", 0.5, 4)), 3.0, 20, 1)
     m = median_profile([a, b, c])
     assert [(o.op_type, o.nodes) for o in m.ops] == [("Conv", 10), ("Mul", 4)]
-    assert m.ops[0].ms == pytest.approx(2.0) and m.ops[1].ms == pytest.approx(0.3)  # Mul: median of 0.3, 0, 0.5
+    assert m.ops[0].ms == pytest.approx(2.0) and m.ops[1].ms == pytest.approx(
+        0.3
+    )  # Mul: median of 0.3, 0, 0.5
     assert m.run_ms == pytest.approx(3.0) and m.runs == 60
     with pytest.raises(ValueError, match="no profiles"):
         median_profile([])
@@ -144,12 +160,16 @@ def test_int8_convolutions_get_their_kind_from_the_optimised_graph(small_onnx, t
 def test_benchmark_cli_prints_the_table_and_writes_json(small_onnx, tmp_path):
     out = tmp_path / "prof.json"
     cmd = [sys.executable, str(ROOT / "benchmarks/ort_op_profile.py"), str(small_onnx), str(small_onnx)]
-    r = subprocess.run(cmd + ["--runs", "3", "--repeats", "1", "--json", str(out)], capture_output=True, text=True)
+    r = subprocess.run(
+        cmd + ["--runs", "3", "--repeats", "1", "--json", str(out)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert "| op type | fp32 ms (nodes) | int8 ms (nodes) |" in r.stdout
     data = json.loads(out.read_text())
     assert data["input"] == [1, 3, 32, 32] and data["fp32"]["ops"]
-    bad = subprocess.run(cmd[:2] + [str(tmp_path / "nope.onnx"), str(small_onnx)], capture_output=True, text=True)
+    bad = subprocess.run(
+        cmd[:2] + [str(tmp_path / "nope.onnx"), str(small_onnx)], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "not found" in bad.stderr
     zero = subprocess.run(cmd + ["--runs", "0"], capture_output=True, text=True)
     assert zero.returncode == 2 and "--runs must be >= 1" in zero.stderr

@@ -50,7 +50,9 @@ def _model(object_loss_weight: float = 0.0) -> MultiTaskPerceptor:
     model = MultiTaskPerceptor(
         trunk=dict(type="MobileNetV3Trunk", arch="small", width_mult=0.25),
         heads=dict(
-            cls=dict(type="ClsHead", num_classes=5, hidden_channels=16, object_loss_weight=object_loss_weight),
+            cls=dict(
+                type="ClsHead", num_classes=5, hidden_channels=16, object_loss_weight=object_loss_weight
+            ),
             det=dict(type="CenterDetHead", num_classes=3, feat_channels=16),
             emb=dict(type="EmbeddingHead", num_ids=8, embed_dim=8, feat_channels=16),
         ),
@@ -256,7 +258,9 @@ def test_qat_of_a_head_with_training_only_outputs():
     assert {o["name"] for o in qat.layout} >= {"cls_logits", "cls_tap"}
 
     def sample():
-        s = MultiTaskDataSample(metainfo=dict(tasks=("cls", "det"), img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE)))
+        s = MultiTaskDataSample(
+            metainfo=dict(tasks=("cls", "det"), img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE))
+        )
         s.gt_instances = InstanceData(bboxes=torch.tensor([[4.0, 4.0, 40.0, 40.0]]), labels=torch.tensor([2]))
         s.gt_label = torch.tensor(2)
         return s

@@ -298,7 +298,9 @@ def tiny_model() -> MultiTaskPerceptor:
     model = MultiTaskPerceptor(
         trunk=dict(type="MobileNetV3Trunk", arch="small", width_mult=0.5),
         heads=dict(
-            cls=dict(type="ClsHead", num_classes=11, hidden_channels=32, object_loss_weight=1.0),  # as the default
+            cls=dict(
+                type="ClsHead", num_classes=11, hidden_channels=32, object_loss_weight=1.0
+            ),  # as the default
             det=dict(type="CenterDetHead", num_classes=10, feat_channels=16),
             emb=dict(type="EmbeddingHead", num_ids=20, embed_dim=16, feat_channels=16),
         ),

@@ -11,13 +11,17 @@ neck = dict(type="FPNLite", strides=(8, 16, 32), out_channels=64, num_outs=1)
 # object_loss_weight: every labelled object's class also trains the frame
 # classifier, read at the object's centre on the classifier's tap (frames label
 # one object, scenes hold four): +2.5 top-1 and +3 mAP@0.5 at 4800 iterations.
-cls_head = dict(type="ClsHead", num_classes=num_cls_classes, hidden_channels=256, dropout=0.1, object_loss_weight=1.0)
+cls_head = dict(
+    type="ClsHead", num_classes=num_cls_classes, hidden_channels=256, dropout=0.1, object_loss_weight=1.0
+)
 # Depthwise-separable 3x3 convs in the dense branches (SSDLite-style): 1.13x
 # faster training steps than full 3x3 convs (benchmarks/train_throughput.py).
 # Adopted together with 160 px input and the 8192-id classifier (both tasks
 # improved); its accuracy effect on its own was not measured.
 det_head = dict(type="CenterDetHead", num_classes=num_det_classes, feat_channels=64, branch_conv="separable")
-emb_head = dict(type="EmbeddingHead", num_ids=num_ids, embed_dim=64, feat_channels=64, branch_conv="separable")
+emb_head = dict(
+    type="EmbeddingHead", num_ids=num_ids, embed_dim=64, feat_channels=64, branch_conv="separable"
+)
 # Tracker used by tools/test.py --track and tools/demo.py. Tuned on the
 # validation split: the detector's scores sit lower than ByteTrack's defaults
 # assume (p90 ~0.36), and the 0.95 chi-square motion gate (9.49) rejected many

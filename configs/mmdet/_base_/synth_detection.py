@@ -16,7 +16,18 @@ img_prefix = ""
 # Category names of the generator's sprite appearance, in label order. With
 # --appearance fashion_mnist use the Fashion-MNIST names ("t-shirt/top", "trouser", ...).
 metainfo = dict(
-    classes=("circle", "square", "triangle", "ring", "cross", "star", "diamond", "hexagon", "crescent", "arrow")
+    classes=(
+        "circle",
+        "square",
+        "triangle",
+        "ring",
+        "cross",
+        "star",
+        "diamond",
+        "hexagon",
+        "crescent",
+        "arrow",
+    )
 )
 image_size = (320, 320)
 backend_args = None

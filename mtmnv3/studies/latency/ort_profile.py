@@ -130,7 +130,8 @@ def _summarise(
     the events do not (prepacked int8 weights).
     """
     model_runs = sorted(
-        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
     )[warmup:]
     if not model_runs:
         raise ValueError("the profile holds no runs after the warm-up")
@@ -152,7 +153,8 @@ def _summarise(
         per_run[i][op] = per_run[i].get(op, 0.0) + e["dur"] / 1000.0
         nodes.setdefault(op, set()).add(e["name"])
     ops = [
-        OpTime(op, float(np.median([r.get(op, 0.0) for r in per_run])), len(names)) for op, names in nodes.items()
+        OpTime(op, float(np.median([r.get(op, 0.0) for r in per_run])), len(names))
+        for op, names in nodes.items()
     ]
     ops.sort(key=lambda o: -o.ms)
     run_ms = float(np.median([r["dur"] for r in model_runs])) / 1000.0

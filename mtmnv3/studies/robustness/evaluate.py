@@ -613,7 +613,8 @@ class RobustnessStudy:
         for _ in range(workers):
             tasks.put(None)
         procs = [
-            ctx.Process(target=self._worker, args=(tasks, messages, threads), daemon=True) for _ in range(workers)
+            ctx.Process(target=self._worker, args=(tasks, messages, threads), daemon=True)
+            for _ in range(workers)
         ]
         for proc in procs:
             proc.start()
