@@ -103,17 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.sequences < 1 or args.frames < 2:
         p.error(f"--sequences must be >= 1 and --frames >= 2, got {args.sequences} and {args.frames}")
 
+    from mtmnv3.apis import init_model
+    from mtmnv3.apis.inference import mot_sequence_dirs
     from mtmnv3.cli.demo import default_sizes
     from mtmnv3.data import SceneConfig, write_synth_dataset
     from mtmnv3.data.mot_io import write_mot_txt
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
     from mtmnv3.runtime.budget import ModelLayout
-    from mtmnv3.runtime.frame_runner import mot_sequence_dirs
-    from mtmnv3.runtime.onnx_export import load_model
     from mtmnv3.runtime.video import write_sequence_video
 
-    model = load_model(args.config, args.checkpoint)
+    model = init_model(args.config, args.checkpoint)
     layout = ModelLayout.from_model(model)
     size, resolutions = default_sizes(args.config, None, None)
     full_cfg = load_config(args.config, None)
@@ -204,9 +204,10 @@ def _association(model, size, cfg, data, tmp, args, tcfg) -> None:
     against IoU only, with and without the config's Kalman motion gate (which the tracker
     applies only with embeddings, so the middle row keeps the gate and drops the embeddings),
     at two object speeds; then sequence by sequence, how often the embeddings win."""
+    from mtmnv3.apis.inference import detect_mot_sequences, track_detections
     from mtmnv3.core.profiling import format_table
     from mtmnv3.data import write_synth_dataset
-    from mtmnv3.runtime.frame_runner import OrtFrameRunner, detect_mot_sequences, track_detections
+    from mtmnv3.runtime.frame_runner import OrtFrameRunner
 
     lo, hi = cfg.speed
     fast = write_synth_dataset(

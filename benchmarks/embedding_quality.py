@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
+    from mtmnv3.apis import init_model
     from mtmnv3.core.profiling import format_table
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation.reid import within_video_reid
-    from mtmnv3.runtime.onnx_export import load_model
 
     cfg = load_config(models[0][0], None)
     init_default_scope(cfg.get("default_scope", "mtmnv3"))
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for config, ckpt in models:
-        model = load_model(config, ckpt)
+        model = init_model(config, ckpt)
         head = args.head or next((n for n, h in model.heads.items() if h.task == "track"), None)
         if head is None or head not in model.heads:
             p.error(f"no embedding head {head!r} in the model; heads are {list(model.heads)}")

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         base = dict(cfg.get("tracker") or {})
         base.pop("type", None)
         if args.mot_dir:
-            from mtmnv3.runtime.frame_runner import mot_sequence_dirs
+            from mtmnv3.apis.inference import mot_sequence_dirs
 
             mot_dirs = [Path(d) for d in args.mot_dir]
             for d in mot_dirs:  # a missing or empty folder fails before the model loads
@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             check_split_seeds(cfg, args.split_seed, "--split-seed")
             mot_dirs = [_calibration_mot_dir(cfg, seed) for seed in args.split_seed]
 
-        from mtmnv3.runtime.frame_runner import build_frame_runner, detect_mot_sequences
-        from mtmnv3.runtime.onnx_export import load_model
+        from mtmnv3.apis import init_model
+        from mtmnv3.apis.inference import detect_mot_sequences
+        from mtmnv3.runtime.frame_runner import build_frame_runner
 
-        model = load_model(args.config, args.checkpoint, args.cfg_options)
+        model = init_model(args.config, args.checkpoint, args.cfg_options)
         size = int(input_size(cfg.test_dataloader.dataset))
         runner = build_frame_runner(model, args.backend, input_size=size, threads=args.threads)
         try:

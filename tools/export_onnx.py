@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from mtmnv3.apis import init_model
 from mtmnv3.engine import DictAction
 from mtmnv3.runtime.onnx_export import (
     DEFAULT_EXPORTER,
@@ -24,7 +25,6 @@ from mtmnv3.runtime.onnx_export import (
     EXPORTERS,
     export_onnx,
     export_split,
-    load_model,
 )
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"stage plan not found: {args.split_plan}")
         if not args.out.endswith(".onnx"):
             raise ValueError(f"--out must name a .onnx file, got {args.out!r}")
-        model = load_model(args.config, args.checkpoint, args.cfg_options)
+        model = init_model(args.config, args.checkpoint, args.cfg_options)
         common = dict(
             heads=args.heads,
             input_size=args.size,

@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"unknown --variant {args.variant!r}; expected one of {sorted(TRUNK_VARIANTS)}"
                 )
             cfg_options["model.trunk"] = dict(type="MobileNetV3Trunk", **TRUNK_VARIANTS[args.variant])
-        from mtmnv3.runtime.onnx_export import load_model
+        from mtmnv3.apis import init_model
 
         cfg = load_config(args.config, cfg_options or None)
-        model = load_model(args.config, checkpoint, cfg_options or None)
+        model = init_model(args.config, checkpoint, cfg_options or None)
         name = args.variant or os.path.splitext(os.path.basename(args.config))[0]
         evaluate = not args.no_eval and checkpoint is not None and _has_val_data(cfg)
         results = quantization_study(model, cfg, args.out_dir, options, evaluate=evaluate, name=name)

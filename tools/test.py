@@ -128,8 +128,9 @@ def _evaluate(args: argparse.Namespace, cfg, results_subdir: str | None = None) 
 def _track(
     args: argparse.Namespace, cfg, runner, model, results_subdir: str | None = None
 ) -> dict[str, float]:
+    from mtmnv3.apis.inference import track_mot_sequences
     from mtmnv3.evaluation import format_metrics_table
-    from mtmnv3.runtime.frame_runner import TorchFrameRunner, track_mot_sequences
+    from mtmnv3.runtime.frame_runner import TorchFrameRunner
 
     dataset_cfg = cfg.test_dataloader.dataset
     mot_dir = args.mot_dir

@@ -138,12 +138,12 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo for parsed ``args``; returns the summary dict."""
     import cv2
 
+    from mtmnv3.apis import init_model
     from mtmnv3.core.registry import BUDGET_POLICIES
     from mtmnv3.data.mot_io import write_mot_txt
     from mtmnv3.runtime.budget import BudgetLog, BudgetScheduler, ModelLayout
     from mtmnv3.runtime.frame_runner import build_frame_runner
     from mtmnv3.runtime.loop import PerceptionLoop, calibrate_costs, summarize
-    from mtmnv3.runtime.onnx_export import load_model
     from mtmnv3.tracking import build_tracker
 
     _check_args(args)
@@ -151,7 +151,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     args.size, args.resolutions = default_sizes(args.config, args.size, args.resolutions, options)
     source = open_source(camera_id=args.camera_id, video=args.video, max_frames=args.max_frames)
     try:
-        model = load_model(args.config, args.checkpoint, options)
+        model = init_model(args.config, args.checkpoint, options)
     except BaseException:
         if hasattr(source, "close"):
             source.close()

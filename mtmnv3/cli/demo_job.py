@@ -147,13 +147,13 @@ def write_report(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mtmnv3.apis.inference import mot_sequence_dirs
     from mtmnv3.cli.demo import _cfg_options, run_demo
     from mtmnv3.cli.demo import build_parser as demo_parser
     from mtmnv3.core.fileio import atomic_write_json
     from mtmnv3.data import SceneConfig, write_synth_dataset
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
-    from mtmnv3.runtime.frame_runner import mot_sequence_dirs
     from mtmnv3.runtime.video import write_sequence_video
 
     if not os.path.isfile(args.config):

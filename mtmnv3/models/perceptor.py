@@ -291,11 +291,16 @@ class MultiTaskPerceptor(BaseModel):
                 MultiTaskDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
                 for _ in range(len(inputs))
             ]
-        order = sorted(names, key=lambda n: _PREDICT_ORDER.get(self.heads[n].task, math.inf))
+        order = self.predict_order(names)
         outputs = self.head_outputs(inputs, order)
         for n in order:
             self.heads[n].predict(outputs[n], data_samples)
         return data_samples
+
+    def predict_order(self, names: Sequence[str]) -> list[str]:
+        """``names`` in the order their ``predict`` must run: heads whose predictions others
+        build on first (embeddings are read at detections)."""
+        return sorted(names, key=lambda n: _PREDICT_ORDER.get(self.heads[n].task, math.inf))
 
 
 def _head_class(cfg: Any, name: str) -> type:

@@ -60,7 +60,7 @@ from mtmnv3.core.registry import MODELS
 from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.corruptions import CORRUPTIONS, NUM_SEVERITIES
 from mtmnv3.data.synth import DOMAINS
-from mtmnv3.models import MultiTaskPerceptor
+from mtmnv3.models.perceptor import MultiTaskPerceptor
 from mtmnv3.models.dro import (
     AUGMIX_DEFAULT_SEVERITY,
     AUGMIX_EXTRA_OPS,

@@ -54,7 +54,6 @@ __all__ = [
     "SPLIT_FORMAT",
     "export_onnx",
     "export_split",
-    "load_model",
     "sidecar_path",
     "stage_ranges_from_plan",
 ]
@@ -82,41 +81,6 @@ _HEAD_META_ATTRS = ("stride", "level", "num_classes", "max_per_img", "score_thr"
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:
     """The metadata JSON written next to an exported model: ``<file>.onnx.json``."""
     return Path(str(onnx_path) + ".json")
-
-
-# ---- model loading --------------------------------------------------------------------
-def load_model(
-    config: str | os.PathLike,
-    checkpoint: str | os.PathLike | None,
-    cfg_options: Mapping[str, Any] | None = None,
-) -> nn.Module:
-    """Build the config's model and load a checkpoint's weights (eval mode, CPU).
-
-    Args:
-        config: mmengine config file with a ``model`` entry.
-        checkpoint: mmengine checkpoint (``state_dict`` inside); None keeps the
-            initial weights (for tests and latency studies).
-        cfg_options: overrides merged into the config (``--cfg-options``).
-
-    Raises:
-        FileNotFoundError: the config or checkpoint does not exist.
-        ValueError: the config has no model or the checkpoint does not match it.
-    """
-    from mmengine.registry import init_default_scope
-
-    from mtmnv3.core.registry import MODELS
-    from mtmnv3.engine import load_config, load_model_checkpoint
-
-    if checkpoint is not None and not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    cfg = load_config(config, dict(cfg_options) if cfg_options else None)
-    if "model" not in cfg:
-        raise ValueError(f"config {config} has no 'model' entry")
-    init_default_scope(cfg.get("default_scope", "mtmnv3"))
-    model = MODELS.build(cfg.model)
-    if checkpoint is not None:
-        load_model_checkpoint(model, checkpoint)
-    return model.eval()
 
 
 # ---- argument checks -------------------------------------------------------------------

@@ -60,7 +60,7 @@ def calibrate_thresholds(
     """
     from pathlib import Path
 
-    from mtmnv3.runtime.frame_runner import track_detections
+    from mtmnv3.apis.inference import track_detections
 
     if objective not in CALIBRATION_OBJECTIVES:
         raise ValueError(f"objective must be one of {CALIBRATION_OBJECTIVES}, got {objective!r}")

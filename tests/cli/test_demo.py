@@ -156,12 +156,12 @@ def test_test_tool_tracks_mot_sequences(tiny_model):
 
 
 def _tiny_runner(ckpt):
+    from mtmnv3.apis import init_model
     from mtmnv3.runtime.frame_runner import TorchFrameRunner
-    from mtmnv3.runtime.onnx_export import load_model
 
     options = dict(o.split("=", 1) for o in MODEL_OPTIONS)
     options = {k: float(v) if "." in v else int(v) for k, v in options.items()}
-    return TorchFrameRunner(load_model(CONFIG, ckpt, options), 96)
+    return TorchFrameRunner(init_model(CONFIG, ckpt, options), 96)
 
 
 def _same_metrics(a, b):
@@ -169,7 +169,7 @@ def _same_metrics(a, b):
 
 
 def test_cached_detections_track_as_the_streaming_path(tiny_model, tmp_path):
-    from mtmnv3.runtime.frame_runner import detect_mot_sequences, track_detections, track_mot_sequences
+    from mtmnv3.apis.inference import detect_mot_sequences, track_detections, track_mot_sequences
 
     _, data_root, ckpt, _, n, seq = tiny_model
     runner = _tiny_runner(ckpt)
@@ -202,7 +202,7 @@ def test_cached_detections_track_as_the_streaming_path(tiny_model, tmp_path):
 def _ground_truth_detections(seq, n, false_score=None):
     """A sequence's ground-truth boxes as detections (score 0.9, one embedding direction per
     identity), plus, with ``false_score``, two false boxes per frame at that score."""
-    from mtmnv3.runtime.frame_runner import SequenceDetections
+    from mtmnv3.apis.inference import SequenceDetections
     from mtmnv3.runtime.ort_runtime import FramePrediction
 
     gt = load_mot_txt(seq / "gt" / "gt.txt")
@@ -227,7 +227,7 @@ def _ground_truth_detections(seq, n, false_score=None):
 
 def test_tracking_ground_truth_detections_is_perfect(tiny_model, tmp_path):
     """Detections built from a sequence's ground truth track with MOTA = IDF1 = 1, per sequence too."""
-    from mtmnv3.runtime.frame_runner import track_detections
+    from mtmnv3.apis.inference import track_detections
 
     _, _, _, _, n, seq = tiny_model
     gt, dets = _ground_truth_detections(seq, n)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtmnv3.apis import init_model
 from mtmnv3.backbone.plan import StagePlan
 from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.transforms import Letterbox
@@ -16,7 +17,6 @@ from mtmnv3.runtime import onnx_export
 from mtmnv3.runtime.onnx_export import (
     export_onnx,
     export_split,
-    load_model,
     sidecar_path,
     stage_ranges_from_plan,
 )
@@ -328,7 +328,7 @@ def test_bad_runtime_arguments(exported, tmp_path):
     with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\) frame"):
         OrtMultiTaskRunner(path).predict(frame().astype(np.float32))
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        load_model(ROOT / "configs/mtmnv3_small_3task_synth.py", tmp_path / "none.pth")
+        init_model(ROOT / "configs/mtmnv3_small_3task_synth.py", tmp_path / "none.pth")
     bad = tmp_path / "bad.split.json"
     bad.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="not an mtmnv3.OnnxSplit file"):

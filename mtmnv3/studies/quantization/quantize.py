@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -937,9 +936,6 @@ def compile_quantized(graph: Pt2eGraph) -> tuple[Callable[[Tensor], tuple[Tensor
 
 
 # ---- evaluation ------------------------------------------------------------------------------------
-_PREDICT_ORDER = {"det": 0, "cls": 1, "track": 2}
-
-
 @torch.no_grad()
 def evaluate_raw_fn(
     raw_fn: Callable[[Tensor], Sequence[Tensor]],
@@ -976,7 +972,7 @@ def evaluate_raw_fn(
     evaluator = Evaluator([METRICS.build(copy.deepcopy(dict(c))) for c in ev_list])
     loader = _build_loader(cfg, split, shuffle=False, seed=0, batch_size=batch_size)
     heads_in_layout = list(dict.fromkeys(o["head"] for o in layout))
-    order = sorted(heads_in_layout, key=lambda n: _PREDICT_ORDER.get(model.heads[n].task, math.inf))
+    order = model.predict_order(heads_in_layout)
     seen = 0
     for data in loader:
         pre = model.data_preprocessor(data, False)
