@@ -1,7 +1,7 @@
 """The plug-in head contract.
 
-A head declares which trunk stage taps (or the shared neck) it reads, and
-implements ``forward`` (features -> raw outputs), ``loss`` (raw outputs +
+A head declares the one task it solves (one of :data:`HEAD_TASKS`), which
+trunk stage taps (or the shared neck) it reads, and implements ``forward`` (features -> raw outputs), ``loss`` (raw outputs +
 data samples -> dict of named losses) and ``predict`` (raw outputs -> fields
 written onto the data samples). Heads read channels and strides from the
 trunk's ``feature_info`` (or the neck's ``out_channels``/``strides``), never
@@ -11,15 +11,83 @@ from hard-coded numbers.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["BaseHead", "BRANCH_CONVS", "conv_branch", "resolve_tap"]
+__all__ = [
+    "BaseHead",
+    "BRANCH_CONVS",
+    "CLASSIFICATION",
+    "DETECTION",
+    "EMBEDDING",
+    "HEAD_TASKS",
+    "TASK_LABELS",
+    "conv_branch",
+    "head_task",
+    "heads_by_task",
+    "resolve_tap",
+]
 
 #: Kinds of 3x3 conv in a dense head branch (see :func:`conv_branch`).
 BRANCH_CONVS = ("standard", "separable")
+
+CLASSIFICATION = "classification"
+DETECTION = "detection"
+EMBEDDING = "embedding"
+#: The tasks a head can declare (``BaseHead.task``); each model has at most one head per task.
+HEAD_TASKS: tuple[str, ...] = (CLASSIFICATION, DETECTION, EMBEDDING)
+#: The label kind each head task trains on: the data samples' metainfo ``tasks``
+#: name labels ``'cls'``, ``'det'`` and ``'track'`` (see ``mtmnv3.data.common.TASKS``).
+TASK_LABELS: dict[str, str] = {CLASSIFICATION: "cls", DETECTION: "det", EMBEDDING: "track"}
+_LABEL_TASKS = {label: task for task, label in TASK_LABELS.items()}
+
+
+def head_task(head: Any) -> str:
+    """The task a head declares: of a head (its ``task``) or a task string.
+
+    A string may also be a label kind (``'cls'``, ``'det'``, ``'track'``), as
+    ONNX sidecars written before heads declared tasks record it.
+
+    Raises:
+        ValueError: the task is not one of :data:`HEAD_TASKS` (or a label kind).
+    """
+    task = head if isinstance(head, str) else getattr(head, "task", None)
+    task = _LABEL_TASKS.get(task, task) if isinstance(task, str) else task
+    if task not in HEAD_TASKS:
+        raise ValueError(f"a head must declare a task among {HEAD_TASKS}, got {task!r} from {head!r}")
+    return task
+
+
+def heads_by_task(heads: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, str]:
+    """Task -> head name of a model's heads, found by the task each head declares.
+
+    Args:
+        heads: head name -> head (anything with a ``task``) or task string,
+            e.g. ``model.heads`` or an ONNX sidecar's ``{name: meta['task']}``.
+        required: tasks that must have a head (e.g. ``(DETECTION,)``).
+
+    Returns:
+        ``{task: head name}`` for the tasks present, in :data:`HEAD_TASKS` order.
+
+    Raises:
+        ValueError: two heads declare the same task, a head declares no known
+            task, or a required task has no head; the message names the heads present.
+    """
+    found: dict[str, list[str]] = {}
+    for name, head in heads.items():
+        found.setdefault(head_task(head), []).append(name)
+    present = {name: head_task(head) for name, head in heads.items()}
+    twice = {task: names for task, names in found.items() if len(names) > 1}
+    if twice:
+        raise ValueError(f"heads {twice} declare the same task; each task has one head, heads are {present}")
+    for task in required:
+        if task not in HEAD_TASKS:
+            raise ValueError(f"required tasks must be among {HEAD_TASKS}, got {task!r}")
+        if task not in found:
+            raise ValueError(f"this needs a {task} head; the model's heads are {present}")
+    return {task: found[task][0] for task in HEAD_TASKS if task in found}
 
 
 def resolve_tap(
@@ -68,7 +136,7 @@ class BaseHead(nn.Module, metaclass=abc.ABCMeta):
     """Base class of plug-in heads.
 
     Attributes:
-        task: the label kind the head trains on: ``'cls'``, ``'det'`` or ``'track'``.
+        task: the task the head solves, one of :data:`HEAD_TASKS` (set by each head class).
         taps: trunk stage indices the head reads directly (empty if it reads the neck).
         uses_neck: whether the head reads the shared neck's outputs.
     """
@@ -78,7 +146,13 @@ class BaseHead(nn.Module, metaclass=abc.ABCMeta):
 
     def __init__(self) -> None:
         super().__init__()
+        head_task(self)
         self.taps: tuple[int, ...] = ()
+
+    @property
+    def label_kind(self) -> str:
+        """The label kind the head trains on (samples' metainfo ``tasks``): ``TASK_LABELS[task]``."""
+        return TASK_LABELS[self.task]
 
     @abc.abstractmethod
     def forward(self, feats: Sequence[Tensor]) -> Any:

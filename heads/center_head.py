@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from mmengine.structures import InstanceData
-from mtmnv3.heads.base import BaseHead, conv_branch
+from mtmnv3.heads.base import DETECTION, BaseHead, conv_branch
 from mtmnv3.heads.centers import draw_gaussian, gaussian_radius, grid_centers
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
@@ -113,7 +113,7 @@ class CenterDetHead(BaseHead):
         loss_weights: weights of the heatmap, size and offset losses.
     """
 
-    task = "det"
+    task = DETECTION
     uses_neck = True
 
     def __init__(
@@ -200,7 +200,8 @@ class CenterDetHead(BaseHead):
         return {k: v.to(device) for k, v in out.items()}
 
     def loss(self, outputs: dict[str, Tensor], data_samples: Sequence[Any]) -> dict[str, Tensor]:
-        keep = [i for i, s in enumerate(data_samples) if "det" in s.metainfo.get("tasks", ("det",))]
+        label = self.label_kind
+        keep = [i for i, s in enumerate(data_samples) if label in s.metainfo.get("tasks", (label,))]
         if not keep:
             zero = sum(v.sum() for v in outputs.values()) * 0.0
             return {"loss_det_heatmap": zero, "loss_det_wh": zero, "loss_det_offset": zero}

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mtmnv3.heads.base import BaseHead, resolve_tap
+from mtmnv3.heads.base import CLASSIFICATION, DETECTION, TASK_LABELS, BaseHead, resolve_tap
 from mtmnv3.heads.centers import OBJECT_CELLS, labelled_object_cells
 from torch import Tensor, nn
 
@@ -80,7 +80,7 @@ class ClsHead(BaseHead):
 
     POOLS = ("avg", "attn")
 
-    task = "cls"
+    task = CLASSIFICATION
 
     def __init__(
         self,
@@ -157,7 +157,7 @@ class ClsHead(BaseHead):
         _, _, h, w = tap.shape
         feats, labels = [], []
         for b, target, cells in labelled_object_cells(
-            data_samples, "det", "labels", self.tap_stride, h, w, self.object_cells
+            data_samples, TASK_LABELS[DETECTION], "labels", self.tap_stride, h, w, self.object_cells
         ):
             cells = cells.to(tap.device)
             feats.append(tap[b, :, cells[:, 1], cells[:, 0]].t())
@@ -185,7 +185,8 @@ class ClsHead(BaseHead):
     def frame_loss(self, logits: Tensor, data_samples: Sequence[Any]) -> dict[str, Tensor]:
         labels = torch.stack([s.gt_label for s in data_samples]).to(logits.device)
         has = torch.tensor(
-            ["cls" in s.metainfo.get("tasks", ("cls",)) for s in data_samples], device=labels.device
+            [self.label_kind in s.metainfo.get("tasks", (self.label_kind,)) for s in data_samples],
+            device=labels.device,
         )
         keep = has & (labels >= 0)
         if not keep.any():

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mtmnv3.heads.base import BaseHead, conv_branch
+from mtmnv3.heads.base import EMBEDDING, BaseHead, conv_branch
 from mtmnv3.heads.centers import grid_centers, labelled_object_cells
 from torch import Tensor, nn
 
@@ -91,7 +91,7 @@ class EmbeddingHead(BaseHead):
 
     LOSS_TYPES = ("id", "contrastive")
 
-    task = "track"
+    task = EMBEDDING
     uses_neck = True
 
     def __init__(
@@ -146,7 +146,7 @@ class EmbeddingHead(BaseHead):
         _, _, h, w = emb_map.shape
         embs, ids, videos = [], [], []
         for b, target, cells in labelled_object_cells(
-            data_samples, "track", "instance_ids", self.stride, h, w
+            data_samples, self.label_kind, "instance_ids", self.stride, h, w
         ):
             embs.append(self.gather(emb_map[b], cells.to(emb_map.device)))
             ids.append(target)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 import mtmnv3.heads  # noqa: F401  (registers the heads)
 from mtmnv3.core.registry import MODELS
 from mtmnv3.core.structures import MultiTaskDataSample
+from mtmnv3.heads.base import CLASSIFICATION, DETECTION, EMBEDDING, heads_by_task
 from mtmnv3.models.weighting import GradientWeighting, build_loss_weighting
 
 __all__ = ["MultiTaskPerceptor", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -28,7 +29,7 @@ __all__ = ["MultiTaskPerceptor", "IMAGENET_MEAN", "IMAGENET_STD"]
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 #: Heads whose predictions others build on run first (embeddings are read at detections).
-_PREDICT_ORDER = {"det": 0, "cls": 1, "track": 2}
+_PREDICT_ORDER = {DETECTION: 0, CLASSIFICATION: 1, EMBEDDING: 2}
 
 
 @MODELS.register_module()
@@ -37,7 +38,8 @@ class MultiTaskPerceptor(BaseModel):
 
     Args:
         trunk: trunk config (e.g. ``dict(type='MobileNetV3Trunk', arch='small')``) or module.
-        heads: ``{name: head config}``; names are free (e.g. ``cls``, ``det``, ``emb``).
+        heads: ``{name: head config}``; names are free (e.g. ``cls``, ``det``, ``emb``), each
+            head declares its task (see ``mtmnv3.heads.HEAD_TASKS``), one head per task.
         neck: neck config, built when any head reads the neck.
         task_weights: static loss weight per head name (default 1.0 each), applied
             to each task's loss before the loss-weighting method sees it.
@@ -95,6 +97,7 @@ class MultiTaskPerceptor(BaseModel):
                 else:
                     default_args = dict(feature_info=self.trunk.feature_info)
                 self.heads[name] = MODELS.build(cfg, default_args=default_args)
+            self.task_heads: dict[str, str] = heads_by_task(self.heads)
             weights = dict(task_weights or {})
             unknown = sorted(set(weights) - set(self.heads))
             if unknown:
@@ -111,6 +114,14 @@ class MultiTaskPerceptor(BaseModel):
         for part in self._frozen_modules():
             part.requires_grad_(False)
         self.train(self.training)
+
+    def head_for(self, task: str) -> str:
+        """The name of the head that declares ``task`` (one of ``mtmnv3.heads.HEAD_TASKS``).
+
+        Raises:
+            ValueError: no head declares ``task``; the message names the heads present.
+        """
+        return heads_by_task(self.heads, required=(task,))[task]
 
     # ---- frozen parts ----------------------------------------------------------------
     def _check_frozen(self, frozen: Sequence[str]) -> tuple[str, ...]:

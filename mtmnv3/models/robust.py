@@ -60,7 +60,7 @@ from mtmnv3.core.registry import MODELS
 from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.corruptions import CORRUPTIONS, NUM_SEVERITIES
 from mtmnv3.data.synth import DOMAINS
-from mtmnv3.models.perceptor import MultiTaskPerceptor
+from mtmnv3.heads.base import CLASSIFICATION, DETECTION
 from mtmnv3.models.dro import (
     AUGMIX_DEFAULT_SEVERITY,
     AUGMIX_EXTRA_OPS,
@@ -70,6 +70,7 @@ from mtmnv3.models.dro import (
     jensen_shannon_consistency,
     unknown_augmix_ops,
 )
+from mtmnv3.models.perceptor import MultiTaskPerceptor
 
 __all__ = [
     "AUGMIX_HELD_OUT",
@@ -87,7 +88,7 @@ AUGMIX_TRAIN_OPS = ("brightness", "contrast", "color_cast", "defocus_blur", "gau
 #: Shift-suite families kept out of training (AugMix keeps its ops disjoint from the test corruptions).
 AUGMIX_HELD_OUT = tuple(n for n in CORRUPTIONS if n not in AUGMIX_TRAIN_OPS)
 #: Head tasks the consistency term supports, and how it reads their outputs.
-CONSISTENCY_TASKS = ("cls", "det")
+CONSISTENCY_TASKS = (CLASSIFICATION, DETECTION)
 #: AugMix's consistency weight lambda (Hendrycks et al. 2020, Sec. 4).
 DEFAULT_JS_WEIGHT = 12.0
 #: Seeds of the AugMix views are drawn from torch's global generator in [0, SEED_RANGE).
@@ -214,8 +215,8 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
 
             ``consistency``: ``weight`` (float, or ``{head: float}``; default 12,
             the paper's lambda), ``severity`` (AugMix severity 1..5, default 3),
-            ``heads`` (head names, default ``('cls', 'det')`` where present; tasks
-            ``cls`` or ``det``), ``ops`` (corruption families, default
+            ``heads`` (head names, default the classification and detection
+            heads where present; heads of tasks :data:`CONSISTENCY_TASKS`), ``ops`` (corruption families, default
             :data:`AUGMIX_TRAIN_OPS`), ``width`` (3), ``depth`` (-1: random
             1..3), ``alpha`` (1.0), ``task_loss_views`` (``'clean'``, AugMix's
             recipe, or ``'all'``: the task losses average over the clean and
@@ -438,7 +439,7 @@ class RobustMultiTaskPerceptor(MultiTaskPerceptor):
     def _consistency(self, head: str, outputs: list[Any]) -> Tensor:
         """The consistency term of one head over its (clean, aug1, aug2) outputs."""
         anchored = self.consistency_anchor == "clean"
-        if self.heads[head].task == "cls":
+        if self.heads[head].task == CLASSIFICATION:
             logits = [o["logits"] if isinstance(o, Mapping) else o for o in outputs]
             if anchored:
                 return clean_anchored_consistency(*logits, kind="softmax")
