@@ -26,6 +26,7 @@ import onnxruntime as ort
 import torch
 
 from mtmnv3.data.transforms import Letterbox
+from mtmnv3.heads.base import CLASSIFICATION, DETECTION, EMBEDDING, heads_by_task
 from mtmnv3.heads.center_head import decode_centers, to_original_coords
 from mtmnv3.heads.embedding_head import gather_embeddings
 from mtmnv3.runtime.onnx_export import EXPORT_FORMAT, FORMAT_VERSION, INPUT_NAME, SPLIT_FORMAT, sidecar_path
@@ -213,9 +214,10 @@ class OrtMultiTaskRunner:
         self._inv_std = (1.0 / np.asarray(inp["std"], np.float32)).astype(np.float32)
         self.output_names = [o["name"] for o in self.meta["outputs"]]
         heads = self.meta["heads"]
-        self.det_head = next((h for h, m in heads.items() if m["task"] == "det"), None)
-        self.emb_head = next((h for h, m in heads.items() if m["task"] == "track"), None)
-        self.cls_head = next((h for h, m in heads.items() if m["task"] == "cls"), None)
+        by_task = heads_by_task({h: m["task"] for h, m in heads.items()})
+        self.det_head, self.emb_head, self.cls_head = (
+            by_task.get(t) for t in (DETECTION, EMBEDDING, CLASSIFICATION)
+        )
         if self.emb_head is not None and self.det_head is None:
             raise ValueError("an export with an embedding head but no detection head cannot place embeddings")
 
