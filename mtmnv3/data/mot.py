@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from mtmnv3.data.common import DataError, SkipCounter
+from mtmnv3.data.mot_io import GT_COLUMNS, MOT_MIN_COLUMNS, format_gt_rows, iter_mot_rows
 
 __all__ = [
-    "MOT_COLUMNS",
     "MotSequenceInfo",
     "format_mot_rows",
     "mot_to_xyxy",
@@ -35,8 +35,6 @@ __all__ = [
     "xyxy_to_mot",
 ]
 
-MOT_COLUMNS = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "consider", "class", "visibility")
-MOT_MIN_COLUMNS = 6
 #: MOTChallenge box corners are 1-based pixel coordinates.
 MOT_COORD_OFFSET = 1.0
 SEQINFO_SECTION = "Sequence"
@@ -152,27 +150,7 @@ def read_seqinfo(path: str | os.PathLike) -> MotSequenceInfo:
 
 def format_mot_rows(frame: int, ids, boxes, consider, classes, visibility) -> list[str]:
     """``gt.txt`` lines of one frame (boxes 0-based xyxy; classes 1-based)."""
-    tlwh = xyxy_to_mot(boxes)
-    return [
-        f"{frame},{int(i)},{b[0]:.2f},{b[1]:.2f},{b[2]:.2f},{b[3]:.2f},{int(c)},{int(k)},{v:.6f}"
-        for i, b, c, k, v in zip(ids, tlwh, consider, classes, visibility, strict=True)
-    ]
-
-
-def _parse_line(path: Path, lineno: int, line: str) -> list[float]:
-    parts = [p for p in line.replace("\t", ",").replace(" ", ",").split(",") if p != ""]
-    if len(parts) < MOT_MIN_COLUMNS:
-        raise DataError(
-            f"{path}:{lineno}: expected at least {MOT_MIN_COLUMNS} comma-separated values, got {line!r}"
-        )
-    try:
-        vals = [float(p) for p in parts[: len(MOT_COLUMNS)]]
-    except ValueError:
-        raise DataError(f"{path}:{lineno}: non-numeric value in {line!r}") from None
-    if not all(np.isfinite(vals)):
-        raise DataError(f"{path}:{lineno}: non-finite value in {line!r}")
-    vals += [1.0, UNSPECIFIED, UNSPECIFIED][len(vals) - MOT_MIN_COLUMNS :]
-    return vals
+    return format_gt_rows(frame, ids, xyxy_to_mot(boxes), consider, classes, visibility)
 
 
 def read_mot_gt(
@@ -207,46 +185,42 @@ def read_mot_gt(
     skips = SkipCounter(os.fspath(path))
     rows: dict[int, list[tuple]] = {}
     seen: dict[tuple[int, int], int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            frame, ident, left, top, bw, bh, consider, cls, vis = _parse_line(path, lineno, line)
-            where = f"{path}:{lineno}"
-            if frame != int(frame) or not 1 <= frame <= info.seq_length:
-                raise DataError(f"{where}: frame {frame:g} outside 1..{info.seq_length} (seqLength)")
-            if ident != int(ident):
-                raise DataError(f"{where}: identity {ident:g} is not an integer")
-            if cls == UNSPECIFIED:
-                if num_classes != 1:
-                    raise DataError(
-                        f"{where}: class -1 (unspecified) is ambiguous with {num_classes} classes"
-                    )
-                cls = 1
-            if cls != int(cls) or not 1 <= cls <= num_classes:
-                raise DataError(f"{where}: class {cls:g} outside 1..{num_classes}")
-            key = (int(frame), int(ident))
-            if key in seen:
-                raise DataError(
-                    f"{where}: identity {int(ident)} repeated in frame {int(frame)} (first at line {seen[key]})"
-                )
-            seen[key] = lineno
-            if bw <= 0 or bh <= 0:
-                skips.add("boxes with non-positive size skipped", where)
-                continue
-            x1, y1, x2, y2 = mot_to_xyxy(np.array([left, top, bw, bh]))[0]
-            cx1, cy1 = min(max(x1, 0.0), info.width), min(max(y1, 0.0), info.height)
-            cx2, cy2 = min(max(x2, 0.0), info.width), min(max(y2, 0.0), info.height)
-            if cx2 <= cx1 or cy2 <= cy1:
-                skips.add("boxes entirely outside the image skipped", where)
-                continue
-            if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-                skips.add("boxes partly outside the image clipped", where)
-            vis = 1.0 if vis == UNSPECIFIED else vis
-            rows.setdefault(int(frame), []).append(
-                (cx1, cy1, cx2, cy2, int(cls) - 1, int(ident), vis, consider == 0)
+    for lineno, values in iter_mot_rows(path):
+        values = values[: len(GT_COLUMNS)]
+        values += [1.0, UNSPECIFIED, UNSPECIFIED][len(values) - MOT_MIN_COLUMNS :]
+        frame, ident, left, top, bw, bh, consider, cls, vis = values
+        where = f"{path}:{lineno}"
+        if frame != int(frame) or not 1 <= frame <= info.seq_length:
+            raise DataError(f"{where}: frame {frame:g} outside 1..{info.seq_length} (seqLength)")
+        if ident != int(ident):
+            raise DataError(f"{where}: identity {ident:g} is not an integer")
+        if cls == UNSPECIFIED:
+            if num_classes != 1:
+                raise DataError(f"{where}: class -1 (unspecified) is ambiguous with {num_classes} classes")
+            cls = 1
+        if cls != int(cls) or not 1 <= cls <= num_classes:
+            raise DataError(f"{where}: class {cls:g} outside 1..{num_classes}")
+        key = (int(frame), int(ident))
+        if key in seen:
+            raise DataError(
+                f"{where}: identity {int(ident)} repeated in frame {int(frame)} (first at line {seen[key]})"
             )
+        seen[key] = lineno
+        if bw <= 0 or bh <= 0:
+            skips.add("boxes with non-positive size skipped", where)
+            continue
+        x1, y1, x2, y2 = mot_to_xyxy(np.array([left, top, bw, bh]))[0]
+        cx1, cy1 = min(max(x1, 0.0), info.width), min(max(y1, 0.0), info.height)
+        cx2, cy2 = min(max(x2, 0.0), info.width), min(max(y2, 0.0), info.height)
+        if cx2 <= cx1 or cy2 <= cy1:
+            skips.add("boxes entirely outside the image skipped", where)
+            continue
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            skips.add("boxes partly outside the image clipped", where)
+        vis = 1.0 if vis == UNSPECIFIED else vis
+        rows.setdefault(int(frame), []).append(
+            (cx1, cy1, cx2, cy2, int(cls) - 1, int(ident), vis, consider == 0)
+        )
     skips.warn()
     out = {}
     for frame, rs in rows.items():

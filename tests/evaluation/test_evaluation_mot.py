@@ -278,7 +278,7 @@ def test_txt_round_trip_and_file_evaluation(tmp_path):
 def test_malformed_line_names_file_and_line(tmp_path, line, why):
     path = tmp_path / "bad.txt"
     path.write_text(f"1,1,10,10,50,100,1\n\n{line}\n")
-    with pytest.raises(MOTFormatError, match=rf"bad\.txt, line 3: .*{why}"):
+    with pytest.raises(MOTFormatError, match=rf"bad\.txt:3: .*{why}"):
         load_mot_txt(path)
 
 
