@@ -7,7 +7,7 @@ _base_ = [
 ]
 model = dict(
     type="MultiTaskPerceptor",
-    channels_last=True,  # NHWC convolutions: ~1.2x faster CPU training steps
+    channels_last=True,  # NHWC convolutions: faster CPU training steps (benchmarks/train_throughput.py)
     trunk=dict(
         type="MobileNetV3Trunk", arch="large", zero_init_residual=True
     ),  # residual blocks start as identity

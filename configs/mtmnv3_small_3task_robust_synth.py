@@ -5,7 +5,7 @@
 # iteration costs about three forward/backward passes of the plain config.
 # AugMix draws from brightness, contrast, color_cast, defocus_blur, gaussian_noise (severity <= 3);
 # darkness, gamma, low_resolution, motion_blur, shot_noise and jpeg_compression stay held out for the
-# shift suite (tools/robustness.py reports mCE_seen / mCE_unseen).
+# shift suite (`mtmnv3 robustness` reports mCE_seen / mCE_unseen).
 _base_ = ["./mtmnv3_small_3task_synth.py"]
 model = dict(
     type="RobustMultiTaskPerceptor",

@@ -7,15 +7,15 @@ _base_ = [
 ]
 model = dict(
     type="MultiTaskPerceptor",
-    channels_last=True,  # NHWC convolutions: ~1.2x faster CPU training steps
+    channels_last=True,  # NHWC convolutions: faster CPU training steps (benchmarks/train_throughput.py)
     trunk=dict(
         type="MobileNetV3Trunk", arch="small", zero_init_residual=True
     ),  # residual blocks start as identity
     neck={{_base_.neck}},
     task_weights={{_base_.task_weights}},
-    # FAMO (Liu et al., NeurIPS 2023) balances the task losses: in three full-budget runs it kept
-    # classification at equal weights' level and added 1.5-2.1 points of mAP@0.5 and 1.1-1.4 of IDF1
-    # (four held-out splits each), at 1.01-1.03x the step time (benchmarks/loss_balancing.py).
+    # FAMO (Liu et al., NeurIPS 2023) balances the task losses: it kept classification at equal
+    # weights' level and improved detection and tracking at about the same step time
+    # (benchmarks/loss_balancing.py; docs/design-notes.md).
     loss_weighting=dict(type="FAMO"),
     heads=dict(cls={{_base_.cls_head}}, det={{_base_.det_head}}, emb={{_base_.emb_head}}),
 )

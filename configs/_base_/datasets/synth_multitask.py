@@ -2,30 +2,28 @@
 # on first use under data/synth (cached; knobs hashed into the folder name).
 # Train and val/test use disjoint sequences and object images (held out).
 # Frames are 128 px: Fashion-MNIST objects are 28 px images, so larger frames
-# only upsample them, and 128 px trains ~2x faster than 192 px. The network
-# sees them letterboxed to 160 px (input_size): MobileNetV3's stride-2 stem and
-# stride-4 first block blur 28 px objects at 128 px; at 160 px held-out top-1
-# rose 0.739 -> 0.778 and mAP@0.5 0.638 -> 0.669 at 4800 iterations. Each scene has
+# only upsample them and cost training time. The network sees them letterboxed
+# to 160 px (input_size): MobileNetV3's stride-2 stem and stride-4 first block
+# blur 28 px objects at 128 px. Each scene has
 # a "main subject" (larger, in front) so the frame label (the most visible
 # object's class) is rarely a near-tie between two objects.
 # Training mixes two parts of the same generator (mmengine's ConcatDataset):
 # - videos: 1500 8-frame sequences with every label, so identities train the
-#   embedding head (~5900 identities with up to 8 views each; 6000 2-frame
-#   sequences gave ~23000 identities with 2 views each, and their identity
-#   classifier cost ~15% of the training step);
+#   embedding head with several views per identity (many short sequences give
+#   many identities with two views each, and a larger identity classifier);
 # - frames: 54000 more single frames labelled for classification and
 #   detection only (tasks=("cls", "det")). What generalises is the number of
 #   distinct object images seen: with the videos alone the classifier
-#   memorised their ~6000 main objects (train loss 0.49, held-out top-1 0.64
-#   at 4500 iterations). Leaving identities out of the frames keeps the
-#   identity classifier small (a 131072-id one doubled the step time).
+#   memorises their main objects. Leaving identities out of the frames keeps
+#   the identity classifier small.
 # Each training sequence starts at a random time in its scene's first 28
 # frames (start_offset), so training sees what held-out sequences show:
 # objects entering, leaving and respawning, not only freshly placed scenes.
-# Validation keeps 30-frame sequences for tracking; 96 of them (~100 distinct
-# main objects; 32 sequences measured classification +-0.08).
+# Validation keeps 30-frame sequences for tracking; 96 of them, so that
+# classification is measured on enough distinct main objects.
 # Data loads in the training process (num_workers=0): on 2 cores a loader
-# worker competes with the two compute threads (1.27x slower steps measured).
+# worker competes with the two compute threads.
+# The measurements behind these choices: docs/design-notes.md.
 image_size = 128
 input_size = 160
 synth_common = dict(

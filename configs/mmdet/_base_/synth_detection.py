@@ -2,9 +2,9 @@
 # by mmdet's own CocoDataset, pipeline and CocoMetric.
 #
 # Produce the data once (deterministic from the seed; see configs/mmdet/README.md):
-#   python tools/make_synth.py --out data/synth/train --sequences 16 --frames 60 --size 320 \
+#   mtmnv3 make-synth --out data/synth/train --sequences 16 --frames 60 --size 320 \
 #       --objects 6 --seed 0 --appearance sprites
-#   python tools/make_synth.py --out data/synth/val --sequences 4 --frames 60 --size 320 \
+#   mtmnv3 make-synth --out data/synth/val --sequences 4 --frames 60 --size 320 \
 #       --objects 6 --seed 1 --appearance sprites
 # Each folder holds annotations/coco.json with image paths relative to the folder.
 # For your own COCO json, set the data roots, ann_file and metainfo=dict(classes=...).
