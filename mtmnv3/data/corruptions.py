@@ -175,10 +175,11 @@ def _filter2d(x: Tensor, kernels: Tensor) -> Tensor:
 def _filter2d_opencv(x: Tensor, kernel: Tensor) -> Tensor:
     """:func:`_filter2d` with one kernel for all images, by OpenCV on the CPU.
 
-    ``cv2.filter2D`` (replicate border) runs 2-5x faster than a depthwise
-    ``conv2d`` with the large disk kernels of defocus blur. Up to 9x9 it
-    computes the same sums (equal results); from 11x11 it filters through the
-    DFT, which moves ~1 pixel in 30000 by one grey level after rounding.
+    ``cv2.filter2D`` (replicate border) is faster than a depthwise ``conv2d``
+    with the large disk kernels of defocus blur. Up to 9x9 it computes the
+    same sums (equal results); from 11x11 it filters through the DFT, which
+    moves a rare pixel by one grey level after rounding (the parity test in
+    ``tests/studies/test_robustness_library.py`` bounds both).
     """
     hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty_like(hwc)
