@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtmnv3.heads.base import DETECTION, EMBEDDING, heads_by_task
 from mtmnv3.runtime.frame_runner import OrtFrameRunner, TorchFrameRunner
 from mtmnv3.runtime.ort_runtime import FramePrediction
 
@@ -53,22 +54,25 @@ def detect_mot_sequences(
 ) -> dict[str, SequenceDetections]:
     """Run the detection (and embedding) heads once over every frame of a MOTChallenge split.
 
+    The heads are found by the task they declare, whatever their names.
+
     The result feeds :func:`track_detections` as often as needed: tracker
     settings can then be compared on exactly the same detections, at the
     cost of the tracker alone.
 
     Raises:
         FileNotFoundError: no sequences under ``seq_root``, or a frame that cannot be read.
-        ValueError: the runner has no detection head ``'det'``.
+        ValueError: the model has no detection head (or two heads of one task).
     """
     import cv2
     from tqdm import tqdm
 
     from mtmnv3.data.mot import read_seqinfo
 
-    if "det" not in runner.heads:
-        raise ValueError(f"tracking needs a detection head 'det'; the model has {list(runner.heads)}")
-    heads = ["det", "emb"] if embeddings and "emb" in runner.heads else ["det"]
+    by_task = heads_by_task(runner.model.heads, required=(DETECTION,))
+    heads = [by_task[DETECTION]]
+    if embeddings and EMBEDDING in by_task:
+        heads.append(by_task[EMBEDDING])
     out: dict[str, SequenceDetections] = {}
     for seq in mot_sequence_dirs(seq_root):
         info = read_seqinfo(seq / "seqinfo.ini")
@@ -103,7 +107,8 @@ def track_detections(
     Returns:
         The metrics over all sequences (MOTA, IDF1, HOTA, IDSW, ...); with
         ``per_sequence`` also ``{sequence: metrics}``. ``hota=False`` leaves
-        HOTA, DetA and AssA out (scoring ~3.6x faster, `benchmarks/mot_metrics_speed.py`).
+        HOTA, DetA and AssA out: HOTA's sweep over localisation thresholds
+        dominates the scoring time (``benchmarks/mot_metrics_speed.py`` measures it).
     """
     from mtmnv3.data.mot_io import load_mot_txt, write_mot_txt
     from mtmnv3.evaluation import evaluate_mot

@@ -6,7 +6,9 @@ plan) decides which heads run and at what input size; the frame runner
 embedding and IoU (``full`` frames), by IoU (``det`` frames) or only
 predicts motion (``motion`` frames); the overlay draws tracks, the frame's
 class, FPS and budget use. Every frame's plan, measured latency, deadline
-outcome and staleness go to the scheduler's :class:`BudgetLog`.
+outcome and staleness go to the scheduler's :class:`BudgetLog`. Plans name
+head roles; the model layout turns them into the model's head names, so the
+heads may be named anything.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from typing import Any
 import numpy as np
 
 from mtmnv3.runtime.budget import (
+    CLS,
+    DET,
+    EMB,
+    TRACK_UNIT,
     BudgetLog,
     BudgetScheduler,
     CostEstimator,
@@ -35,8 +41,15 @@ from mtmnv3.tracking import EmbeddingTracker, TrackResult, tracks_to_mot_rows
 
 __all__ = ["calibrate_costs", "PerceptionLoop", "StepResult", "summarize"]
 
-#: Head subsets timed at start-up to split the cost into trunk and heads.
-_CALIBRATION_SETS = (("cls",), ("det",), ("det", "emb"), ("cls", "det", "emb"))
+#: Head-role subsets timed at start-up to split the cost into trunk and heads.
+_CALIBRATION_SETS = ((CLS,), (DET,), (DET, EMB), (CLS, DET, EMB))
+#: Floors of the derived costs (ms): a difference of two noisy medians can come out at or below 0.
+_MIN_HEAD_MS = 0.05
+_MIN_TRUNK_MS = 0.1
+#: Without a classification-only timing, the trunk's share of the cheapest subset measured.
+_TRUNK_SHARE = 0.8
+#: Seed costs (ms) of the units that are not timed at start-up; measurements replace them.
+_SEED_MS = {TRACK_UNIT: 0.5, "motion": 0.1, "overhead": 1.0}
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -59,10 +72,11 @@ def calibrate_costs(
 ) -> CostEstimator:
     """Measure the runner on ``frame`` and seed a cost estimator.
 
-    At each resolution the head subsets ``cls``, ``det``, ``det+emb`` and
-    ``cls+det+emb`` are timed (median of ``repeats`` after one warm-up run);
-    their differences give each head's cost and the shared trunk's cost,
-    which is spread over the trunk stages in proportion to their MACs.
+    At each resolution the head-role subsets ``cls``, ``det``, ``det+emb``
+    and ``cls+det+emb`` are timed (median of ``repeats`` after one warm-up
+    run; the runner gets the model's head names from ``layout``); their
+    differences give each head's cost and the shared trunk's cost, which is
+    spread over the trunk stages in proportion to their MACs.
     """
     heads = set(layout.heads)
     est = CostEstimator(**estimator_kwargs)
@@ -72,29 +86,29 @@ def calibrate_costs(
         for subset in _CALIBRATION_SETS:
             if not set(subset) <= heads:
                 continue
-            runner.predict(frame, heads=subset, input_size=res)  # warm-up (and lazy session creation)
+            names = layout.model_heads(subset)
+            runner.predict(frame, heads=names, input_size=res)  # warm-up (and lazy session creation)
             ms[subset] = _median_ms(
-                lambda s=subset, r=res: runner.predict(frame, heads=s, input_size=r), repeats
+                lambda s=names, r=res: runner.predict(frame, heads=s, input_size=r), repeats
             )
         cls_ms = det_ms = emb_ms = None
-        if ("cls", "det", "emb") in ms and ("det", "emb") in ms:
-            cls_ms = max(ms[("cls", "det", "emb")] - ms[("det", "emb")], 0.05)
-        if ("det", "emb") in ms and ("det",) in ms:
-            emb_ms = max(ms[("det", "emb")] - ms[("det",)], 0.05)
-        if ("cls",) in ms and cls_ms is not None:
-            trunk_ms = max(ms[("cls",)] - cls_ms, 0.1)
+        if (CLS, DET, EMB) in ms and (DET, EMB) in ms:
+            cls_ms = max(ms[(CLS, DET, EMB)] - ms[(DET, EMB)], _MIN_HEAD_MS)
+        if (DET, EMB) in ms and (DET,) in ms:
+            emb_ms = max(ms[(DET, EMB)] - ms[(DET,)], _MIN_HEAD_MS)
+        if (CLS,) in ms and cls_ms is not None:
+            trunk_ms = max(ms[(CLS,)] - cls_ms, _MIN_TRUNK_MS)
         else:
-            trunk_ms = 0.8 * min(ms.values())
-        if ("det",) in ms:
-            det_ms = max(ms[("det",)] - trunk_ms, 0.05)
+            trunk_ms = _TRUNK_SHARE * min(ms.values())
+        if (DET,) in ms:
+            det_ms = max(ms[(DET,)] - trunk_ms, _MIN_HEAD_MS)
         for i, macs in enumerate(stage_macs):
             est.seed(stage_unit(i, res), trunk_ms * float(macs) / total_macs)
-        for name, value in (("cls", cls_ms), ("det", det_ms), ("emb", emb_ms)):
-            if value is not None and name in heads:
-                est.seed(head_unit(name, res), value)
-    est.seed("track", 0.5)
-    est.seed("motion", 0.1)
-    est.seed("overhead", 1.0)
+        for role, value in ((CLS, cls_ms), (DET, det_ms), (EMB, emb_ms)):
+            if value is not None and role in heads:
+                est.seed(head_unit(role, res), value)
+    for unit, value in _SEED_MS.items():
+        est.seed(unit, value)
     return est
 
 
@@ -184,7 +198,8 @@ class PerceptionLoop:
         pred = None
         if plan.heads:
             t = time.perf_counter()
-            pred = self.runner.predict(frame.image, heads=plan.heads, input_size=plan.resolution)
+            heads = self.layout.model_heads(plan.heads)
+            pred = self.runner.predict(frame.image, heads=heads, input_size=plan.resolution)
             timings["model"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         if plan.mode in ("full", "det") and pred is not None:
@@ -195,7 +210,7 @@ class PerceptionLoop:
                 pred.embeddings if plan.mode == "full" else None,
                 frame_id=i + 1,
             )
-            timings["track"] = (time.perf_counter() - t) * 1e3
+            timings[TRACK_UNIT] = (time.perf_counter() - t) * 1e3
         else:
             tracks = self.tracker.predict_only(frame_id=i + 1)
             timings["motion"] = (time.perf_counter() - t) * 1e3
@@ -220,7 +235,7 @@ class PerceptionLoop:
         if self.scheduler is not None:
             planned = set(plan.units())
             measured_units = {
-                "track": timings.get("track"),
+                TRACK_UNIT: timings.get(TRACK_UNIT),
                 "motion": timings.get("motion"),
                 "overhead": timings.get("draw"),
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -151,22 +152,47 @@ def test_frame_plan_units_modes_and_depth_checks():
         FramePlan("motion", ("seg",), 4, 320)
 
 
-def test_layout_from_model_duck_typed():
+def _duck_model(names=("cls", "det", "emb"), tasks=("classification", "detection", "embedding")):
     class Trunk:
         num_stages = 6
 
+    taps = dict(zip(names, ([5], [2, 3, 4], [2, 3, 4]), strict=True))
+
     class Model:
         trunk = Trunk()
-        heads = {"cls": None, "det": None, "emb": None}
+        heads = {n: SimpleNamespace(task=t) for n, t in zip(names, tasks, strict=True)}
 
         @staticmethod
-        def required_taps(names):
-            return {"cls": [5], "det": [2, 3, 4], "emb": [2, 3, 4]}[names[0]]
+        def required_taps(heads):
+            return taps[heads[0]]
 
-    layout = ModelLayout.from_model(Model())
+    return Model()
+
+
+def test_layout_from_model_duck_typed():
+    layout = ModelLayout.from_model(_duck_model())
     assert layout == ModelLayout(6, {"cls": 6, "det": 5, "emb": 5})
+    assert layout.model_heads(["det", "emb"]) == ("det", "emb")
     with pytest.raises(ValueError, match="'emb' without 'det'"):
         ModelLayout(3, {"emb": 2})
+
+
+def test_layout_finds_heads_by_task_not_name():
+    # Heads named freely, listed out of role order: the layout maps roles to names by task.
+    layout = ModelLayout.from_model(
+        _duck_model(("b", "a", "c"), ("detection", "classification", "embedding"))
+    )
+    assert layout.heads == ("cls", "det", "emb")
+    assert layout.head_depth == {"cls": 5, "det": 6, "emb": 5}
+    assert layout.model_heads(["cls", "det", "emb"]) == ("a", "b", "c")
+    plan = FramePlan.for_heads(["det", "emb"], 320, layout)
+    assert layout.model_heads(plan.heads) == ("b", "c")
+    with pytest.raises(ValueError, match=r"roles \['emb'\] have no head"):
+        ModelLayout(1, {"det": 1}, {"det": "x"}).model_heads(["emb"])
+    with pytest.raises(ValueError, match="distinct model head name"):
+        ModelLayout(1, {"cls": 1, "det": 1}, {"cls": "x", "det": "x"})
+    with pytest.raises(ValueError, match="declare the same task"):
+        ModelLayout.from_model(_duck_model(("a", "b", "c"), ("detection", "detection", "embedding")))
 
 
 # ---- policies ------------------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ The run-time half of the scheduler: a :class:`CostEstimator` learns what each
 unit of work costs (trunk stages per input size, heads, association, Kalman
 prediction), a policy turns the estimates and the staleness of each task into
 a :class:`FramePlan` per frame, and :class:`BudgetScheduler` runs the loop and
-records deadline misses and staleness in a :class:`BudgetLog`. Nothing here
-imports torch; the caller runs the plan on the model and reports timings.
+records deadline misses and staleness in a :class:`BudgetLog`. Plans name head
+roles (``cls``, ``det``, ``emb``); :class:`ModelLayout` maps them to the model's
+head names by task. Nothing here runs the model; the caller runs the plan and
+reports timings.
 
 Policies (one file each): :class:`FixedIntervalPolicy`,
 :class:`GreedyUtilityPolicy`, :class:`AdaptiveDeadlinePolicy`.
@@ -17,9 +19,13 @@ from mtmnv3.runtime.budget.costs import CostEstimator
 from mtmnv3.runtime.budget.fixed_interval import FixedIntervalPolicy
 from mtmnv3.runtime.budget.greedy_utility import GreedyUtilityPolicy
 from mtmnv3.runtime.budget.plan import (
+    CLS,
+    DET,
+    EMB,
     MODES,
     MOTION_UNIT,
     OVERHEAD_UNIT,
+    ROLE_TASKS,
     TASKS,
     TRACK_UNIT,
     BudgetLog,
@@ -38,6 +44,9 @@ __all__ = [
     "BudgetLog",
     "BudgetPolicy",
     "BudgetScheduler",
+    "CLS",
+    "DET",
+    "EMB",
     "CostEstimator",
     "DEFAULT_PRIORITIES",
     "FixedIntervalPolicy",
@@ -48,6 +57,7 @@ __all__ = [
     "MOTION_UNIT",
     "ModelLayout",
     "OVERHEAD_UNIT",
+    "ROLE_TASKS",
     "Rung",
     "SchedulerState",
     "SyntheticCostModel",

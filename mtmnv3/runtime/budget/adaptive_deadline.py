@@ -36,6 +36,7 @@ from mtmnv3.core.registry import BUDGET_POLICIES
 from mtmnv3.runtime.budget.base import BudgetPolicy
 from mtmnv3.runtime.budget.costs import CostEstimator
 from mtmnv3.runtime.budget.plan import (
+    CLS,
     TASK_REQUIRES,
     TASKS,
     FramePlan,
@@ -140,8 +141,8 @@ class AdaptiveDeadlinePolicy(BudgetPolicy):
 
     def _build_ladder(self, layout: ModelLayout) -> tuple[Rung, ...]:
         wanted = self.wanted_tasks(layout)
-        kept = [t for t in wanted if t != "cls"]
-        has_cls = "cls" in wanted
+        kept = [t for t in wanted if t != CLS]
+        has_cls = CLS in wanted
         rungs = [Rung(tuple(kept), res, has_cls) for res in self.resolutions]
         smallest = self.resolutions[-1]
         remaining = set(wanted)
@@ -150,14 +151,14 @@ class AdaptiveDeadlinePolicy(BudgetPolicy):
             droppable = [t for t in remaining if not any(t in TASK_REQUIRES[o] for o in remaining if o != t)]
             drop = min(droppable, key=lambda t: (self.priorities[t], -TASKS.index(t)))
             remaining.discard(drop)
-            track = tuple(t for t in TASKS if t in remaining and t != "cls")
-            rungs.append(Rung(track, smallest, "cls" in remaining))
+            track = tuple(t for t in TASKS if t in remaining and t != CLS)
+            rungs.append(Rung(track, smallest, CLS in remaining))
         return tuple(rungs)
 
     def _plan(self, rung: Rung, state: SchedulerState, with_cls: bool) -> FramePlan:
         heads = list(rung.track_heads)
-        if with_cls and rung.allow_cls and self.due("cls", state):
-            heads.append("cls")
+        if with_cls and rung.allow_cls and self.due(CLS, state):
+            heads.append(CLS)
         return FramePlan.for_heads(heads, rung.resolution, state.layout)
 
     # ---- decide -------------------------------------------------------------------------------

@@ -15,13 +15,22 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from mtmnv3.runtime.budget._stats import check_positive
 from mtmnv3.runtime.budget.costs import CostEstimator
-from mtmnv3.runtime.budget.plan import TASKS, FramePlan, FrameRecord, ModelLayout, SchedulerState
+from mtmnv3.runtime.budget.plan import (
+    CLS,
+    DET,
+    EMB,
+    TASKS,
+    FramePlan,
+    FrameRecord,
+    ModelLayout,
+    SchedulerState,
+)
 
 __all__ = ["BudgetPolicy", "DEFAULT_PRIORITIES"]
 
 #: Default task priorities: tracking needs detections most, embeddings keep
 #: identities through occlusion, the scene label changes slowly.
-DEFAULT_PRIORITIES: dict[str, float] = {"det": 1.0, "emb": 0.6, "cls": 0.3}
+DEFAULT_PRIORITIES: dict[str, float] = {DET: 1.0, EMB: 0.6, CLS: 0.3}
 
 
 class BudgetPolicy(ABC):
@@ -109,7 +118,7 @@ class BudgetPolicy(ABC):
 
     def period(self, task: str) -> int:
         """Frames between runs a task needs at most (``cls_period`` for ``cls``, else 1)."""
-        return self.cls_period if task == "cls" else 1
+        return self.cls_period if task == CLS else 1
 
     def wanted_tasks(self, layout: ModelLayout) -> tuple[str, ...]:
         """Tasks the model has and whose priority is above 0, canonical order."""

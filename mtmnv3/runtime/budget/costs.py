@@ -27,7 +27,7 @@ Cold start.
     * A unit never seen at a resolution is derived from the same unit at the
       nearest known resolution, scaled by ``(res / known) ** resolution_exponent``
       (compute grows with the pixel count); a prior key without ``@res``
-      (``'det'``) means the unit at ``ref_resolution`` (or at every resolution
+      (a role such as ``'det'``) means the unit at ``ref_resolution`` (or at every resolution
       when ``ref_resolution`` is None).
     * Otherwise ``unknown_ms`` is used, or ``KeyError`` when it is None.
     * Until ``min_samples`` measurements exist, high estimates are the mean

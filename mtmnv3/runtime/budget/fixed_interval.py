@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from mtmnv3.core.registry import BUDGET_POLICIES
 from mtmnv3.runtime.budget.base import BudgetPolicy
 from mtmnv3.runtime.budget.costs import CostEstimator
-from mtmnv3.runtime.budget.plan import FramePlan, SchedulerState
+from mtmnv3.runtime.budget.plan import CLS, DET, EMB, FramePlan, SchedulerState
 
 __all__ = ["FixedIntervalPolicy"]
 
@@ -67,9 +67,9 @@ class FixedIntervalPolicy(BudgetPolicy):
         wanted = self.wanted_tasks(state.layout)
         heads = []
         if frame_index % self.det_interval == 0:
-            heads += [t for t in ("det", "emb") if t in wanted]
-        if frame_index % self.cls_period == 0 and "cls" in wanted:
-            heads.append("cls")
-        if "emb" in heads and "det" not in heads:
-            heads.remove("emb")  # embeddings are read at detections
+            heads += [t for t in (DET, EMB) if t in wanted]
+        if frame_index % self.cls_period == 0 and CLS in wanted:
+            heads.append(CLS)
+        if EMB in heads and DET not in heads:
+            heads.remove(EMB)  # embeddings are read at detections
         return FramePlan.for_heads(heads, self.resolution, state.layout)

@@ -9,9 +9,13 @@ without importing the model. After the frame ran, a :class:`FrameRecord`
 keeps what was planned, predicted and measured, and a :class:`BudgetLog`
 summarises many of them (miss rate, latency quantiles, staleness, modes).
 
+The scheduler plans *roles* (``cls``, ``det``, ``emb``: the classification,
+detection and embedding heads, :data:`ROLE_TASKS`); the layout maps each role
+to the model's head of that task, whatever its name (:meth:`ModelLayout.model_heads`).
+
 Unit names:
     ``stage{i}@{res}``  trunk stage ``i`` at input size ``res``;
-    ``{head}@{res}``    head ``cls``/``det``/``emb`` at input size ``res``;
+    ``{role}@{res}``    head role ``cls``/``det``/``emb`` at input size ``res``;
     ``track``           association of detections to tracks (modes ``full``, ``det``);
     ``motion``          Kalman prediction only (mode ``motion``);
     ``overhead``        whatever a frame costs beyond its units (capture, pre/post-processing).
@@ -26,9 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtmnv3.core.fileio import atomic_write_json
+from mtmnv3.heads.base import CLASSIFICATION, DETECTION, EMBEDDING, heads_by_task
 from mtmnv3.runtime.budget._stats import quantile
 
 __all__ = [
+    "CLS",
+    "DET",
+    "EMB",
+    "ROLE_TASKS",
     "TASKS",
     "MODES",
     "TRACK_UNIT",
@@ -44,8 +53,12 @@ __all__ = [
     "BudgetLog",
 ]
 
-#: The schedulable tasks, one per head, in canonical order.
-TASKS: tuple[str, ...] = ("cls", "det", "emb")
+#: The schedulable head roles: the classification, detection and embedding heads.
+CLS, DET, EMB = "cls", "det", "emb"
+#: The schedulable roles, one per head, in canonical order.
+TASKS: tuple[str, ...] = (CLS, DET, EMB)
+#: The head task (``mtmnv3.heads.HEAD_TASKS``) of each role.
+ROLE_TASKS: dict[str, str] = {CLS: CLASSIFICATION, DET: DETECTION, EMB: EMBEDDING}
 #: Frame modes: ``full`` keyframe (det + emb, association by embedding and IoU),
 #: ``det`` detection only (IoU association), ``motion`` Kalman prediction only,
 #: ``skip`` nothing at all (the frame is dropped).
@@ -54,7 +67,7 @@ TRACK_UNIT = "track"
 MOTION_UNIT = "motion"
 OVERHEAD_UNIT = "overhead"
 #: Tasks a task needs in the same frame (embeddings are read at detections).
-TASK_REQUIRES: dict[str, tuple[str, ...]] = {"cls": (), "det": (), "emb": ("det",)}
+TASK_REQUIRES: dict[str, tuple[str, ...]] = {CLS: (), DET: (), EMB: (DET,)}
 
 
 def stage_unit(stage: int, resolution: int) -> str:
@@ -90,9 +103,9 @@ def _canonical_heads(heads: Iterable[str], arg: str = "heads") -> tuple[str, ...
 
 
 def _mode_for(heads: Sequence[str]) -> str:
-    if "emb" in heads:
+    if EMB in heads:
         return "full"
-    if "det" in heads:
+    if DET in heads:
         return "det"
     return "motion"
 
@@ -106,10 +119,13 @@ class ModelLayout:
         head_depth: per available head, how many stages must run for it
             (its deepest tap + 1, the neck's taps for heads that read the neck).
             Heads missing here are not available and are never planned.
+        head_names: per role in ``head_depth``, the model's name of that head
+            (default: the role itself); frame runners get these names.
     """
 
     num_stages: int
     head_depth: Mapping[str, int]
+    head_names: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_stages, bool) or not isinstance(self.num_stages, int) or self.num_stages < 1:
@@ -124,9 +140,16 @@ class ModelLayout:
                 raise ValueError(
                     f"head_depth[{head!r}] must be an int in 1..{self.num_stages} (stages needed), got {depth!r}"
                 )
-        if "emb" in self.head_depth and "det" not in self.head_depth:
+        if EMB in self.head_depth and DET not in self.head_depth:
             raise ValueError("head_depth has 'emb' without 'det'; embeddings are read at detections")
         object.__setattr__(self, "head_depth", {t: self.head_depth[t] for t in TASKS if t in self.head_depth})
+        names = {t: t for t in self.head_depth} if self.head_names is None else dict(self.head_names)
+        if set(names) != set(self.head_depth) or len(set(names.values())) != len(names):
+            raise ValueError(
+                f"head_names must map each role of head_depth {list(self.head_depth)} to a distinct "
+                f"model head name, got {self.head_names!r}"
+            )
+        object.__setattr__(self, "head_names", {t: names[t] for t in self.head_depth})
 
     @classmethod
     def single_stage(cls, heads: Sequence[str] = TASKS) -> ModelLayout:
@@ -135,22 +158,45 @@ class ModelLayout:
 
     @classmethod
     def from_model(cls, model: Any, task_heads: Mapping[str, str] | None = None) -> ModelLayout:
-        """Read the layout off a ``MultiTaskPerceptor`` (duck-typed, no torch import).
+        """Read the layout off a ``MultiTaskPerceptor`` (duck-typed).
 
         Args:
-            model: has ``trunk.num_stages``, ``heads`` (names) and ``required_taps(names)``.
-            task_heads: task -> model head name; default: every task whose name is a head.
+            model: has ``trunk.num_stages``, ``heads`` (name -> head declaring a
+                ``task``) and ``required_taps(names)``.
+            task_heads: role -> model head name; default: each role's head found
+                by the task it declares (:func:`mtmnv3.heads.heads_by_task`).
+
+        Raises:
+            ValueError: two heads declare the same task, or ``task_heads`` names
+                an unknown role or head.
         """
-        names = list(model.heads)
         if task_heads is None:
-            task_heads = {t: t for t in TASKS if t in names}
-        depth = {task: max(model.required_taps([name])) + 1 for task, name in task_heads.items()}
-        return cls(int(model.trunk.num_stages), depth)
+            by_task = heads_by_task(model.heads)
+            task_heads = {role: by_task[task] for role, task in ROLE_TASKS.items() if task in by_task}
+        unknown = [f"{role}->{name}" for role, name in task_heads.items() if name not in model.heads]
+        if unknown:
+            raise ValueError(
+                f"task_heads names heads {unknown} the model lacks; heads are {list(model.heads)}"
+            )
+        depth = {role: max(model.required_taps([name])) + 1 for role, name in task_heads.items()}
+        return cls(int(model.trunk.num_stages), depth, dict(task_heads))
 
     @property
     def heads(self) -> tuple[str, ...]:
-        """Available heads in canonical order."""
+        """Available head roles in canonical order."""
         return tuple(self.head_depth)
+
+    def model_heads(self, roles: Iterable[str]) -> tuple[str, ...]:
+        """The model's head names of ``roles`` (what a frame runner is asked to run).
+
+        Raises:
+            ValueError: a role the model has no head for.
+        """
+        roles = tuple(roles)
+        missing = [r for r in roles if r not in self.head_names]
+        if missing:
+            raise ValueError(f"roles {missing} have no head in this model; its heads are {self.head_names}")
+        return tuple(self.head_names[r] for r in roles)
 
     def depth_for(self, heads: Iterable[str]) -> int:
         """Trunk stages needed to run ``heads`` (0 for none)."""
