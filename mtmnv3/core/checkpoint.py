@@ -1,5 +1,9 @@
-"""Checkpoints: atomic writes through mmengine's file backend, weights-only resume,
-and strict loading with errors that name the mismatch."""
+"""Checkpoint I/O: atomic writes, weights-only resume and strict loading that names any mismatch.
+
+Atomic writes go through mmengine's file backend (``backend='atomic_local'``);
+resume allow-lists the classes mmengine checkpoints hold for torch's
+``weights_only`` loading.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""What every dataset of the package shares: the raw sample dict, image
-reading with clear errors, the pipeline builder and the dataset base class.
+"""What every dataset shares: the raw sample dict, image reading, the pipeline builder, the base class.
+
+Images are read with clear errors naming the file.
 
 The raw sample dict (before any transform) has these keys:
 

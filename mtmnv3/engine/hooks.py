@@ -1,5 +1,4 @@
-"""Runner hooks: an evaluation progress bar and the per-task metrics table; the
-per-task loss weights and losses plotted when training ends."""
+"""Runner hooks: evaluation progress and the per-task metrics table; loss weights plotted after training."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Overlay drawing for the demo: tracked boxes with ids and classes, the
-frame's classification label, FPS and budget use. Pure OpenCV on RGB uint8
-frames, drawn in place."""
+"""Overlay drawing for the demo: tracked boxes with ids and classes, the frame's label, FPS and budget use.
+
+Pure OpenCV on RGB uint8 frames, drawn in place.
+"""
 
 from __future__ import annotations
 
