@@ -33,17 +33,22 @@ mmdet: $(STAMP)
 
 # The main job: train (or reuse) the default 3-task model, evaluate it, run the
 # budgeted tracking demo on a held-out video; outputs under work_dirs/demo/.
+# (`mtmnv3 demo CONFIG CHECKPOINT --source ...` runs the live demo instead.)
 demo: install
-	$(PY) tools/demo_job.py
+	$(VENV)/bin/mtmnv3 demo
 
-test: install mmdet
+# CI runs `make test`: lint (ruff check + ruff format --check) first, then every test.
+test: lint mmdet
 	$(PY) -m pytest
 
-test-fast: install
+test-fast: lint
 	$(PY) -m pytest -m "not slow"
 
+LINT_PATHS := mtmnv3 heads tools tests benchmarks configs
+
 lint: install
-	$(VENV)/bin/ruff check mtmnv3 heads tools tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) work_dirs .pytest_cache

@@ -2,7 +2,7 @@
 
 For each method: train (or reuse) the three-task config with
 ``model.loss_weighting.type=METHOD`` for the same number of iterations, then
-evaluate on the held-out split with ``tools/test.py --track`` (cls top-1, det
+evaluate on the held-out split with ``mtmnv3 test --track`` (cls top-1, det
 mAP@0.5, MOT IDF1 of the embedding-based tracker). Single-task references (the
 cls-only, det-only and det+emb configs, same iterations) give the combined
 delta-m % (Maninis et al. 2019: the mean relative change of each task's metric
@@ -13,7 +13,7 @@ that runs every method round-robin on the same real batch.
 
 One held-out split ranks runs badly (the default model's top-1 spans 0.71 to
 0.78 over four regenerated splits), so ``--splits 0 1 2 3`` evaluates every
-run on the test split regenerated with each seed (``tools/test.py --splits``)
+run on the test split regenerated with each seed (``mtmnv3 test --splits``)
 and compares the means; delta-m % is then computed from the means.
 
 Usage: python benchmarks/loss_balancing.py [--iters 3000] [--methods EqualWeighting,FAMO,...]
@@ -104,7 +104,9 @@ def train_and_test(
         r = run(
             [
                 sys.executable,
-                "tools/train.py",
+                "-m",
+                "mtmnv3",
+                "train",
                 str(config),
                 "--work-dir",
                 str(work),
@@ -118,7 +120,9 @@ def train_and_test(
             raise RuntimeError(f"training {config.name} {options} failed:\n{r.stderr[-3000:]}")
     test = [
         sys.executable,
-        "tools/test.py",
+        "-m",
+        "mtmnv3",
+        "test",
         str(config),
         str(ckpt),
         "--work-dir",

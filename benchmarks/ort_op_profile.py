@@ -5,7 +5,7 @@ got slower, and which the int8 graph added (QuantizeLinear/DequantizeLinear
 at float boundaries, layout transposes). The two graphs are profiled
 alternately, ``--repeats`` times each, and each op type's median is reported.
 
-The graphs come from ``tools/quantize.py ... --method ort-static``, which writes
+The graphs come from ``mtmnv3 quantize ... --method ort-static``, which writes
 ``NAME.fp32.onnx`` and ``NAME.int8.onnx`` into its ``--out-dir``.
 
 Usage:

@@ -8,7 +8,7 @@ wall time and the models' size.
 One held-out split ranks runs badly (the default model's top-1 spans 0.71 to
 0.78 over four regenerated splits), so ``--splits 0 1 2 3`` evaluates each
 run's final checkpoint on the test split regenerated with each seed
-(``tools/test.py --splits``) and compares the means, with their standard
+(``mtmnv3 test --splits``) and compares the means, with their standard
 deviations; without it the runs' own end-of-training validation is used.
 
 Usage: python benchmarks/shared_vs_single.py [--arch small] [--work-root work_dirs/shared_vs_single]
@@ -60,7 +60,7 @@ def train(config: Path, work: Path, options: list[str]) -> float | None:
     if has_metrics(work):
         return None
     start = time.perf_counter()
-    cmd = [sys.executable, str(ROOT / "tools/train.py"), str(config), "--work-dir", str(work)]
+    cmd = [sys.executable, "-m", "mtmnv3", "train", str(config), "--work-dir", str(work)]
     subprocess.run(cmd + (["--cfg-options", *options] if options else []), check=True, cwd=ROOT)
     return time.perf_counter() - start
 
@@ -75,13 +75,13 @@ def final_checkpoint(work: Path) -> Path:
 
 
 def split_metrics(work: Path, options: list[str], seeds: list[int]) -> tuple[dict, dict]:
-    """``tools/test.py --splits`` on a finished run: ``({metric: mean}, {metric: std})``."""
+    """``mtmnv3 test --splits`` on a finished run: ``({metric: mean}, {metric: std})``."""
     configs = sorted(work.glob("*.py"))
     if not configs:
         raise FileNotFoundError(f"no dumped config in {work}")
     out = work / f"splits_{'_'.join(map(str, seeds))}.json"
     if not out.is_file():
-        cmd = [sys.executable, str(ROOT / "tools/test.py"), str(configs[-1]), str(final_checkpoint(work))]
+        cmd = [sys.executable, "-m", "mtmnv3", "test", str(configs[-1]), str(final_checkpoint(work))]
         cmd += ["--splits", *map(str, seeds), "--out-json", str(out), "--work-dir", str(work / "splits_eval")]
         subprocess.run(cmd + (["--cfg-options", *options] if options else []), check=True, cwd=ROOT)
     return split_means(json.loads(out.read_text()))

@@ -1,65 +1,67 @@
-"""The main job (``make demo``): train or reuse, evaluate, track a held-out video, report.
+"""The default job of ``mtmnv3 demo`` (``make demo``): train or reuse, evaluate, track a held-out video, report.
 
 Steps, each reusing what an earlier run left in ``WORK_DIR`` (default
 ``work_dirs/demo``):
 
-1. train the default three-task model with ``tools/train.py`` (resumes an
+1. train the default three-task model with ``mtmnv3 train`` (resumes an
    interrupted run; skipped when the final checkpoint exists), copy it to
    ``WORK_DIR/model.pth``;
-2. evaluate it with ``tools/test.py --track``: classification, detection and
-   MOT tables on the held-out split, ``WORK_DIR/metrics.json``;
+2. evaluate it with ``mtmnv3 test --track``: classification, detection and
+   MOT tables on the held-out split, ``WORK_DIR/metrics.json`` (and
+   ``WORK_DIR/test/eval_result.json``, read by ``mtmnv3 summary``);
 3. encode a held-out sequence as ``WORK_DIR/heldout.mp4`` and run the tracking
    demo on it under a per-frame budget (ONNX Runtime): ``demo.mp4``,
    ``demo_mot.txt``, ``demo_summary.json``, ``budget_log.json``;
 4. write ``WORK_DIR/report.md`` with the tables and ``latency.png`` (per-frame
    latency against the budget, coloured by what ran).
+
+Every step runs in this process (the subcommands' ``main`` functions), not
+as a child process.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import shlex
 import shutil
-import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mtmnv3.core.fileio import atomic_open
 
-__all__ = ["main", "build_parser", "plot_latency", "write_report"]
+__all__ = ["run_job", "JobStepError", "JOB_DEFAULTS", "DEFAULT_CONFIG", "plot_latency", "write_report"]
 
 DEFAULT_CONFIG = "configs/mtmnv3_small_3task_synth.py"
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
+#: The job's option defaults (``mtmnv3 demo`` without CONFIG CHECKPOINT).
+JOB_DEFAULTS: dict[str, Any] = dict(
+    config=DEFAULT_CONFIG,
+    work_dir="work_dirs/demo",
+    budget_ms=33.0,
+    backend="onnxruntime",
+    frames=300,
+    video_size=256,
+    seed=7,
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Train (or reuse), evaluate, and demo the default three-task model"
-    )
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"model config (default {DEFAULT_CONFIG})")
-    p.add_argument("--work-dir", default="work_dirs/demo", help="outputs (default work_dirs/demo)")
-    p.add_argument("--budget-ms", type=float, default=33.0, help="demo per-frame budget (default 33)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="onnxruntime")
-    p.add_argument("--frames", type=int, default=300, help="frames of the held-out demo video (default 300)")
-    p.add_argument(
-        "--video-size", type=int, default=256, help="held-out video frame size in pixels (default 256)"
-    )
-    p.add_argument("--seed", type=int, default=7, help="seed of the held-out video (default 7)")
-    p.add_argument(
-        "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (training too)"
-    )
-    return p
+class JobStepError(RuntimeError):
+    """A step of the job failed; it printed its error, and ``code`` is its exit status."""
+
+    def __init__(self, what: str, code: int) -> None:
+        super().__init__(f"{what} failed (exit {code})")
+        self.code = code
 
 
-def _run(cmd: list[str], what: str) -> None:
-    print(f"\n== {what}: {' '.join(cmd)}", flush=True)
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    done = subprocess.run(cmd, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"error: {what} failed (exit {done.returncode})")
+def _step(main: Callable[[Sequence[str]], int], name: str, argv: list[str], what: str) -> None:
+    """Run subcommand ``name`` in this process; a failure stops the job with its exit status."""
+    print(f"\n== {what}: {shlex.join(['mtmnv3', name, *argv])}", flush=True)
+    code = main(argv)
+    if code != 0:
+        print(f"error: {what} failed (exit {code})", file=sys.stderr)
+        raise JobStepError(what, code)
 
 
 def _final_checkpoint(train_dir: Path, max_iters: int) -> Path:
@@ -111,7 +113,7 @@ def write_report(
         "",
         f"Config: `{config}`; checkpoint `model.pth`.",
         "",
-        "## Held-out metrics (tools/test.py --track)",
+        "## Held-out metrics (mtmnv3 test --track)",
         "",
         _table(metrics),
         "",
@@ -145,25 +147,54 @@ def write_report(
         f.write("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_job(
+    config: str = DEFAULT_CONFIG,
+    work_dir: str | os.PathLike = "work_dirs/demo",
+    budget_ms: float = 33.0,
+    backend: str = "onnxruntime",
+    frames: int = 300,
+    video_size: int = 256,
+    seed: int = 7,
+    cfg_options: Sequence[str] = (),
+) -> int:
+    """Train (or reuse), evaluate, demo on a held-out video and write the report; returns the exit status.
+
+    Args:
+        config: the model config.
+        work_dir: where every output goes (an earlier run's outputs are reused).
+        budget_ms: the demo's per-frame budget.
+        backend: the demo's runtime (``torch`` or ``onnxruntime``).
+        frames: frames of the held-out demo video.
+        video_size: its frame size in pixels.
+        seed: its seed.
+        cfg_options: ``key=value`` config overrides (training and evaluation too).
+
+    Raises:
+        FileNotFoundError: the config does not exist.
+        ValueError: a bad option value.
+    """
     from mtmnv3.apis.inference import mot_sequence_dirs
-    from mtmnv3.cli.demo import _cfg_options, run_demo
-    from mtmnv3.cli.demo import build_parser as demo_parser
+    from mtmnv3.cli import test as test_cli
+    from mtmnv3.cli import train as train_cli
+    from mtmnv3.cli.live_demo import live_namespace, parse_cfg_options, run_demo
     from mtmnv3.core.fileio import atomic_write_json
     from mtmnv3.data import SceneConfig, write_synth_dataset
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
     from mtmnv3.runtime.video import write_sequence_video
 
-    if not os.path.isfile(args.config):
-        print(f"error: config not found: {args.config!r}", file=sys.stderr)
-        return 2
-    work = Path(args.work_dir)
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"config not found: {config!r}")
+    for name, value in (("--frames", frames), ("--video-size", video_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    cfg_options = list(cfg_options)
+    work = Path(work_dir)
+    cfg = load_config(config, parse_cfg_options(cfg_options) or None)
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.config, _cfg_options(args.cfg_options) or None)
-    py = sys.executable
-    opts = ["--cfg-options", *args.cfg_options] if args.cfg_options else []
+    opts = ["--cfg-options", *cfg_options] if cfg_options else []
 
     # 1. train or reuse
     train_dir = work / "train"
@@ -172,31 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== reusing {final}")
     else:
         resume = ["--resume"] if (train_dir / "last_checkpoint").is_file() else []
-        _run(
-            [py, str(TOOLS / "train.py"), args.config, "--work-dir", str(train_dir), *resume, *opts],
-            "training",
-        )
+        _step(train_cli.main, "train", [config, "--work-dir", str(train_dir), *resume, *opts], "training")
     model_path = work / "model.pth"
     with atomic_open(model_path, "wb") as f, open(final, "rb") as src:
         shutil.copyfileobj(src, f)
 
     # 2. evaluate: cls, det and MOT tables
     metrics_json = work / "metrics.json"
-    _run(
-        [
-            py,
-            str(TOOLS / "test.py"),
-            args.config,
-            str(model_path),
-            "--track",
-            "--work-dir",
-            str(work / "test"),
-            "--out-json",
-            str(metrics_json),
-            *opts,
-        ],
-        "evaluation",
-    )
+    test_argv = [config, str(model_path), "--track", "--work-dir", str(work / "test")]
+    _step(test_cli.main, "test", [*test_argv, "--out-json", str(metrics_json), *opts], "evaluation")
     metrics = json.loads(metrics_json.read_text())
 
     # 3. a held-out video (one long sequence of unseen object images) and the budgeted demo
@@ -205,38 +220,38 @@ def main(argv: list[str] | None = None) -> int:
     if not (heldout / "mot").is_dir():
         scene_cfg = SceneConfig(
             num_sequences=1,
-            num_frames=args.frames,
-            image_size=args.video_size,
+            num_frames=frames,
+            image_size=video_size,
             num_objects=int(cfg.test_dataloader.dataset.get("num_objects", 4)),
             appearance_pool="test",
             **scene,
         )
-        write_synth_dataset(heldout, scene_cfg, seed=args.seed, name_prefix="heldout", progress=False)
+        write_synth_dataset(heldout, scene_cfg, seed=seed, name_prefix="heldout", progress=False)
     seq = mot_sequence_dirs(heldout / "mot")[0]
     video = work / "heldout.mp4"
     if not video.is_file():
         write_sequence_video(seq, video)
-    demo_args = demo_parser().parse_args(
-        [
-            "--config", args.config, "--checkpoint", str(model_path), "--video", str(video),
-            "--backend", args.backend, "--budget-ms", str(args.budget_ms),
-            "--out", str(work / "demo.mp4"), "--mot-out", str(work / "demo_mot.txt"),
-            "--summary-json", str(work / "demo_summary.json"), "--budget-log", str(work / "budget_log.json"),
-            *opts,
-        ]
-    )  # fmt: skip
-    print(
-        f"\n== tracking demo on {video} (held-out sequence {seq.name}), budget {args.budget_ms} ms",
-        flush=True,
+    demo_args = live_namespace(
+        config,
+        str(model_path),
+        source=str(video),
+        backend=backend,
+        budget_ms=float(budget_ms),
+        out=str(work / "demo.mp4"),
+        mot_out=str(work / "demo_mot.txt"),
+        summary_json=str(work / "demo_summary.json"),
+        budget_log=str(work / "budget_log.json"),
+        cfg_options=cfg_options,
     )
+    print(f"\n== tracking demo on {video} (held-out sequence {seq.name}), budget {budget_ms} ms", flush=True)
     summary = run_demo(demo_args)
     demo_mot = evaluate_mot_files({seq.name: seq / "gt" / "gt.txt"}, {seq.name: work / "demo_mot.txt"})
     summary["mot"] = {k: float(v) for k, v in demo_mot.items()}
     atomic_write_json(work / "demo_summary.json", summary)
 
     # 4. report
-    plot_latency(json.loads((work / "budget_log.json").read_text()), work / "latency.png", args.budget_ms)
-    write_report(work / "report.md", args.config, metrics, summary, summary["mot"])
+    plot_latency(json.loads((work / "budget_log.json").read_text()), work / "latency.png", budget_ms)
+    write_report(work / "report.md", config, metrics, summary, summary["mot"])
     print((work / "report.md").read_text())
     print(f"outputs in {work}/: model.pth, demo.mp4, report.md, latency.png, metrics.json")
     return 0

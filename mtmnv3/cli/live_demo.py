@@ -1,10 +1,14 @@
-"""Command line of ``tools/demo.py`` (kept in the package so it is importable and tested)."""
+"""The live demo behind ``mtmnv3 demo CONFIG CHECKPOINT --source ...``: frames -> model -> tracker -> overlay.
+
+Sources: a camera index, a video file, a folder of images, or an rtsp/http(s)
+stream (see :func:`mtmnv3.runtime.video.open_source`). Outputs are written
+atomically, so a failed run leaves no half-written files.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +16,18 @@ from typing import Any
 import numpy as np
 
 from mtmnv3.core.fileio import atomic_write_json
-from mtmnv3.runtime.video import AtomicVideoWriter, VideoSourceError, display_available, open_source
+from mtmnv3.runtime.video import AtomicVideoWriter, display_available, open_source
 
-__all__ = ["build_parser", "main", "run_demo", "POLICIES", "DemoError"]
+__all__ = [
+    "run_demo",
+    "live_namespace",
+    "parse_cfg_options",
+    "default_sizes",
+    "parse_sizes",
+    "POLICIES",
+    "LIVE_DEFAULTS",
+    "DemoError",
+]
 
 #: --policy name -> registered budget policy.
 POLICIES = {
@@ -29,7 +42,39 @@ class DemoError(RuntimeError):
     """Bad input to the demo (reported as ``error: ...`` with exit status 2)."""
 
 
-def _ints(text: str) -> list[int]:
+#: The live demo's option defaults (the parser of ``mtmnv3 demo`` and the demo job share them).
+LIVE_DEFAULTS: dict[str, Any] = dict(
+    source=None,
+    video=None,
+    camera_id=None,
+    backend="onnxruntime",
+    budget_ms=None,
+    policy="adaptive",
+    size=None,
+    resolutions=None,
+    threads=2,
+    cls_period=10,
+    iou_only=False,
+    out=None,
+    mot_out=None,
+    summary_json=None,
+    budget_log=None,
+    show=False,
+    max_frames=None,
+    cfg_options=[],
+)
+
+
+def live_namespace(config: str, checkpoint: str, **options: Any) -> argparse.Namespace:
+    """The arguments of one live-demo run: :data:`LIVE_DEFAULTS` updated with ``options``."""
+    unknown = sorted(set(options) - set(LIVE_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown live-demo options {unknown}; known: {sorted(LIVE_DEFAULTS)}")
+    return argparse.Namespace(config=config, checkpoint=checkpoint, **{**LIVE_DEFAULTS, **options})
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``'320,256'`` -> ``[320, 256]`` (positive multiples of 32); an ``ArgumentTypeError`` otherwise."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -39,46 +84,10 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Multi-task tracking demo on a camera or a video file")
-    p.add_argument("--config", required=True, help="model config (mmengine .py)")
-    p.add_argument("--checkpoint", required=True, help="trained checkpoint (.pth)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera-id", type=int, help="camera index (0 = default webcam)")
-    src.add_argument("--video", help="video file (any container/codec OpenCV reads)")
-    p.add_argument(
-        "--backend",
-        choices=("torch", "onnxruntime"),
-        default="onnxruntime",
-        help="runtime (default onnxruntime)",
-    )
-    p.add_argument(
-        "--budget-ms", type=float, help="per-frame compute budget in ms (default: run every head every frame)"
-    )
-    p.add_argument(
-        "--policy", choices=sorted(POLICIES), default="adaptive", help="budget policy (default adaptive)"
-    )
-    p.add_argument(
-        "--size", type=int, help="input size, multiple of 32 (default: the config's test image size)"
-    )
-    p.add_argument(
-        "--resolutions",
-        type=_ints,
-        help="sizes the budget may pick (default: size and 3/4 of it; much smaller inputs than the training size lose the objects)",
-    )
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    p.add_argument(
-        "--cls-period", type=int, default=10, help="classify every k frames under a budget (default 10)"
-    )
-    p.add_argument("--iou-only", action="store_true", help="associate by IoU only (no embeddings)")
-    p.add_argument("--out", help="annotated video to write (.mp4 or .avi)")
-    p.add_argument("--mot-out", help="MOTChallenge result file to write")
-    p.add_argument("--summary-json", help="summary (frames, fps, p50/p95 latency, deadline misses)")
-    p.add_argument("--budget-log", help="per-frame log (plan, latency, deadline, staleness) as JSON")
-    p.add_argument("--show", action="store_true", help="show a window (q or Esc quits)")
-    p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
-    return p
+def _source_name(args: argparse.Namespace) -> str:
+    if args.source is not None:
+        return str(args.source)
+    return str(args.video) if args.video is not None else f"camera {args.camera_id}"
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -104,7 +113,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise DemoError(f"--out must end in one of {sorted(AtomicVideoWriter.CODECS)}, got {args.out!r}")
 
 
-def _cfg_options(items: list[str]) -> dict[str, Any]:
+def parse_cfg_options(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", ...]`` (``--cfg-options``) -> the override dict mmengine merges."""
     from mmengine.config import DictAction
 
     ns = argparse.Namespace()
@@ -147,9 +157,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from mtmnv3.tracking import build_tracker
 
     _check_args(args)
-    options = _cfg_options(args.cfg_options)
+    options = parse_cfg_options(args.cfg_options)
     args.size, args.resolutions = default_sizes(args.config, args.size, args.resolutions, options)
-    source = open_source(camera_id=args.camera_id, video=args.video, max_frames=args.max_frames)
+    source = open_source(args.source, camera_id=args.camera_id, video=args.video, max_frames=args.max_frames)
     try:
         model = init_model(args.config, args.checkpoint, options)
     except BaseException:
@@ -233,7 +243,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             budget_ms=args.budget_ms,
             policy=args.policy if args.budget_ms is not None else None,
             association="iou" if args.iou_only else "embedding+iou",
-            source=str(args.video) if args.video else f"camera {args.camera_id}",
+            source=_source_name(args),
         ),
     )
     if args.mot_out:
@@ -243,21 +253,3 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     if args.summary_json:
         atomic_write_json(args.summary_json, summary)
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        summary = run_demo(args)
-    except (DemoError, VideoSourceError, FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    lat = summary["latency_ms"]
-    print(
-        f"{summary['frames']} frames, {summary['fps']} FPS, latency p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f} ms, "
-        f"deadline misses {summary['deadline_misses']} ({100 * (summary['miss_rate'] or 0):.1f}%)"
-    )
-    return 0

@@ -1,25 +1,45 @@
-"""Command line of ``tools/profile.py``: per-block latency tables (kept in the package)."""
+"""``mtmnv3 profile``: measure a per-block latency table for a trunk variant on one device profile.
+
+Prints the per-block table and the whole-trunk latency predicted from the
+blocks vs measured end to end, and writes the table as JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from mtmnv3.backbone.variants import TRUNK_VARIANTS
-from mtmnv3.studies.latency.table import (
-    BACKENDS,
-    DTYPES,
-    PREDICTIONS,
-    BackendUnavailableError,
-    DeviceProfile,
-    measure_latency_table,
-)
+from mtmnv3.cli._common import command_line, new_parser
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Measure a per-block latency table for a trunk variant on one device profile"
+try:  # the public names, from the package
+    from mtmnv3.studies.latency import (
+        BACKENDS,
+        DTYPES,
+        PREDICTIONS,
+        BackendUnavailableError,
+        DeviceProfile,
+        measure_latency_table,
     )
+except ImportError:  # not re-exported by the package yet
+    from mtmnv3.studies.latency.table import (
+        BACKENDS,
+        DTYPES,
+        PREDICTIONS,
+        BackendUnavailableError,
+        DeviceProfile,
+        measure_latency_table,
+    )
+
+DESCRIPTION = "measure a per-block latency table of a trunk variant on one device profile"
+EXAMPLE = """\
+mtmnv3 profile --variant small --backend onnxruntime --threads 1 --out table.json"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``profile`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("profile", DESCRIPTION, EXAMPLE, subparsers)
     p.add_argument(
         "--variant", default="small", help=f"trunk variant (default small); one of {sorted(TRUNK_VARIANTS)}"
     )
@@ -48,11 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--out", required=True, help="where to write the table JSON")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``mtmnv3 profile`` for parsed ``args``; returns the exit status."""
     if args.variant not in TRUNK_VARIANTS:
         print(f"error: unknown variant {args.variant!r}; known: {sorted(TRUNK_VARIANTS)}", file=sys.stderr)
         return 2
@@ -97,3 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table.format_summary())
     print(f"\nwrote {args.out}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 profile`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("profile", argv)
+    return run(args)

@@ -5,9 +5,13 @@
   that arrive while the model is busy are dropped, not queued.
 * :class:`VideoFileReader` reads every frame of a file in order (no drops;
   the file's frames are the evaluation ground truth).
-* :func:`open_source` turns ``--camera-id`` / ``--video`` into one of them
-  and raises :class:`VideoSourceError` with a message naming the problem
-  (missing file, unreadable codec, camera that cannot be opened).
+* :class:`ImageFolderReader` reads a folder of images (jpg/png/bmp) in
+  sorted name order, like a video file.
+* :func:`open_source` turns one ``--source`` string (camera index, video file,
+  folder of images, rtsp/http(s) URL) -- or ``--camera-id`` / ``--video`` --
+  into one of them and raises :class:`VideoSourceError` with a message naming
+  the source and the problem (missing file, unreadable codec, camera or
+  stream that cannot be opened, folder without images).
 * :class:`AtomicVideoWriter` writes to a temp file next to the target and
   renames it on success, so a crash never leaves a half-written video.
 
@@ -33,6 +37,9 @@ __all__ = [
     "VideoSourceError",
     "LatestFrameReader",
     "VideoFileReader",
+    "ImageFolderReader",
+    "IMAGE_SUFFIXES",
+    "STREAM_SCHEMES",
     "open_source",
     "AtomicVideoWriter",
     "display_available",
@@ -41,6 +48,10 @@ __all__ = [
 
 #: Seconds to wait for a camera's first frame before calling it unusable.
 CAMERA_FIRST_FRAME_TIMEOUT_S = 5.0
+#: Image files a folder source reads (lower-case suffixes).
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png")
+#: URL schemes opened as network streams.
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 
 
 class VideoSourceError(RuntimeError):
@@ -116,7 +127,7 @@ class LatestFrameReader:
 
     def __init__(
         self,
-        camera_id: int,
+        camera_id: int | str,
         max_frames: int | None = None,
         first_frame_timeout_s: float = CAMERA_FIRST_FRAME_TIMEOUT_S,
         capture: cv2.VideoCapture | None = None,
@@ -194,15 +205,97 @@ class LatestFrameReader:
         self.cap.release()
 
 
+class ImageFolderReader:
+    """Every image of a folder (``IMAGE_SUFFIXES``), in sorted name order, as :class:`Frame` (RGB)."""
+
+    def __init__(self, folder: str | os.PathLike, max_frames: int | None = None, fps: float = 30.0) -> None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise VideoSourceError(f"image folder not found: {str(folder)!r}")
+        self.paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise VideoSourceError(
+                f"folder {str(folder)!r} holds no images (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
+            )
+        self.folder = folder
+        first = self._read(self.paths[0])
+        self.size = (first.shape[1], first.shape[0])  # (w, h)
+        self.fps = float(fps)
+        self.frame_count = len(self.paths)
+        self.max_frames = max_frames
+        self.dropped = 0
+
+    @staticmethod
+    def _read(path: Path) -> np.ndarray:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise VideoSourceError(f"cannot read image {str(path)!r} (corrupt or not an image)")
+        return bgr
+
+    def __iter__(self) -> Iterator[Frame]:
+        paths = self.paths if self.max_frames is None else self.paths[: self.max_frames]
+        for index, path in enumerate(paths):
+            yield Frame(index, _to_rgb(self._read(path)), time.perf_counter())
+
+    def close(self) -> None:
+        """Nothing to release (kept for the source interface)."""
+
+
+def _open_stream(url: str, max_frames: int | None) -> LatestFrameReader:
+    cap = cv2.VideoCapture(url)
+    if not cap.isOpened():
+        raise VideoSourceError(
+            f"cannot open stream {url!r}: OpenCV could not connect or has no reader for it"
+        )
+    return LatestFrameReader(url, max_frames=max_frames, capture=cap)
+
+
 def open_source(
-    camera_id: int | None = None, video: str | os.PathLike | None = None, max_frames: int | None = None
-) -> VideoFileReader | LatestFrameReader:
-    """The demo's frame source: exactly one of ``camera_id`` or ``video``."""
-    if (camera_id is None) == (video is None):
-        raise VideoSourceError("give exactly one source: a camera index or a video file path")
+    source: str | int | os.PathLike | None = None,
+    *,
+    camera_id: int | None = None,
+    video: str | os.PathLike | None = None,
+    max_frames: int | None = None,
+) -> VideoFileReader | ImageFolderReader | LatestFrameReader:
+    """The demo's frame source, from exactly one of ``source``, ``camera_id`` or ``video``.
+
+    ``source`` is read as: an integer (``"0"``) -> that camera; an
+    ``rtsp(s)://`` or ``http(s)://`` URL -> a network stream (read like a
+    camera, newest frame only); an existing folder -> its images in sorted
+    order; an existing file -> a video.
+
+    Raises:
+        VideoSourceError: none or several sources given, or the source cannot
+            be opened (the message names it and why).
+    """
+    if sum(s is not None for s in (source, camera_id, video)) != 1:
+        raise VideoSourceError(
+            "give exactly one source: a camera index, a video file, a folder of images or a stream URL"
+        )
     if video is not None:
         return VideoFileReader(video, max_frames=max_frames)
-    return LatestFrameReader(int(camera_id), max_frames=max_frames)
+    if camera_id is not None:
+        return LatestFrameReader(int(camera_id), max_frames=max_frames)
+    if isinstance(source, int):
+        return LatestFrameReader(source, max_frames=max_frames)
+    text = os.fspath(source).strip()
+    if text.isdigit():
+        return LatestFrameReader(int(text), max_frames=max_frames)
+    if text.lower().startswith(STREAM_SCHEMES):
+        return _open_stream(text, max_frames)
+    if "://" in text:
+        raise VideoSourceError(
+            f"cannot open source {text!r}: unsupported URL scheme (expected one of {', '.join(STREAM_SCHEMES)})"
+        )
+    path = Path(text)
+    if path.is_dir():
+        return ImageFolderReader(path, max_frames=max_frames)
+    if path.is_file():
+        return VideoFileReader(path, max_frames=max_frames)
+    raise VideoSourceError(
+        f"source not found: {text!r} (expected a camera index, an existing video file or folder of images, "
+        "or an rtsp:// / http(s):// URL)"
+    )
 
 
 def display_available() -> bool:

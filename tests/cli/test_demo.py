@@ -1,4 +1,4 @@
-"""tools/demo.py, tools/test.py --track and the make-demo job on a tiny trained model and real video files."""
+"""mtmnv3 demo (live and the default job) and mtmnv3 test --track on a tiny trained model and real video files."""
 
 from __future__ import annotations
 

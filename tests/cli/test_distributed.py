@@ -36,7 +36,7 @@ def _train(work: Path, data_root: Path, nproc: int, batch: int) -> str:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if nproc == 1:
-        cmd = [sys.executable, str(ROOT / "tools/train.py"), str(CONFIG), "--work-dir", str(work)]
+        cmd = [sys.executable, "-m", "mtmnv3", "train", str(CONFIG), "--work-dir", str(work)]
     else:
         cmd = [
             sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",

@@ -1,4 +1,4 @@
-"""tools/train.py and tools/test.py through mmengine's real Runner, on tiny settings."""
+"""mtmnv3 train and mtmnv3 test through mmengine's real Runner, on tiny settings."""
 
 import json
 import os
@@ -72,10 +72,21 @@ def train_data_options(config, data_root, num_sequences, num_frames, image_size)
     return opts
 
 
+#: Former script names (``train.py``, ``demo_job.py``, ...) -> their ``mtmnv3`` subcommand.
+SUBCOMMANDS = {"demo_job": "demo", "export_onnx": "export", "trunk_summary": "summary"}
+
+
+def subcommand(tool):
+    """``'calibrate_tracker.py'`` -> ``'calibrate-tracker'``; a subcommand name passes through."""
+    name = tool.removesuffix(".py")
+    return SUBCOMMANDS.get(name, name).replace("_", "-")
+
+
 def run_tool(tool, *args, timeout=300, env=None, **kwargs):
+    """``python -m mtmnv3 SUBCOMMAND ARGS`` in a fresh interpreter (``tool`` names the subcommand)."""
     env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
+        [sys.executable, "-m", "mtmnv3", subcommand(tool), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -204,7 +215,9 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "tools/train.py"),
+            "-m",
+            "mtmnv3",
+            "train",
             str(CONFIG),
             "--work-dir",
             str(work),

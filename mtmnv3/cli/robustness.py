@@ -1,11 +1,4 @@
-"""Robustness study of a checkpoint: every task's metric under the shift suite (and attacks).
-
-Usage:
-    python tools/robustness.py CONFIG CHECKPOINT [--corruptions all|a,b] [--severities 1,2,3,4,5]
-                               [--reference-json REF] [--out-dir DIR] [--attacks] [--eps 2/255,4/255]
-                               [--pgd-steps N] [--max-samples N] [--track [--iou-only]] [--seed S]
-                               [--device cpu|cuda] [--workers N] [--no-fold-bn]
-                               [--no-progress] [--cfg-options key=value ...]
+"""``mtmnv3 robustness``: every task's metric of a checkpoint under the shift suite (and attacks).
 
 ``--track`` also tracks every test video under every condition with the
 config's tracker and reports MOTA and IDF1 (``--max-samples`` then keeps whole
@@ -21,25 +14,44 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import sys
+from collections.abc import Sequence
 
+from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.engine import DictAction, load_config
-from mtmnv3.studies.robustness.evaluate import (
-    DEFAULT_PGD_STEPS,
-    WorkerError,
-    build_study,
-    format_markdown,
-    parse_corruptions,
-    parse_eps,
-    parse_severities,
-    run_study,
-    write_outputs,
-)
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Evaluate every task of a mtmnv3 model under corruptions and attacks"
+try:  # the public names, from the package
+    from mtmnv3.studies.robustness import (
+        DEFAULT_PGD_STEPS,
+        WorkerError,
+        build_study,
+        format_markdown,
+        parse_corruptions,
+        parse_eps,
+        parse_severities,
+        run_study,
+        write_outputs,
     )
+except ImportError:  # not re-exported by the package yet
+    from mtmnv3.studies.robustness.evaluate import (
+        DEFAULT_PGD_STEPS,
+        WorkerError,
+        build_study,
+        format_markdown,
+        parse_corruptions,
+        parse_eps,
+        parse_severities,
+        run_study,
+        write_outputs,
+    )
+
+DESCRIPTION = "every task's metric under corruptions and attacks"
+EXAMPLE = """\
+mtmnv3 robustness configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --severities 1,3,5 --track"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``robustness`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("robustness", DESCRIPTION, EXAMPLE, subparsers)
     p.add_argument("config")
     p.add_argument("checkpoint")
     p.add_argument("--corruptions", default="all", help="'all' or comma-separated corruption families")
@@ -63,15 +75,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-fold-bn",
         action="store_true",
-        help="keep the BatchNorms (slower; clean metrics then equal tools/test.py's to the last digit)",
+        help="keep the BatchNorms (slower; clean metrics then equal mtmnv3 test's to the last digit)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``mtmnv3 robustness`` for parsed ``args``; returns the exit status."""
     try:
         corruptions = parse_corruptions(args.corruptions)
         severities = parse_severities(args.severities)
@@ -122,5 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 robustness`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("robustness", argv)
+    return run(args)

@@ -1,11 +1,4 @@
-"""Tune the tracker's score thresholds to one model, on a calibration split.
-
-Usage:
-    python tools/calibrate_tracker.py CONFIG CHECKPOINT [--split-seed 1 [2 ...] | --mot-dir DIR [DIR ...]]
-                                      [--high-thr 0.3,0.35,0.4,0.45,0.5,0.55,0.6]
-                                      [--new-track-margin 0,0.05,0.1,0.2] [--objective MOTA|IDF1|HOTA]
-                                      [--backend torch|onnxruntime] [--threads N] [--out-json PATH]
-                                      [--cfg-options key=value ...]
+"""``mtmnv3 calibrate-tracker``: tune the tracker's score thresholds to one model, on a calibration split.
 
 A tracker's score thresholds are tied to its detector's score scale: robust or
 fine-tuned training moves the scores, and thresholds tuned for another model
@@ -24,7 +17,7 @@ their sequences: neighbouring thresholds can differ by a few MOTA points on
 one 96-sequence split, and a setting tuned on one split does not always carry
 over to another. The tool prints the grid, the
 config's own setting and the ``--cfg-options`` that apply the best one (to
-``tools/test.py``, ``tools/robustness.py`` or ``tools/demo.py``), and with
+``mtmnv3 test``, ``mtmnv3 robustness`` or ``mtmnv3 demo``), and with
 ``--out-json`` writes them all.
 """
 
@@ -34,10 +27,12 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.core.fileio import atomic_write_json
 from mtmnv3.engine import DictAction, check_split_seeds, input_size, load_config
 from mtmnv3.studies.tracker_calibration import CALIBRATION_OBJECTIVES as OBJECTIVES
@@ -45,6 +40,10 @@ from mtmnv3.studies.tracker_calibration import calibrate_thresholds
 
 DEFAULT_HIGH_THRS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 DEFAULT_MARGINS = (0.0, 0.05, 0.1, 0.2)
+
+DESCRIPTION = "tune the tracker's score thresholds to one model"
+EXAMPLE = """\
+mtmnv3 calibrate-tracker configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --split-seed 1 2"""
 
 
 def parse_floats(text: str, what: str, low: float, high: float) -> list[float]:
@@ -58,8 +57,9 @@ def parse_floats(text: str, what: str, low: float, high: float) -> list[float]:
     return values
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``calibrate-tracker`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("calibrate-tracker", DESCRIPTION, EXAMPLE, subparsers)
     p.add_argument("config")
     p.add_argument("checkpoint")
     src = p.add_mutually_exclusive_group()
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-json", help="write the grid, the config's setting and the best one here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
-    return p.parse_args(argv)
+    return p
 
 
 def _calibration_mot_dir(cfg, seed: int) -> Path:
@@ -122,8 +122,8 @@ def _table(rows: list[dict], objective: str, hota: bool) -> str:
     return format_table(header, body)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``mtmnv3 calibrate-tracker`` for parsed ``args``; returns the exit status."""
     try:
         high_thrs = parse_floats(args.high_thr, "--high-thr", 0.0, 1.0)
         margins = parse_floats(args.new_track_margin, "--new-track-margin", 0.0, 1.0)
@@ -212,5 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 calibrate-tracker`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("calibrate-tracker", argv)
+    return run(args)

@@ -1,10 +1,4 @@
-"""Search a stage split from a latency table and write it as a plan.
-
-Usage:
-    python tools/split.py TABLE --balanced K [--run [--frames 32] [--backend B]] [--out plan.json]
-    python tools/split.py TABLE --device-server --bandwidth-mbps B [--rtt-ms R]
-                          [--server-speedup S | --server-table T] [--int8] [--out plan.json]
-    python tools/split.py TABLE --budget-ms X [--head NAME:MS:TAP[,TAP...] ...] [--out fit.json]
+"""``mtmnv3 split``: search a stage split from a latency table and write it as a plan.
 
 ``--balanced`` and ``--device-server`` write a StagePlan; ``--budget-ms``
 writes the budget fit (heads, trunk depth, costs) as JSON. ``--run``
@@ -18,20 +12,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from mtmnv3.backbone.variants import TRUNK_VARIANTS, create_trunk
+from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.core.fileio import atomic_write_json
 from mtmnv3.runtime.pipeline import PIPELINE_BACKENDS, run_pipeline
-from mtmnv3.studies.latency.table import BackendUnavailableError, LatencyTable
+
+try:  # the public names, from the package
+    from mtmnv3.studies.latency import BackendUnavailableError, LatencyTable
+except ImportError:  # not re-exported by the package yet
+    from mtmnv3.studies.latency.table import BackendUnavailableError, LatencyTable
 from mtmnv3.studies.split_search import balanced_stages, best_device_server_split, fit_budget
 
 #: Default server speed-up over the device when no server table is given.
 DEFAULT_SERVER_SPEEDUP = 10.0
 
+DESCRIPTION = "search a stage split from a latency table and write it as a plan"
+EXAMPLE = """\
+mtmnv3 split table.json --balanced 2 --run --out plan.json
+mtmnv3 split table.json --device-server --bandwidth-mbps 20 --rtt-ms 5"""
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("table", help="latency table JSON (from tools/profile.py)")
+
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``split`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("split", DESCRIPTION, EXAMPLE, subparsers)
+    p.add_argument("table", help="latency table JSON (from mtmnv3 profile)")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--balanced", type=int, metavar="K", help="K pipeline stages, slowest stage minimised")
     mode.add_argument("--device-server", action="store_true", help="best device/server cut")
@@ -62,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="backend the --run stages run on (default: the table's backend if supported, else eager)",
     )
     p.add_argument("--out", help="write the plan (or budget fit) JSON here")
-    return p.parse_args(argv)
+    return p
 
 
 def parse_heads(specs: list[str]) -> tuple[dict[str, float], dict[str, list[int]]]:
@@ -81,8 +87,8 @@ def parse_heads(specs: list[str]) -> tuple[dict[str, float], dict[str, list[int]
     return costs, taps
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``mtmnv3 split`` for parsed ``args``; returns the exit status."""
     try:
         if args.run and args.balanced is None:
             raise ValueError("--run only applies to --balanced K")
@@ -182,5 +188,8 @@ def _budget(table: LatencyTable, args: argparse.Namespace) -> dict:
     return {"format": "mtmnv3.BudgetFit", "profile": table.profile.to_dict(), **fit.to_dict()}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 split`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("split", argv)
+    return run(args)

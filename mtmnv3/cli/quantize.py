@@ -1,13 +1,4 @@
-"""Quantize a trained multi-task model to int8 and measure it against fp32.
-
-Usage:
-    python tools/quantize.py CONFIG CHECKPOINT --method ort-static|pt2e|qat
-        [--variant NAME] [--calib-samples 64] [--size S] [--threads 1,2]
-        [--out-dir DIR] [--recipe fast|qdq|qoperator|per_tensor]
-        [--calibrate-method minmax|entropy|percentile] [--exclude-op-types HardSwish,...]
-        [--exclude-nodes NAME,...] [--exclude-kinds KIND,...] [--exclude-modules PREFIX,...]
-        [--qat-steps 50] [--eval-samples N] [--no-eval]
-        [--cfg-options key=value ...]
+"""``mtmnv3 quantize``: quantize a trained multi-task model to int8 and measure it against fp32.
 
 CHECKPOINT may be ``none`` (initial weights: latency and SQNR only). Writes
 ``quantize_<method>.json`` and ``.md`` (latency fp32 vs int8 per thread
@@ -21,18 +12,36 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
+from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.core.fileio import atomic_open, atomic_write_json
 from mtmnv3.engine import DictAction, load_config
-from mtmnv3.studies.quantization.quantize import (
-    CALIBRATION_METHODS,
-    INT8_RECIPES,
-    METHODS,
-    StudyOptions,
-    quantization_study,
-    study_markdown,
-    with_config,
-)
+
+try:  # the public names, from the package
+    from mtmnv3.studies.quantization import (
+        CALIBRATION_METHODS,
+        INT8_RECIPES,
+        METHODS,
+        StudyOptions,
+        quantization_study,
+        study_markdown,
+        with_config,
+    )
+except ImportError:  # not re-exported by the package yet
+    from mtmnv3.studies.quantization.quantize import (
+        CALIBRATION_METHODS,
+        INT8_RECIPES,
+        METHODS,
+        StudyOptions,
+        quantization_study,
+        study_markdown,
+        with_config,
+    )
+
+DESCRIPTION = "int8 quantization study of a model against fp32"
+EXAMPLE = """\
+mtmnv3 quantize configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --method ort-static"""
 
 
 def _threads(text: str) -> tuple[int, ...]:
@@ -49,8 +58,9 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="int8 quantization study of a mtmnv3 model")
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``quantize`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("quantize", DESCRIPTION, EXAMPLE, subparsers)
     p.add_argument("config")
     p.add_argument("checkpoint", help="mmengine checkpoint, or 'none' for the initial weights")
     p.add_argument("--method", choices=METHODS, required=True)
@@ -85,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-eval", action="store_true", help="skip the task metrics")
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile the PT2E graphs")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
-    return p.parse_args(argv)
+    return p
 
 
 def _options(args: argparse.Namespace) -> StudyOptions:
@@ -124,8 +134,8 @@ def _has_val_data(cfg: object) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``mtmnv3 quantize`` for parsed ``args``; returns the exit status."""
     try:
         if not os.path.isfile(args.config):
             raise FileNotFoundError(f"config not found: {args.config}")
@@ -164,5 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 quantize`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("quantize", argv)
+    return run(args)

@@ -1,20 +1,17 @@
-"""Write a procedural multi-task dataset (MOTChallenge + COCO + classification index).
-
-Usage:
-    python tools/make_synth.py --out DIR --sequences N --frames F --size S --objects K --seed X
-                               [--preview PNG] [--appearance auto|fashion_mnist|sprites]
-                               [--domains smooth,stripes,...] [--brightness B] [--contrast C]
-                               [--gamma G] [--color-cast R,G,B] [--lighting-jitter J]
-                               [--downscale D] [--motion-blur L] [--noise SIGMA]
-                               [--workers W] [--overwrite] [--no-progress]
-"""
+"""``mtmnv3 make-synth``: write a procedural multi-task dataset (MOTChallenge + COCO + classification index)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
+from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.data import DOMAINS, SceneConfig, render_preview, write_synth_dataset
+
+DESCRIPTION = "write a procedural multi-task dataset (MOTChallenge + COCO + classification index)"
+EXAMPLE = """\
+mtmnv3 make-synth --out data/synth_demo --sequences 4 --frames 100 --size 192 --objects 4 --seed 0 --preview preview.png"""
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -24,8 +21,9 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Generate a synthetic multi-task dataset")
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``make-synth`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("make-synth", DESCRIPTION, EXAMPLE, subparsers)
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--sequences", type=int, default=4, help="number of sequences (default 4)")
     p.add_argument("--frames", type=int, default=100, help="frames per sequence (default 100)")
@@ -54,11 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="processes rendering sequences in parallel")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``mtmnv3 make-synth`` for parsed ``args``; returns the exit status."""
     try:
         cfg = SceneConfig(
             num_sequences=args.sequences,
@@ -98,5 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 make-synth`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("make-synth", argv)
+    return run(args)

@@ -1,9 +1,4 @@
-"""Export a trained multi-task model's raw outputs to ONNX (whole model or stage pieces).
-
-Usage:
-    python tools/export_onnx.py CONFIG CHECKPOINT --out model.onnx [--size 320]
-        [--exporter dynamo|torchscript] [--opset 18] [--heads cls,det,emb]
-        [--split-plan plan.json] [--dynamic-batch] [--dynamic-size] [--cfg-options key=value ...]
+"""``mtmnv3 export``: export a trained multi-task model's raw outputs to ONNX (whole model or stage pieces).
 
 Writes ``model.onnx`` and its ``model.onnx.json`` sidecar; with ``--split-plan``
 writes ``model.piece{k}.onnx``, ``model.heads.onnx`` and the manifest
@@ -16,8 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from mtmnv3.apis import init_model
+from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.engine import DictAction
 from mtmnv3.runtime.onnx_export import (
     DEFAULT_EXPORTER,
@@ -27,9 +24,14 @@ from mtmnv3.runtime.onnx_export import (
     export_split,
 )
 
+DESCRIPTION = "export a trained model to ONNX (whole model or stage pieces)"
+EXAMPLE = """\
+mtmnv3 export configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --out work_dirs/onnx/model.onnx"""
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Export a mtmnv3 model to ONNX")
+
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``export`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("export", DESCRIPTION, EXAMPLE, subparsers)
     p.add_argument("config")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="output .onnx file (pieces are named after it)")
@@ -41,11 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     p.add_argument("--dynamic-size", action="store_true", help="symbolic height and width")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``mtmnv3 export`` for parsed ``args``; returns the exit status."""
     try:
         for what, path in (("config", args.config), ("checkpoint", args.checkpoint)):
             if not os.path.isfile(path):
@@ -78,5 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 export`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("export", argv)
+    return run(args)

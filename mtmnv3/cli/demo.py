@@ -1,0 +1,172 @@
+"""``mtmnv3 demo``: the default job (train or reuse, evaluate, demo, report), or the live demo on ``--source``.
+
+Without CONFIG CHECKPOINT it runs the job behind ``make demo``
+(:mod:`mtmnv3.cli.demo_job`; ``--config`` picks another config, outputs go to
+``--work-dir``, default ``work_dirs/demo``). With them and a ``--source``
+(a camera index, a video file, a folder of images, or an rtsp/http(s) URL;
+``--video`` and ``--camera-id`` are aliases) it runs the live demo
+(:mod:`mtmnv3.cli.live_demo`): multi-task model -> tracker -> overlay, under a
+per-frame budget with ``--budget-ms``.
+
+Bad input (a source that cannot be opened, a missing checkpoint, ``--show``
+without a display) prints ``error: ...`` and exits with status 2; outputs are
+written atomically, so a failed run leaves no half-written files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mtmnv3.cli._common import command_line, new_parser, report
+from mtmnv3.cli.demo_job import DEFAULT_CONFIG, JOB_DEFAULTS, JobStepError, run_job
+from mtmnv3.cli.live_demo import LIVE_DEFAULTS, POLICIES, DemoError, default_sizes, parse_sizes, run_demo
+from mtmnv3.runtime.video import VideoSourceError
+
+__all__ = ["add_parser", "run", "main", "default_sizes"]
+
+DESCRIPTION = "the default job (train or reuse, evaluate, demo, report), or the live demo on --source"
+EXAMPLE = f"""\
+mtmnv3 demo                                   # the default job; outputs under work_dirs/demo
+mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source 0 --show
+mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source video.mp4 --budget-ms 33 --out annotated.mp4
+mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source frames/ --mot-out results.txt
+mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://camera.local/stream"""
+
+#: Options only the default job takes, and only the live demo takes.
+JOB_ONLY = ("work_dir", "frames", "video_size", "seed")
+LIVE_ONLY = ("size", "resolutions", "out", "mot_out", "summary_json", "budget_log", "max_frames")
+
+
+def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """The ``demo`` parser (under ``subparsers``, or standalone when None)."""
+    p = new_parser("demo", DESCRIPTION, EXAMPLE, subparsers)
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="model config (live demo)")
+    p.add_argument("checkpoint_file", nargs="?", metavar="CHECKPOINT", help="trained checkpoint (live demo)")
+    p.add_argument("--config", help=f"model config (the same as CONFIG; the job's default {DEFAULT_CONFIG})")
+    p.add_argument("--checkpoint", help="trained checkpoint (the same as CHECKPOINT)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", help="camera index, video file, folder of images, or rtsp/http(s) URL")
+    src.add_argument("--video", help="video file (alias of --source FILE)")
+    src.add_argument("--camera-id", type=int, help="camera index (alias of --source N; 0 = default webcam)")
+    live = p.add_argument_group("live demo")
+    live.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="onnxruntime",
+        help="runtime (default onnxruntime)",
+    )
+    live.add_argument(
+        "--budget-ms",
+        type=float,
+        help="per-frame compute budget in ms (live default: every head every frame; "
+        f"the job's default {JOB_DEFAULTS['budget_ms']:g})",
+    )
+    live.add_argument(
+        "--policy", choices=sorted(POLICIES), default="adaptive", help="budget policy (default adaptive)"
+    )
+    live.add_argument(
+        "--size", type=int, help="input size, multiple of 32 (default: the config's test image size)"
+    )
+    live.add_argument(
+        "--resolutions",
+        type=parse_sizes,
+        help="sizes the budget may pick (default: size and 3/4 of it; much smaller inputs than the "
+        "training size lose the objects)",
+    )
+    live.add_argument(
+        "--threads", type=int, default=LIVE_DEFAULTS["threads"], help="intra-op threads (default 2)"
+    )
+    live.add_argument(
+        "--cls-period", type=int, default=10, help="classify every k frames under a budget (default 10)"
+    )
+    live.add_argument("--iou-only", action="store_true", help="associate by IoU only (no embeddings)")
+    live.add_argument("--out", help="annotated video to write (.mp4 or .avi)")
+    live.add_argument("--mot-out", help="MOTChallenge result file to write")
+    live.add_argument("--summary-json", help="summary (frames, fps, p50/p95 latency, deadline misses)")
+    live.add_argument("--budget-log", help="per-frame log (plan, latency, deadline, staleness) as JSON")
+    live.add_argument("--show", action="store_true", help="show a window (q or Esc quits)")
+    live.add_argument("--max-frames", type=int, help="stop after N frames")
+    job = p.add_argument_group("default job (no CONFIG CHECKPOINT)")
+    job.add_argument("--work-dir", help=f"outputs (default {JOB_DEFAULTS['work_dir']})")
+    job.add_argument(
+        "--frames", type=int, help=f"frames of the held-out video (default {JOB_DEFAULTS['frames']})"
+    )
+    job.add_argument(
+        "--video-size",
+        type=int,
+        help=f"held-out video frame size in pixels (default {JOB_DEFAULTS['video_size']})",
+    )
+    job.add_argument("--seed", type=int, help=f"seed of the held-out video (default {JOB_DEFAULTS['seed']})")
+    p.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides (the job's training too)",
+    )
+    return p
+
+
+def _one(positional: str | None, flag: str | None, what: str, option: str) -> str | None:
+    if positional is not None and flag is not None and positional != flag:
+        raise DemoError(f"{what} given twice: {positional!r} and {option} {flag!r}")
+    return positional if positional is not None else flag
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The live demo when a source is given, else the default job; returns the exit status."""
+    try:
+        config = _one(args.config_file, args.config, "CONFIG", "--config")
+        checkpoint = _one(args.checkpoint_file, args.checkpoint, "CHECKPOINT", "--checkpoint")
+        live = any(getattr(args, k) is not None for k in ("source", "video", "camera_id"))
+        if live:
+            if config is None or checkpoint is None:
+                raise DemoError("the live demo needs CONFIG and CHECKPOINT (or --config and --checkpoint)")
+            given = [_flag(k) for k in JOB_ONLY if getattr(args, k) is not None]
+            if given:
+                raise DemoError(f"{', '.join(given)} only apply to the default job (no --source)")
+            args.config, args.checkpoint = config, checkpoint
+            summary = run_demo(args)
+        else:
+            if checkpoint is not None:
+                raise DemoError(
+                    "the live demo needs a source: --source (camera index, video file, folder of images or "
+                    "URL), --video or --camera-id; without CHECKPOINT, mtmnv3 demo runs the default job"
+                )
+            given = [_flag(k) for k in LIVE_ONLY if getattr(args, k) is not None]
+            given += ["--show"] if args.show else []
+            if given:
+                raise DemoError(f"{', '.join(given)} only apply to the live demo (give --source)")
+            job = {k: v for k, v in JOB_DEFAULTS.items() if k not in ("config", "backend")}
+            job.update(
+                {k: getattr(args, k) for k in (*JOB_ONLY, "budget_ms") if getattr(args, k) is not None}
+            )
+            return run_job(
+                config=config or DEFAULT_CONFIG, backend=args.backend, cfg_options=args.cfg_options, **job
+            )
+    except JobStepError as e:  # the step printed its own error
+        return e.code
+    except (DemoError, VideoSourceError, FileNotFoundError, KeyError, ValueError) as e:
+        return report(e)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    lat = summary["latency_ms"]
+    print(
+        f"{summary['frames']} frames, {summary['fps']} FPS, latency p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f} ms, "
+        f"deadline misses {summary['deadline_misses']} ({100 * (summary['miss_rate'] or 0):.1f}%)"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mtmnv3 demo`` with ``argv`` (default ``sys.argv[1:]``)."""
+    args = add_parser().parse_args(argv)
+    args.command_line = command_line("demo", argv)
+    return run(args)
