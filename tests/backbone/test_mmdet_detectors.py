@@ -218,12 +218,13 @@ def test_shipped_data_settings_read_the_generator_output(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[2]
     for split, seed in (("train", 0), ("val", 1)):
         subprocess.run(
             [
                 sys.executable,
-                str(root / "tools" / "make_synth.py"),
+                "-m",
+                "mtmnv3",
+                "make-synth",
                 "--out",
                 str(tmp_path / split),
                 "--sequences",

@@ -221,17 +221,14 @@ def test_dataset_keeps_only_the_tasks_asked_for(tmp_path):
 
 
 def _cli_module():
-    import importlib.util
+    import mtmnv3.cli.make_synth as module
 
-    spec = importlib.util.spec_from_file_location("make_synth", REPO / "tools" / "make_synth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     return module
 
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, os.fspath(REPO / "tools" / "make_synth.py"), *args],
+        [sys.executable, "-m", "mtmnv3", "make-synth", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -1,6 +1,5 @@
 """ONNX export and ONNX Runtime execution: parity with PyTorch, stage pieces, head subsets, errors."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -337,9 +336,8 @@ def test_bad_runtime_arguments(exported, tmp_path):
 
 # ---- the command-line tool ----------------------------------------------------------------
 def _tool():
-    spec = importlib.util.spec_from_file_location("export_onnx_tool", ROOT / "tools/export_onnx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    import mtmnv3.cli.export as module
+
     return module
 
 

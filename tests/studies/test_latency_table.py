@@ -37,10 +37,7 @@ FAST = dict(warmup=1, repeats=3, progress=False)
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"mtmnv3_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"mtmnv3.cli.{name}")
 
 
 def _hand_table(costs, out_shapes, in_shape=(3, 4, 4), stages=None, overhead=0.0, prediction="sum"):

@@ -1,8 +1,6 @@
 """int8 quantization: ORT static QDQ, PT2E, the SQNR table and the CLI's input checks."""
 
 import math
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,10 +201,12 @@ def test_pt2e_prepare_convert_close(exported):
 
 # ---- CLI ------------------------------------------------------------------------------------------
 def _cli(argv, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["tools/quantize.py", *argv])
-    with pytest.raises(SystemExit) as e:
-        runpy.run_path(str(ROOT / "tools" / "quantize.py"), run_name="__main__")
-    return e.value.code
+    from mtmnv3.cli import main
+
+    try:
+        return main(["quantize", *argv])
+    except SystemExit as e:  # argparse's own errors
+        return e.code
 
 
 def test_cli_bad_input(monkeypatch, tmp_path, capsys):

@@ -83,13 +83,10 @@ def tiny_options(data_root, max_iters=2):
 
 
 def run_tool(tool, *args, timeout=400):
-    """Run tools/<tool> as a script in a fresh interpreter (runpy keeps tools/ off sys.path)."""
+    """Run ``python -m mtmnv3 <tool without .py>`` in a fresh interpreter."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    argv = [f"tools/{tool}", *map(str, args)]
-    code = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path({argv[0]!r}, run_name='__main__')"
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
-    )
+    argv = [sys.executable, "-m", "mtmnv3", tool.removesuffix(".py"), *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 # ---- end to end: train the robust config, then the study CLI ------------------------------------------
