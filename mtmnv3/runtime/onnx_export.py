@@ -28,12 +28,11 @@ so chaining them is a name lookup.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +43,25 @@ from torch import Tensor, nn
 from mtmnv3.backbone.plan import StagePlan
 from mtmnv3.core.fileio import atomic_open, atomic_write_json
 from mtmnv3.core.version import __version__ as MTMNV3_VERSION
+from mtmnv3.runtime.export_graphs import (
+    INPUT_NAME,
+    HeadOutputsGraph,
+    HeadsFromTapsGraph,
+    TrunkPieceGraph,
+    output_layout,
+    without_extra_state,
+)
 
 __all__ = [
     "EXPORTERS",
     "DEFAULT_EXPORTER",
     "DEFAULT_OPSET",
+    "BLOCK_EXPORTER",
+    "BLOCK_OPSET",
     "INPUT_NAME",
     "EXPORT_FORMAT",
     "SPLIT_FORMAT",
+    "export_module",
     "export_onnx",
     "export_split",
     "sidecar_path",
@@ -67,8 +77,13 @@ DEFAULT_EXPORTER = "dynamo"
 DEFAULT_OPSET = 18
 #: Lowest opset accepted (HardSwish appeared in opset 14).
 MIN_OPSET = 14
-#: Name of the (normalised image) graph input.
-INPUT_NAME = "images"
+#: Exporter and opset of the single-block and stage graphs that the latency
+#: table times and the stage pipeline runs (the same graphs in both, so the
+#: pipeline's measured stages compare with the table's predictions). The
+#: TorchScript exporter is used there because every block and block pair is
+#: exported, and it exports far faster than dynamo.
+BLOCK_EXPORTER = "torchscript"
+BLOCK_OPSET = 17
 EXPORT_FORMAT = "mtmnv3.OnnxExport"
 SPLIT_FORMAT = "mtmnv3.OnnxSplit"
 FORMAT_VERSION = 1
@@ -131,174 +146,131 @@ def _resolve_size(model: nn.Module, input_size: int | Sequence[int]) -> tuple[in
     return int(input_size[0]), int(input_size[1])
 
 
-# ---- graphs ---------------------------------------------------------------------------
-def _output_layout(outputs: Mapping[str, Any], heads: Sequence[str]) -> list[dict[str, Any]]:
-    """Flatten ``{head: Tensor | {key: Tensor}}`` into named outputs, in a fixed order."""
-    layout, seen = [], set()
-    for h in heads:
-        out = outputs[h]
-        items = [(None, out)] if isinstance(out, Tensor) else list(out.items())
-        for key, t in items:
-            if not isinstance(t, Tensor):
-                raise TypeError(f"head {h!r} output {key!r} is a {type(t).__name__}, not a tensor")
-            name = h if key is None else f"{h}_{key}"
-            if name in seen or name == INPUT_NAME:
-                raise ValueError(f"output name {name!r} is not unique; rename head {h!r}")
-            seen.add(name)
-            layout.append(dict(name=name, head=h, key=key, shape=list(t.shape)))
-    return layout
-
-
-def _pick(outputs: Mapping[str, Any], layout: Sequence[dict[str, Any]]) -> tuple[Tensor, ...]:
-    return tuple(outputs[o["head"]] if o["key"] is None else outputs[o["head"]][o["key"]] for o in layout)
-
-
-class _HeadOutputsGraph(nn.Module):
-    """Normalised images -> the named heads' raw tensors (trunk only as deep as needed)."""
-
-    def __init__(self, model: nn.Module, heads: Sequence[str], layout: Sequence[dict[str, Any]]) -> None:
-        super().__init__()
-        self.model = model
-        self.heads = tuple(heads)
-        self.layout = list(layout)
-
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        return _pick(self.model.head_outputs(images, self.heads), self.layout)
-
-
-class _TrunkPieceGraph(nn.Module):
-    """Trunk stages ``start..`` -> the outputs of the listed stages (through ``forward_taps``)."""
-
-    def __init__(self, trunk: nn.Module, start: int, out_stages: Sequence[int]) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.start = start
-        self.out_stages = tuple(out_stages)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        taps = self.trunk.forward_taps(x, self.out_stages, start=self.start)
-        return tuple(taps[s] for s in self.out_stages)
-
-
-class _HeadsFromTapsGraph(nn.Module):
-    """Trunk taps (in ``taps`` order) -> the named heads' raw tensors (neck included)."""
-
-    def __init__(
-        self, model: nn.Module, heads: Sequence[str], taps: Sequence[int], layout: Sequence[dict[str, Any]]
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.heads = tuple(heads)
-        self.taps = tuple(taps)
-        self.layout = list(layout)
-        self.uses_neck = any(model.heads[h].uses_neck for h in heads)
-
-    def forward(self, *tap_tensors: Tensor) -> tuple[Tensor, ...]:
-        feats = dict(zip(self.taps, tap_tensors))
-        neck_out = self.model.neck(feats) if self.uses_neck else None
-        heads = self.model.heads
-        outputs = {h: heads[h](neck_out if heads[h].uses_neck else feats) for h in self.heads}
-        return _pick(outputs, self.layout)
-
-
 # ---- the exporter call --------------------------------------------------------------------
-@contextlib.contextmanager
-def _without_extra_state(module: nn.Module):
-    """Detach, for the export, the submodules that keep extra (non-tensor) state.
+def _dynamo_shapes(example: tuple[Tensor, ...], dynamic_batch: bool, dynamic_size: bool) -> tuple | None:
+    """``dynamic_shapes`` of the dynamo exporter: the same symbolic axes for every input."""
+    if not (dynamic_batch or dynamic_size):
+        return None
+    axes = {}
+    if dynamic_batch:
+        axes[0] = torch.export.Dim.DYNAMIC
+    if dynamic_size:
+        axes[2] = axes[3] = torch.export.Dim.DYNAMIC
+    return tuple(dict(axes) for _ in example)
 
-    A loss-weighting method's optimiser (GradNorm's) is such state; it
-    plays no part in inference, and the TorchScript tracer fails on any
-    state-dict entry that is not a tensor. The submodules are put back on exit.
-    """
-    removed = []
-    for parent in module.modules():
-        for name, child in list(parent._modules.items()):
-            if child is not None and type(child).get_extra_state is not nn.Module.get_extra_state:
-                removed.append((parent, name, child))
-    for parent, name, _ in removed:
-        del parent._modules[name]
-    try:
-        yield
-    finally:
-        for parent, name, child in removed:
-            parent._modules[name] = child
+
+def _torchscript_axes(
+    input_names: Sequence[str], output_names: Sequence[str] | None, dynamic_batch: bool, dynamic_size: bool
+) -> dict[str, dict[int, str]] | None:
+    """``dynamic_axes`` of the TorchScript exporter: named symbolic axes per input (and output batch)."""
+    dynamic_axes = {}
+    for name in input_names:
+        axes = {}
+        if dynamic_batch:
+            axes[0] = "batch"
+        if dynamic_size:
+            axes[2], axes[3] = f"{name}_height", f"{name}_width"
+        if axes:
+            dynamic_axes[name] = axes
+    if dynamic_batch:
+        for name in output_names or ():
+            dynamic_axes[name] = {0: "batch"}
+    return dynamic_axes or None
 
 
 def _export_bytes(
     module: nn.Module,
     example: tuple[Tensor, ...],
     input_names: Sequence[str],
-    output_names: Sequence[str],
+    output_names: Sequence[str] | None,
     exporter: str,
     opset: int,
     dynamic_batch: bool,
     dynamic_size: bool,
 ) -> bytes:
-    """Export ``module`` with the chosen exporter; returns the checked ModelProto bytes."""
+    """Export ``module`` with the chosen exporter; returns the checked ModelProto bytes.
+
+    This is the package's one call of ``torch.onnx.export``. ``output_names``
+    None keeps the exporter's own output names.
+    """
+    _check_exporter(exporter, opset)
     module.eval()
-    with _without_extra_state(module):
-        if exporter == "dynamo":
-            dynamic_shapes = None
-            if dynamic_batch or dynamic_size:
-                axes = {}
-                if dynamic_batch:
-                    axes[0] = torch.export.Dim.DYNAMIC
-                if dynamic_size:
-                    axes[2] = axes[3] = torch.export.Dim.DYNAMIC
-                dynamic_shapes = tuple(dict(axes) for _ in example)
-            program = torch.onnx.export(
-                module,
-                example,
-                dynamo=True,
-                opset_version=opset,
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_shapes=dynamic_shapes,
-                verbose=False,
-            )
-            proto = program.model_proto
-        else:
-            dynamic_axes = {}
-            for name in input_names:
-                axes = {}
-                if dynamic_batch:
-                    axes[0] = "batch"
-                if dynamic_size:
-                    axes[2], axes[3] = f"{name}_height", f"{name}_width"
-                if axes:
-                    dynamic_axes[name] = axes
-            if dynamic_batch:
-                for name in output_names:
-                    dynamic_axes[name] = {0: "batch"}
-            buf = io.BytesIO()
-            with warnings.catch_warnings():
-                # The exporter announces its own deprecation on every call.
-                warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-                warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
-                # The trunk's input-shape check reads shapes as Python values: correct for
-                # a check (it does not shape the graph), but the tracer warns about it.
-                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"mtmnv3\.trunk")
-                torch.onnx.export(
-                    module,
-                    example,
-                    buf,
-                    dynamo=False,
-                    opset_version=opset,
-                    input_names=list(input_names),
-                    output_names=list(output_names),
-                    dynamic_axes=dynamic_axes or None,
-                    do_constant_folding=True,
-                )
-            proto = onnx.load_from_string(buf.getvalue())
+    dynamo = exporter == "dynamo"
+    names = dict(
+        input_names=list(input_names), output_names=None if output_names is None else list(output_names)
+    )
+    if dynamo:
+        options = dict(dynamic_shapes=_dynamo_shapes(example, dynamic_batch, dynamic_size), verbose=False)
+    else:
+        axes = _torchscript_axes(input_names, output_names, dynamic_batch, dynamic_size)
+        options = dict(dynamic_axes=axes, do_constant_folding=True)
+    buf = None if dynamo else io.BytesIO()
+    with without_extra_state(module), warnings.catch_warnings():
+        # The TorchScript exporter announces its own deprecation on every call.
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
+        # The trunk's input-shape check reads shapes as Python values: correct for
+        # a check (it does not shape the graph), but the tracer warns about it.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"mtmnv3\.backbone\.trunk")
+        program = torch.onnx.export(
+            module, example, buf, dynamo=dynamo, opset_version=opset, **names, **options
+        )
+    proto = program.model_proto if dynamo else onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
     got_in = [i.name for i in proto.graph.input if i.name in set(input_names)]
     got_out = [o.name for o in proto.graph.output]
-    if got_in != list(input_names) or got_out != list(output_names):
+    if got_in != list(input_names) or (output_names is not None and got_out != list(output_names)):
         raise RuntimeError(
             f"{exporter} exporter produced inputs {got_in} / outputs {got_out}, "
-            f"expected {list(input_names)} / {list(output_names)}"
+            f"expected {list(input_names)} / {output_names}"
         )
     return proto.SerializeToString()
+
+
+def export_module(
+    module: nn.Module,
+    inputs: Sequence[Tensor],
+    path: str | os.PathLike,
+    input_names: Sequence[str],
+    output_names: Sequence[str] | None = None,
+    exporter: str = DEFAULT_EXPORTER,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+) -> Path:
+    """Export ``module(*inputs)`` to one ONNX file (no sidecar): the low-level exporter.
+
+    :func:`export_onnx`, :func:`export_split`, the stage pipeline and the
+    latency table all export through it.
+
+    Args:
+        module: any module taking positional tensors (put in eval mode here).
+        inputs: example inputs, one per graph input.
+        path: output ``.onnx`` file, written atomically.
+        input_names: graph input names, one per input.
+        output_names: graph output names (None: the exporter's own).
+        exporter: ``'dynamo'`` or ``'torchscript'`` (see the module docstring).
+        opset: ONNX opset (>= 14).
+        dynamic_batch: leave the batch dimension of every input symbolic.
+        dynamic_size: leave the last two dimensions of every input symbolic.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: unsupported exporter/opset, or not one name per input.
+        RuntimeError: the exported graph's inputs/outputs are not the requested names.
+    """
+    inputs = tuple(inputs)
+    if len(input_names) != len(inputs):
+        raise ValueError(f"need one input name per input ({len(inputs)}), got {list(input_names)}")
+    path = Path(path)
+    with torch.no_grad():
+        data = _export_bytes(
+            module, inputs, input_names, output_names, exporter, opset, dynamic_batch, dynamic_size
+        )
+    _write_bytes(path, data)
+    return path
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -362,6 +334,54 @@ def _heads_meta(model: nn.Module, heads: Sequence[str], layout: Sequence[dict[st
     return meta
 
 
+def _shared_meta(
+    model: nn.Module,
+    names: Sequence[str],
+    layout: Sequence[dict[str, Any]],
+    size: tuple[int, int],
+    batch_size: int,
+    dynamic_batch: bool,
+    dynamic_size: bool,
+    exporter: str,
+    opset: int,
+) -> dict[str, Any]:
+    """The entries a sidecar and a split manifest share: input, outputs, heads, provenance."""
+    return dict(
+        input=_input_meta(model, size, batch_size, dynamic_batch, dynamic_size),
+        outputs=list(layout),
+        heads=_heads_meta(model, names, layout),
+        trunk_stages_run=max(model.required_taps(names)) + 1,
+        **_provenance(model, exporter, opset),
+    )
+
+
+def _prepare(
+    model: nn.Module,
+    heads: Sequence[str] | str | None,
+    input_size: int | Sequence[int],
+    exporter: str,
+    opset: int,
+    batch_size: int,
+) -> tuple[tuple[str, ...], tuple[int, int], Tensor, list[dict[str, Any]]]:
+    """Checked head names and size, the example input and the output layout (model in eval mode)."""
+    _check_exporter(exporter, opset)
+    names = _resolve_heads(model, heads)
+    size = _resolve_size(model, input_size)
+    model.eval()
+    x = _example(size, batch_size)
+    return names, size, x, output_layout(model.head_outputs(x, names), names)
+
+
+def _write_piece(
+    file: Path, data: bytes, stages: list[int] | None, inputs: list[str], outputs: list[str]
+) -> dict[str, Any]:
+    """Write one split piece; its manifest entry."""
+    _write_bytes(file, data)
+    return dict(
+        file=file.name, stages=stages, inputs=inputs, outputs=outputs, sha256=hashlib.sha256(data).hexdigest()
+    )
+
+
 def _example(size: tuple[int, int], batch: int) -> Tensor:
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch!r}")
@@ -406,14 +426,9 @@ def export_onnx(
     Raises:
         ValueError: unknown head, unsupported exporter/opset, bad size.
     """
-    _check_exporter(exporter, opset)
-    names = _resolve_heads(model, heads)
-    size = _resolve_size(model, input_size)
+    names, size, x, layout = _prepare(model, heads, input_size, exporter, opset, batch_size)
     path = Path(path)
-    model.eval()
-    x = _example(size, batch_size)
-    layout = _output_layout(model.head_outputs(x, names), names)
-    graph = _HeadOutputsGraph(model, names, layout)
+    graph = HeadOutputsGraph(model, names, layout)
     data = _export_bytes(
         graph, (x,), [INPUT_NAME], [o["name"] for o in layout], exporter, opset, dynamic_batch, dynamic_size
     )
@@ -422,11 +437,7 @@ def export_onnx(
         version=FORMAT_VERSION,
         file=path.name,
         sha256=hashlib.sha256(data).hexdigest(),
-        input=_input_meta(model, size, batch_size, dynamic_batch, dynamic_size),
-        outputs=layout,
-        heads=_heads_meta(model, names, layout),
-        trunk_stages_run=max(model.required_taps(names)) + 1,
-        **_provenance(model, exporter, opset),
+        **_shared_meta(model, names, layout, size, batch_size, dynamic_batch, dynamic_size, exporter, opset),
     )
     _write_bytes(path, data)
     atomic_write_json(sidecar_path(path), meta)
@@ -517,9 +528,7 @@ def export_split(
         The manifest dict. On an error no manifest is written and the pieces
         this call wrote are removed.
     """
-    _check_exporter(exporter, opset)
-    names = _resolve_heads(model, heads)
-    size = _resolve_size(model, input_size)
+    names, size, x, layout = _prepare(model, heads, input_size, exporter, opset, batch_size)
     if plan is not None and stage_ranges is not None:
         raise ValueError("give plan or stage_ranges, not both")
     trunk = model.trunk
@@ -528,12 +537,9 @@ def export_split(
         if stage_ranges is not None
         else stage_ranges_from_plan(model, plan)
     )
-    model.eval()
     taps = model.required_taps(names)
     depth = max(taps) + 1
     out_dir = Path(out_dir)
-    x = _example(size, batch_size)
-    layout = _output_layout(model.head_outputs(x, names), names)
     written: list[Path] = []
     try:
         pieces, current, current_name = [], x, INPUT_NAME
@@ -543,59 +549,34 @@ def export_split(
             end = min(end, depth)
             outs = sorted({t for t in taps if start <= t < end} | ({end - 1} if end < depth else set()))
             out_names = [f"stage{s}" for s in outs]
-            graph = _TrunkPieceGraph(trunk, start, outs)
+            graph = TrunkPieceGraph(trunk, start, outs)
             data = _export_bytes(
                 graph, (current,), [current_name], out_names, exporter, opset, dynamic_batch, dynamic_size
             )
             file = out_dir / f"{prefix}.piece{k}.onnx"
-            _write_bytes(file, data)
+            pieces.append(_write_piece(file, data, [start, end], [current_name], out_names))
             written.append(file)
-            pieces.append(
-                dict(
-                    file=file.name,
-                    stages=[start, end],
-                    inputs=[current_name],
-                    outputs=out_names,
-                    sha256=hashlib.sha256(data).hexdigest(),
-                )
-            )
             results = graph(current)
             current, current_name = results[-1], out_names[-1]
         tap_names = [f"stage{t}" for t in taps]
         feats = trunk.forward_taps(x, taps)
-        graph = _HeadsFromTapsGraph(model, names, taps, layout)
+        graph = HeadsFromTapsGraph(model, names, taps, layout)
+        out_names = [o["name"] for o in layout]
+        tap_inputs = tuple(feats[t] for t in taps)
         data = _export_bytes(
-            graph,
-            tuple(feats[t] for t in taps),
-            tap_names,
-            [o["name"] for o in layout],
-            exporter,
-            opset,
-            dynamic_batch,
-            dynamic_size,
+            graph, tap_inputs, tap_names, out_names, exporter, opset, dynamic_batch, dynamic_size
         )
         file = out_dir / f"{prefix}.heads.onnx"
-        _write_bytes(file, data)
+        pieces.append(_write_piece(file, data, None, tap_names, out_names))
         written.append(file)
-        pieces.append(
-            dict(
-                file=file.name,
-                stages=None,
-                inputs=tap_names,
-                outputs=[o["name"] for o in layout],
-                sha256=hashlib.sha256(data).hexdigest(),
-            )
-        )
         manifest = dict(
             format=SPLIT_FORMAT,
             version=FORMAT_VERSION,
             pieces=pieces,
             stage_ranges=[list(r) for r in ranges],
-            input=_input_meta(model, size, batch_size, dynamic_batch, dynamic_size),
-            outputs=layout,
-            heads=_heads_meta(model, names, layout),
-            trunk_stages_run=depth,
-            **_provenance(model, exporter, opset),
+            **_shared_meta(
+                model, names, layout, size, batch_size, dynamic_batch, dynamic_size, exporter, opset
+            ),
         )
         atomic_write_json(out_dir / f"{prefix}.split.json", manifest)
     except BaseException:

@@ -35,36 +35,63 @@ __all__ = ["FramePrediction", "OrtMultiTaskRunner", "OrtPipeline", "make_session
 
 #: The execution provider this runtime is built and measured for.
 CPU_PROVIDER = "CPUExecutionProvider"
+#: Graph optimisation level of :func:`make_session` by default (a ``GraphOptimizationLevel`` name).
+DEFAULT_OPTIMIZATION = "ORT_ENABLE_ALL"
+#: ONNX Runtime log severity that shows errors only (hides its informational notices).
+ORT_LOG_ERRORS_ONLY = 3
 #: Frame colour orders the runner accepts.
 INPUT_COLORS = ("bgr", "rgb")
 
 
 def make_session(
-    onnx_path: str | os.PathLike,
-    threads: int = 1,
+    model: str | os.PathLike | bytes,
+    threads: int | None = 1,
     providers: Sequence[str] | None = None,
     allow_spinning: bool = False,
+    optimization: str = DEFAULT_OPTIMIZATION,
+    log_severity: int | None = None,
+    profile_prefix: str | os.PathLike | None = None,
+    optimized_model_path: str | os.PathLike | None = None,
 ) -> ort.InferenceSession:
-    """An ONNX Runtime session with ``threads`` intra-op threads and all graph optimisations.
+    """An ONNX Runtime session: ``threads`` intra-op threads, one inter-op thread, sequential execution.
+
+    This is the package's one place that creates ONNX Runtime sessions.
 
     ``allow_spinning=False`` (the default here, unlike ONNX Runtime's) makes
     idle intra-op threads sleep instead of spin-waiting for the next run. A
     perception loop does other work between runs (decoding, torch box
-    decoding and NMS, tracking, drawing); on 2 cores spinning pool threads
-    took the cores from it: the 320 px demo pipeline ran at 45-111 FPS with
-    spinning and 143 FPS without (``benchmarks/demo_pipeline.py``). Pure
-    back-to-back latency measurements may pass ``True``.
+    decoding and NMS, tracking, drawing), and on a machine with few cores
+    spinning pool threads take the cores from it (``benchmarks/demo_pipeline.py``
+    measures the frame rate both ways). Back-to-back latency measurements
+    pass ``True``, ONNX Runtime's own default.
+
+    Args:
+        model: an ``.onnx`` file, or a serialised ``ModelProto``.
+        threads: intra-op threads; None leaves ONNX Runtime's default (one per core).
+        providers: execution providers (default CPU only).
+        allow_spinning: let idle intra-op threads spin (see above).
+        optimization: a ``onnxruntime.GraphOptimizationLevel`` name (default all
+            optimisations; ``'ORT_DISABLE_ALL'`` runs the graph as written).
+        log_severity: ONNX Runtime's log severity level (None: its default; 3 errors only).
+        profile_prefix: turn on ONNX Runtime's profiler, writing to files with this prefix.
+        optimized_model_path: also save the optimised graph here.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: ``threads`` < 1, or a provider this onnxruntime build lacks.
+        ValueError: ``threads`` < 1, an unknown optimisation level, or a provider
+            this onnxruntime build lacks.
         RuntimeError: the session did not get the requested first provider
             (ONNX Runtime falls back silently).
     """
-    if not os.path.isfile(onnx_path):
-        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    if not isinstance(model, bytes) and not os.path.isfile(model):
+        raise FileNotFoundError(f"ONNX model not found: {model}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    level = (
+        getattr(ort.GraphOptimizationLevel, optimization, None) if optimization.startswith("ORT_") else None
+    )
+    if level is None:
+        raise ValueError(f"unknown graph optimisation level {optimization!r}")
     providers = list(providers) if providers is not None else [CPU_PROVIDER]
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
@@ -73,12 +100,21 @@ def make_session(
             f"execution providers {missing or providers} not available; this build has {available}"
         )
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+    options.graph_optimization_level = level
+    if log_severity is not None:
+        options.log_severity_level = log_severity
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, sess_options=options, providers=providers)
     got = session.get_providers()
     if not got or got[0] != providers[0]:
         raise RuntimeError(f"ONNX Runtime session runs on {got}, not the requested {providers[0]}")

@@ -47,7 +47,8 @@ from torch import Tensor, nn
 from mtmnv3.backbone.plan import StagePlan
 from mtmnv3.backbone.trunk import MobileNetV3Trunk
 from mtmnv3.core.profiling import format_table, num_threads
-from mtmnv3.studies.latency.table import export_onnx, make_ort_session
+from mtmnv3.runtime.onnx_export import BLOCK_EXPORTER, BLOCK_OPSET, export_module
+from mtmnv3.runtime.ort_runtime import ORT_LOG_ERRORS_ONLY, make_session
 
 __all__ = ["PIPELINE_BACKENDS", "PipelineResult", "run_pipeline", "stage_modules"]
 
@@ -264,14 +265,19 @@ def _run_onnxruntime(
             f"backend 'onnxruntime' runs a fixed input shape {shape} (the first frame's); "
             f"frame {bad[0]} has shape {tuple(frames[bad[0]].shape)}"
         )
-    fns = _ort_stage_fns(modules, frames[0], 0 if threads is None else threads)
+    fns = _ort_stage_fns(modules, frames[0], threads)
     arrays = [np.ascontiguousarray(f.detach().cpu().numpy(), dtype=np.float32) for f in frames]
     outputs, stage_ms, wall_s = _run(fns, arrays, warmup)
     return [torch.from_numpy(o) for o in outputs], stage_ms, wall_s
 
 
-def _ort_stage_fns(modules: Sequence[nn.Module], frame: Tensor, threads: int) -> list[StageFn]:
+def _ort_stage_fns(modules: Sequence[nn.Module], frame: Tensor, threads: int | None) -> list[StageFn]:
     """Export each stage to ONNX at the shape it sees for ``frame``; one session each.
+
+    The stages are exported as the latency table exports its blocks
+    (``BLOCK_EXPORTER``, ``BLOCK_OPSET``). Sessions keep ONNX Runtime's
+    default spinning, as the table's timing does; ``threads`` None is ONNX
+    Runtime's default thread count.
 
     Each stage wrapper is put in eval mode first: the exporter restores the
     wrapper's own mode onto its children afterwards, and a fresh
@@ -283,8 +289,11 @@ def _ort_stage_fns(modules: Sequence[nn.Module], frame: Tensor, threads: int) ->
     with tempfile.TemporaryDirectory(prefix="mtmnv3-pipeline-") as tmp:
         for i, module in enumerate(modules):
             module.eval()
-            path = export_onnx(module, [x], Path(tmp) / f"stage{i}.onnx", input_names=["x"])
-            fns.append(_ort_fn(make_ort_session(path, threads)))
+            path = export_module(
+                module, (x,), Path(tmp) / f"stage{i}.onnx", ["x"], exporter=BLOCK_EXPORTER, opset=BLOCK_OPSET
+            )
+            session = make_session(path, threads, allow_spinning=True, log_severity=ORT_LOG_ERRORS_ONLY)
+            fns.append(_ort_fn(session))
             with torch.no_grad():
                 x = module(x)
     return fns

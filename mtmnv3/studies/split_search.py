@@ -24,7 +24,7 @@ from typing import Any
 
 from mtmnv3.backbone.plan import StagePlan
 from mtmnv3.core.profiling import format_table
-from mtmnv3.studies.latency.table import LatencyTable
+from mtmnv3.studies.latency import LatencyTable
 
 __all__ = [
     "balanced_partition",
@@ -123,14 +123,13 @@ def balanced_stages(table: LatencyTable, k: int) -> StagePlan:
     cuts, bottleneck = balanced_partition(n, k, table.segment_ms)
     bounds = [0, *cuts, n]
     predicted = [table.segment_ms(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    return StagePlan.from_cuts(
+    return _table_plan(
+        table,
         n,
         cuts,
-        name=f"balanced-{k}",
-        arch=table.arch,
-        device_profile=table.profile.to_dict(),
-        predicted_ms=predicted,
-        meta={
+        f"balanced-{k}",
+        predicted,
+        {
             "search": "balanced",
             "objective": "min max stage ms (exact DP)",
             "bottleneck_ms": bottleneck,
@@ -138,6 +137,28 @@ def balanced_stages(table: LatencyTable, k: int) -> StagePlan:
             "predicted_total_ms": table.predicted_total_ms,
             "measured_total_ms": table.measured_total_ms,
         },
+    )
+
+
+def _table_plan(
+    table: LatencyTable,
+    num_blocks: int,
+    cuts: Sequence[int],
+    name: str,
+    predicted: Sequence[float],
+    meta: Mapping[str, Any],
+    placement: Sequence[str] | None = None,
+) -> StagePlan:
+    """A StagePlan over the table's blocks, recording the table's arch and device profile."""
+    return StagePlan.from_cuts(
+        num_blocks,
+        list(cuts),
+        name=name,
+        arch=table.arch,
+        device_profile=table.profile.to_dict(),
+        predicted_ms=list(predicted),
+        placement=placement,
+        meta=dict(meta),
     )
 
 
@@ -188,15 +209,13 @@ class DeviceServerSplit:
             cuts, placement, predicted = [], ["server" if b.cut == 0 else "device"], [b.total_ms]
         else:
             cuts, placement, predicted = [b.cut], ["device", "server"], [b.device_ms, b.server_ms]
-        return StagePlan.from_cuts(
+        return _table_plan(
+            table,
             n,
             cuts,
-            name=f"device-server-{b.cut}",
-            arch=table.arch,
-            device_profile=table.profile.to_dict(),
-            predicted_ms=predicted,
-            placement=placement,
-            meta={
+            f"device-server-{b.cut}",
+            predicted,
+            {
                 "search": "device-server",
                 **self.meta,
                 "cut": b.cut,
@@ -205,6 +224,7 @@ class DeviceServerSplit:
                 "total_ms": b.total_ms,
                 "variant": table.variant,
             },
+            placement,
         )
 
     def format(self) -> str:

@@ -12,7 +12,7 @@ from mtmnv3.backbone.plan import StagePlan
 from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.transforms import Letterbox
 from mtmnv3.models import MultiTaskPerceptor
-from mtmnv3.runtime import onnx_export
+from mtmnv3.runtime import export_graphs, onnx_export
 from mtmnv3.runtime.onnx_export import (
     export_onnx,
     export_split,
@@ -286,7 +286,7 @@ def test_failed_split_leaves_no_files(tiny, tmp_path, monkeypatch):
     real = onnx_export._export_bytes
 
     def fail_on_heads(module, *args, **kwargs):
-        if isinstance(module, onnx_export._HeadsFromTapsGraph):
+        if isinstance(module, export_graphs.HeadsFromTapsGraph):
             raise RuntimeError("exporter crashed")
         return real(module, *args, **kwargs)
 

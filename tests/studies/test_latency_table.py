@@ -15,14 +15,17 @@ from mtmnv3.heads import ClsHead
 
 from mtmnv3.backbone.plan import StagePlan
 from mtmnv3.backbone.variants import create_trunk
+from mtmnv3.core.layers import SqueezeExcite
 from mtmnv3.runtime.pipeline import run_pipeline
-from mtmnv3.studies.latency import table as lt
-from mtmnv3.studies.latency.table import (
+from mtmnv3.studies.latency import (
+    TABLE_VERSION,
     BackendUnavailableError,
     BlockLatency,
     DeviceProfile,
     LatencyTable,
     measure_latency_table,
+    with_relu,
+    without_se,
 )
 from mtmnv3.studies.split_search import (
     balanced_partition,
@@ -148,7 +151,7 @@ def test_table_json_round_trip(tiny_eager_table, tmp_path):
     table.save(path)
     assert LatencyTable.load(path) == table
     d = json.loads(path.read_text())
-    assert d["format"] == "mtmnv3.LatencyTable" and d["version"] == lt.TABLE_VERSION
+    assert d["format"] == "mtmnv3.LatencyTable" and d["version"] == TABLE_VERSION
     assert d["predicted_total_ms"] == pytest.approx(table.predicted_total_ms)
     assert {"index", "name", "stage", "channels", "stride", "macs", "params", "se", "activation"} <= set(
         d["blocks"][0]
@@ -238,9 +241,9 @@ def test_compile_failure_is_a_clear_backend_error(monkeypatch):
 def test_study_copies_leave_the_original_block_alone():
     trunk = create_trunk("tiny").eval()
     block = trunk.blocks[4]
-    no_se, relu = lt.without_se(block), lt.with_relu(block)
-    assert any(isinstance(m, lt.SqueezeExcite) for m in block.modules())
-    assert not any(isinstance(m, lt.SqueezeExcite) for m in no_se.modules())
+    no_se, relu = without_se(block), with_relu(block)
+    assert any(isinstance(m, SqueezeExcite) for m in block.modules())
+    assert not any(isinstance(m, SqueezeExcite) for m in no_se.modules())
     assert not any(isinstance(m, torch.nn.Hardswish) for m in relu.modules())
     assert any(isinstance(m, torch.nn.Hardswish) for m in block.modules())
 

@@ -11,24 +11,22 @@ import torch
 from mtmnv3.models import MultiTaskPerceptor
 from mtmnv3.runtime.onnx_export import export_onnx
 from mtmnv3.runtime.ort_runtime import OrtMultiTaskRunner
-from mtmnv3.studies.quantization.quantize import (
+from mtmnv3.studies.quantization import (
     ArrayCalibrationReader,
+    LayerSQNR,
     OrtQuantConfig,
     OrtRawFn,
     capture_for_pt2e,
     convert_qat,
     head_outputs_from_raw,
     node_names_by_kind,
+    ort_layer_sqnr,
     prepare_qat,
+    pt2e_layer_sqnr,
     qat_finetune,
     quantize_onnx,
     quantize_pt2e,
     quantized_graph_summary,
-)
-from mtmnv3.studies.quantization.sqnr import (
-    LayerSQNR,
-    ort_layer_sqnr,
-    pt2e_layer_sqnr,
     sqnr_by_kind,
     sqnr_db,
     sqnr_markdown,

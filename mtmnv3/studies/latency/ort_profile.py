@@ -80,23 +80,24 @@ def profile_ops(
         FileNotFoundError: no such model.
         ValueError: ``runs`` < 1 or ``warmup`` < 0.
     """
-    import onnxruntime as ort
+    from mtmnv3.runtime.ort_runtime import ORT_LOG_ERRORS_ONLY, make_session
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ONNX model not found: {path}")
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort_profile")
-        # the graph as it runs (fused, layout-transformed): where prepacked
-        # int8 kernels do not report their weight's shape, it is read from here
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        options.log_severity_level = 3  # its "hardware-specific graph" notice
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        # The graph as it runs (fused, layout-transformed) is saved too: where
+        # prepacked int8 kernels do not report their weight's shape, it is read
+        # from there. Errors-only logging hides its "hardware-specific graph" notice.
+        session = make_session(
+            path,
+            threads,
+            allow_spinning=True,
+            log_severity=ORT_LOG_ERRORS_ONLY,
+            profile_prefix=Path(tmp) / "ort_profile",
+            optimized_model_path=Path(tmp) / "optimized.onnx",
+        )
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(example, np.float32)}
         for _ in range(warmup + runs):
             session.run(None, feed)

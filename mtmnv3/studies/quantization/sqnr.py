@@ -20,7 +20,8 @@ Two sources:
   (fake-quant or converted), compared node by node at every conv / activation
   / multiply whose source module both graphs record.
 
-Rows are tagged by layer kind (:data:`LAYER_KINDS`) so the table points at
+Rows are tagged by layer kind
+(:data:`~mtmnv3.studies.quantization.layer_kinds.LAYER_KINDS`) so the table points at
 where MobileNetV3 loses precision (hard-swish, the SE multiply, ...).
 """
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,37 +39,24 @@ import torch
 from torch import Tensor, nn
 
 from mtmnv3.core.profiling import format_table
+from mtmnv3.studies.quantization.layer_kinds import (
+    LAYER_KINDS,
+    conv_groups,
+    graph_maps,
+    layer_kind,
+    node_module,
+)
 
 __all__ = [
-    "LAYER_KINDS",
     "LayerSQNR",
     "sqnr_db",
     "SQNRAccumulator",
-    "onnx_layer_kind",
-    "graph_layer_kinds",
-    "node_module",
     "ort_layer_sqnr",
     "pt2e_layer_sqnr",
     "sqnr_by_kind",
     "sqnr_markdown",
 ]
 
-#: Layer kinds a row can carry.
-LAYER_KINDS = (
-    "conv",
-    "depthwise_conv",
-    "hard_swish",
-    "relu",
-    "se_pool",
-    "se_fc",
-    "se_gate",
-    "se_multiply",
-    "add",
-    "resize",
-    "neck",
-    "head",
-    "other",
-)
 #: SQNR (dB) below which a layer is flagged as losing precision (~3.3 effective bits).
 LOW_SQNR_DB = 20.0
 #: Op types compared by default (layers with their own arithmetic; Q/DQ and shape ops are skipped).
@@ -163,132 +151,6 @@ class LayerSQNR:
         return d
 
 
-# ---- layer kinds -----------------------------------------------------------------------------------
-def _scope_of(node: onnx.NodeProto) -> str:
-    """The innermost module path the torch exporter recorded for a node ('' if none)."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = [s for s in eval(prop.value, {"__builtins__": {}}) if isinstance(s, str)]  # noqa: S307
-            except Exception:  # noqa: BLE001 - malformed metadata: no scope
-                return ""
-            modules = [s for s in scopes if "." in s or s.startswith("model")]
-            path = modules[-1] if modules else ""
-            return path[len("model.") :] if path.startswith("model.") else path
-    if node.name.startswith("/"):
-        # TorchScript exporter names: '/model/heads/cls/pre_logits/pre_logits.0/Conv'.
-        parts = [p for p in node.name.split("/")[1:-1] if p]
-        if parts and parts[0] == "model":
-            parts = parts[1:]
-        # The exporter drops the owning modules' names: trunk blocks come as
-        # 'blocks.i', heads under their own names.
-        if parts and parts[0].startswith("blocks."):
-            parts = ["trunk", *parts]
-        elif parts and parts[0] not in ("trunk", "neck", "heads"):
-            parts = ["heads", *parts]
-        return ".".join(parts)
-    return ""
-
-
-def node_module(node: onnx.NodeProto) -> str:
-    """The source module path of an exported node (e.g. ``'trunk.blocks.4.block.1.fc1'``; '' if unknown)."""
-    return _scope_of(node)
-
-
-def _module_kind(module: str, op_type: str, group: int) -> str | None:
-    """Kind from the source module path, when that settles it."""
-    parts = module.split(".")
-    if module.startswith("heads.") or module == "heads":
-        return "head"
-    if module.startswith("neck.") or module == "neck":
-        return "neck"
-    if "fc1" in parts or "fc2" in parts:
-        return "se_fc"
-    return None
-
-
-def onnx_layer_kind(
-    node: onnx.NodeProto,
-    producers: Mapping[str, onnx.NodeProto],
-    groups: int = 1,
-    consumers: Mapping[str, Sequence[onnx.NodeProto]] | None = None,
-) -> str:
-    """The kind of an ONNX node of an exported mtmnv3 model.
-
-    Hard-swish is recognised whole (``HardSwish``) or decomposed
-    (``Mul(x, HardSigmoid(x))``, as ONNX Runtime's pre-processing writes
-    it); the SE by structure (its hard-sigmoid gate computed from a 1x1
-    conv, the multiply of the features by that gate, the pool feeding it)
-    and by the recorded module path (``fc1``/``fc2``); head and neck nodes
-    by module path.
-    """
-    op = node.op_type
-    module = _scope_of(node)
-    consumers = consumers or {}
-    if op == "Mul":
-        gates = [producers.get(i) for i in node.input]
-        for k, g in enumerate(gates):
-            if g is not None and g.op_type == "HardSigmoid":
-                other = node.input[1 - k] if len(node.input) == 2 else None
-                if g.input[0] == other:
-                    return "hard_swish"
-                if not module.startswith("heads"):
-                    return "se_multiply"
-    if op == "HardSigmoid":
-        users = consumers.get(node.output[0], ())
-        if any(u.op_type == "Mul" and node.input[0] in u.input for u in users):
-            return "hard_swish"
-        if not module.startswith("heads"):
-            return "se_gate"
-    by_module = _module_kind(module, op, groups)
-    if by_module is not None:
-        return by_module
-    if op == "Conv":
-        return "depthwise_conv" if groups > 1 else "conv"
-    if op == "HardSwish":
-        return "hard_swish"
-    if op in ("Relu", "Clip"):
-        return "relu"
-    if op in ("ReduceMean", "GlobalAveragePool"):
-        users = consumers.get(node.output[0], ())
-        return (
-            "se_pool"
-            if any(u.op_type == "Conv" for u in users) and not module.startswith("heads")
-            else "other"
-        )
-    if op == "Add":
-        return "add"
-    if op == "Resize":
-        return "resize"
-    return "other"
-
-
-def _se_fc_by_structure(node: onnx.NodeProto, producers: Mapping[str, onnx.NodeProto]) -> bool:
-    """A 1x1 conv on a pooled (1x1) input, or feeding the SE's hard-sigmoid gate chain."""
-    src = producers.get(node.input[0])
-    while src is not None and src.op_type in ("Relu",):
-        src = producers.get(src.input[0])
-    return (
-        src is not None
-        and src.op_type in ("ReduceMean", "GlobalAveragePool", "Conv")
-        and (src.op_type != "Conv" or _se_fc_by_structure(src, producers))
-    )
-
-
-def graph_layer_kinds(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
-    """Every node of a graph with its layer kind."""
-    producers = {o: n for n in proto.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    out = []
-    for node in proto.graph.node:
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        out.append((node, _row_kind(node, producers, groups, consumers)))
-    return out
-
-
 # ---- ONNX Runtime ---------------------------------------------------------------------------------
 def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     model = onnx.ModelProto()
@@ -301,12 +163,10 @@ def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
 
 
 def _session(proto: onnx.ModelProto) -> Any:
-    import onnxruntime as ort
+    """One thread, graph optimisations off (the exact QDQ simulation), ORT's default spinning."""
+    from mtmnv3.runtime.ort_runtime import make_session
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return make_session(proto.SerializeToString(), 1, allow_spinning=True, optimization="ORT_DISABLE_ALL")
 
 
 def _int8_view(proto: onnx.ModelProto) -> dict[str, str]:
@@ -345,17 +205,13 @@ def ort_layer_sqnr(
         raise ValueError(f"{int8_path} is in QOperator format; per-layer SQNR needs a QDQ model")
     q_nodes = {o for n in q.graph.node for o in n.output}
     view = _int8_view(q)
-    producers = {o: n for n in ref.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in ref.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producers, consumers = graph_maps(ref)
     wanted = set(op_types)
     rows_meta = []
     for node in ref.graph.node:
         if node.op_type not in wanted or not node.output or node.output[0] not in q_nodes:
             continue
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        groups = conv_groups(node)
         out = node.output[0]
         rows_meta.append((out, node, groups, view.get(out, out)))
     if not rows_meta:
@@ -380,8 +236,8 @@ def ort_layer_sqnr(
     return [
         LayerSQNR(
             name=out,
-            kind=_row_kind(node, producers, groups, consumers),
-            module=_scope_of(node),
+            kind=layer_kind(node, producers, groups, consumers),
+            module=node_module(node),
             op_type=node.op_type,
             sqnr_db=acc.db,
             shape=shape,
@@ -389,18 +245,6 @@ def ort_layer_sqnr(
         )
         for (out, node, groups, qname), acc, shape in zip(rows_meta, accs, shapes)
     ]
-
-
-def _row_kind(
-    node: onnx.NodeProto,
-    producers: Mapping[str, onnx.NodeProto],
-    groups: int,
-    consumers: Mapping[str, Sequence[onnx.NodeProto]],
-) -> str:
-    kind = onnx_layer_kind(node, producers, groups, consumers)
-    if kind == "conv" and not _scope_of(node) and _se_fc_by_structure(node, producers):
-        return "se_fc"
-    return kind
 
 
 # ---- PT2E -------------------------------------------------------------------------------------------
@@ -438,14 +282,9 @@ def _fx_key(node: torch.fx.Node) -> tuple[str, str, str] | None:
     return path, cls_name.rsplit(".", 1)[-1], name
 
 
-def _capture_fx(
-    module: torch.fx.GraphModule, example: Tensor
-) -> dict[tuple[str, str, int], tuple[Tensor, str, str]]:
-    """Run a GraphModule; keep every compute node's output by (module, op, occurrence).
-
-    Values are ``(output, node name, module class name)``.
-    """
-    keys: dict[str, tuple[tuple[str, str, int], str]] = {}
+def _keyed_nodes(module: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, tuple[str, str, int], str]]:
+    """Every compute node with its key (module path, op, occurrence of that op there) and module class."""
+    out = []
     seen: dict[tuple[str, str], int] = {}
     for node in module.graph.nodes:
         k = _fx_key(node)
@@ -454,7 +293,18 @@ def _capture_fx(
         path, cls, op = k
         idx = seen.get((path, op), 0)
         seen[(path, op)] = idx + 1
-        keys[node.name] = ((path, op, idx), cls)
+        out.append((node, (path, op, idx), cls))
+    return out
+
+
+def _capture_fx(
+    module: torch.fx.GraphModule, example: Tensor
+) -> dict[tuple[str, str, int], tuple[Tensor, str, str]]:
+    """Run a GraphModule; keep every compute node's output by (module, op, occurrence).
+
+    Values are ``(output, node name, module class name)``.
+    """
+    keys = {node.name: (key, cls) for node, key, cls in _keyed_nodes(module)}
     found: dict[tuple[str, str, int], tuple[Tensor, str, str]] = {}
 
     class _Recorder(torch.fx.Interpreter):
@@ -472,18 +322,11 @@ def _capture_fx(
 
 def _bn_folded_keys(module: torch.fx.GraphModule) -> set[tuple[str, str, int]]:
     """Keys of conv nodes that feed a batch norm (their output has no counterpart once BN is folded)."""
-    out: set[tuple[str, str, int]] = set()
-    seen: dict[tuple[str, str], int] = {}
-    for node in module.graph.nodes:
-        k = _fx_key(node)
-        if k is None:
-            continue
-        path, _, op = k
-        idx = seen.get((path, op), 0)
-        seen[(path, op)] = idx + 1
-        if op == "conv2d" and any("batch_norm" in str(u.target) for u in node.users):
-            out.add((path, op, idx))
-    return out
+    return {
+        key
+        for node, key, _ in _keyed_nodes(module)
+        if key[1] == "conv2d" and any("batch_norm" in str(u.target) for u in node.users)
+    }
 
 
 def _clean_path(path: str) -> str:
