@@ -155,7 +155,10 @@ def model_complexity(config: str | os.PathLike) -> dict[str, Any]:
     from mtmnv3.core.registry import MODELS
     from mtmnv3.engine import input_size, load_config
 
-    cfg = load_config(config)
+    try:
+        cfg = load_config(config)
+    except ImportError as e:  # custom_imports of an optional extra (mmdet)
+        return {"Note": f"config not loaded here (it imports {_missing_module(e)}); counts left out"}
     size = int(input_size(cfg.test_dataloader.dataset)) if cfg.get("test_dataloader") else 320
     meta: dict[str, Any] = {"Input Size": size}
     try:
@@ -185,6 +188,16 @@ def model_complexity(config: str | os.PathLike) -> dict[str, Any]:
     if hasattr(model, "heads"):
         meta["Tasks"] = list(model.heads)
     return meta
+
+
+def _missing_module(error: BaseException) -> str:
+    """The module an import error chain failed on (``mmdet``), or its first message line."""
+    seen = error
+    while seen is not None:
+        if getattr(seen, "name", None):
+            return seen.name
+        seen = seen.__cause__ or seen.__context__
+    return str(error).splitlines()[0]
 
 
 def _metrics_of(data: dict[str, Any]) -> dict[str, float]:

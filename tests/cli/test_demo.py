@@ -150,6 +150,9 @@ def test_test_tool_tracks_mot_sequences(tiny_model):
     for key in ("cls/top1", "det/mAP", "mot/MOTA", "mot/IDF1", "mot/HOTA", "mot/IDSW"):
         assert key in metrics
     assert "| mot |" in r.stdout
+    record = json.loads((tmp / "test_work" / "eval_result.json").read_text())  # read by mtmnv3 summary
+    assert record["format"] == "mtmnv3.EvalResult" and record["metrics"] == metrics
+    assert record["command"].startswith(f"mtmnv3 test {CONFIG} {ckpt} --track")
     results = list((tmp / "test_work" / "mot_results").glob("*.txt"))
     assert results and all(load_mot_txt(p).shape[1] == 10 for p in results)
     assert np.isfinite(metrics["mot/IDF1"])
@@ -343,6 +346,22 @@ def test_demo_job_end_to_end(tiny_model):
         assert (work / name).is_file(), name
     report = (work / "report.md").read_text()
     assert "| cls |" in report and "| det |" in report and "| mot |" in report
+    assert json.loads((work / "test" / "eval_result.json").read_text())["command"].startswith("mtmnv3 test")
     # a second run reuses the checkpoint instead of training again
     r2 = run_tool("demo_job.py", *job, "--cfg-options", *tiny_options(data_root), timeout=900)
     assert r2.returncode == 0 and "reusing" in r2.stdout
+
+
+def test_demo_source_folder_of_frames_with_positional_config_and_checkpoint(tiny_model):
+    """``mtmnv3 demo CONFIG CHECKPOINT --source FOLDER`` reads a sequence's frames in order."""
+    tmp, _, ckpt, _, n, seq = tiny_model
+    out = tmp / "folder_source"
+    r = run_tool(
+        "demo", CONFIG, ckpt, "--source", seq / "img1", "--backend", "torch", "--size", "96",
+        "--summary-json", out / "summary.json", "--mot-out", out / "mot.txt", "--cfg-options", *MODEL_OPTIONS,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == n and summary["source"] == str(seq / "img1")
+    rows = load_mot_txt(out / "mot.txt")
+    assert rows.size == 0 or rows[:, 0].max() <= n
