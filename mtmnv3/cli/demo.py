@@ -37,6 +37,7 @@ mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://camera.loc
 #: Options only the default job takes, and only the live demo takes.
 JOB_ONLY = ("work_dir", "frames", "video_size", "seed")
 LIVE_ONLY = ("size", "resolutions", "out", "mot_out", "summary_json", "budget_log", "max_frames")
+LIVE_SET = ("policy", "threads", "cls_period", "iou_only", "show")  # live-demo options with a default
 
 
 def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                     "URL), --video or --camera-id; without CHECKPOINT, mtmnv3 demo runs the default job"
                 )
             given = [_flag(k) for k in LIVE_ONLY if getattr(args, k) is not None]
-            given += ["--show"] if args.show else []
+            given += [_flag(k) for k in LIVE_SET if getattr(args, k) != LIVE_DEFAULTS[k]]
             if given:
                 raise DemoError(f"{', '.join(given)} only apply to the live demo (give --source)")
             job = {k: v for k, v in JOB_DEFAULTS.items() if k not in ("config", "backend")}

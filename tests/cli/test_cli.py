@@ -205,6 +205,7 @@ def test_open_source_needs_exactly_one():
         (["--source", "0"], "needs CONFIG and CHECKPOINT"),
         (["{ckpt}", "--source", "0", "--frames", "5"], "--frames only apply to the default job"),
         (["--out", "{tmp}/x.mp4"], "--out only apply to the live demo"),
+        (["--iou-only", "--policy", "greedy"], "--policy, --iou-only only apply to the live demo"),
     ],
 )
 def test_demo_bad_arguments_are_clear_errors(tmp_path, capsys, argv, match):
