@@ -1,4 +1,4 @@
-"""The robustness study (tools/robustness.py) and robust training (RobustMultiTaskPerceptor)."""
+"""The robustness study (``mtmnv3 robustness``) and robust training (RobustMultiTaskPerceptor)."""
 
 import json
 import math
@@ -11,7 +11,6 @@ import pytest
 import torch
 from mmengine.optim import OptimWrapper
 from mmengine.structures import InstanceData
-from test_train_tools import train_data_options
 
 import mtmnv3.models  # noqa: F401  (registers RobustMultiTaskPerceptor in MODELS)
 from mtmnv3.core.registry import MODELS
@@ -28,7 +27,7 @@ from mtmnv3.models.robust import (
     bernoulli_js_consistency,
     clean_anchored_consistency,
 )
-from mtmnv3.studies.robustness.evaluate import (
+from mtmnv3.studies.robustness import (
     corrupt_batch,
     mean_corruption_error,
     parse_corruptions,
@@ -39,6 +38,7 @@ from mtmnv3.studies.robustness.evaluate import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+CLI_TESTS = ROOT / "tests" / "cli"
 ROBUST_CONFIG = ROOT / "configs" / "mtmnv3_small_3task_robust_synth.py"
 CORRUPTION_PAIR = ("contrast", "gaussian_noise")
 SEVERITY_PAIR = (1, 3)
@@ -77,6 +77,10 @@ def tiny_options(data_root, max_iters=2):
             f"{split}_dataloader.dataset.image_size={IMAGE_SIZE}",
             f"{split}_dataloader.dataset.pipeline.0.size={IMAGE_SIZE}",
         ]
+    if str(CLI_TESTS) not in sys.path:  # the shared helpers, also when tests/cli is not collected
+        sys.path.insert(0, str(CLI_TESTS))
+    from test_train_tools import train_data_options
+
     return opts + train_data_options(
         ROBUST_CONFIG, data_root, num_sequences=5, num_frames=2, image_size=IMAGE_SIZE
     )
@@ -264,7 +268,7 @@ def _tiny_study(data_root, ckpt, **kwargs):
     import argparse
 
     from mtmnv3.engine import DictAction, load_config
-    from mtmnv3.studies.robustness.evaluate import build_study
+    from mtmnv3.studies.robustness import build_study
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--o", nargs="+", action=DictAction)
@@ -283,14 +287,14 @@ def test_workers_give_the_numbers_of_one_process(robust_ckpt):
     assert same == json.dumps([one["clean"], one["corruptions"]], sort_keys=True)
     assert set(three["timing"]["per_condition_s"]) == set(one["timing"]["per_condition_s"])
     # a failure inside a worker reaches the caller, with the worker's message
-    from mtmnv3.studies.robustness.evaluate import WorkerError
+    from mtmnv3.studies.robustness import WorkerError
 
     with pytest.raises(WorkerError, match="robustness worker failed: .*snow"):
         study.run_corruptions(["contrast", "snow"], [1])
 
 
 def test_worker_count_is_checked():
-    from mtmnv3.studies.robustness.evaluate import check_workers
+    from mtmnv3.studies.robustness import check_workers
 
     assert check_workers(2, "cpu") == 2
     for bad in (0, -1, 1.5, True, "2"):

@@ -1,5 +1,6 @@
 """Robustness study library: corruptions, the pipeline transform, attacks, group DRO, AugMix."""
 
+import copy
 import math
 import time
 
@@ -384,6 +385,20 @@ def test_pgd_projects_onto_the_eps_ball_and_valid_range(attack_setup):
     assert (adv - x_edge).abs().max() <= eps + 1e-6
     assert (adv - x_edge).abs().max() > eps / 2, "the attack uses its budget"
     assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_the_default_target_is_the_detection_head_whatever_its_name(attack_setup):
+    model, x, ds = attack_setup
+    named = pgd_attack(model, x, ds, target="det", eps=PGD_TEST_EPS, steps=2, seed=0)
+    assert torch.equal(pgd_attack(model, x, ds, eps=PGD_TEST_EPS, steps=2, seed=0), named)
+    renamed = copy.deepcopy(model)
+    renamed.heads = nn.ModuleDict({"a": model.heads["cls"], "b": model.heads["det"], "c": model.heads["emb"]})
+    assert torch.equal(pgd_attack(renamed, x, ds, eps=PGD_TEST_EPS, steps=2, seed=0), named)
+    renamed.heads = nn.ModuleDict({"a": model.heads["cls"]})
+    with pytest.raises(
+        ValueError, match=r"needs a detection head; the model's heads are \{'a': 'classification'\}"
+    ):
+        fgsm_attack(renamed, x, ds, eps=FGSM_TEST_EPS)
 
 
 @pytest.mark.parametrize("target", ["cls", "det", "emb"])

@@ -10,9 +10,10 @@ image and onto the valid range ``[0, 1]``.
 
 Targets:
 
-* a head name (``'cls'``, ``'det'``, ``'emb'``, ... as named in the model):
-  ascend the sum of that head's losses (what ``model.task_losses`` returns
-  for it) on the given labelled data samples;
+* a head name (as named in the model's config): ascend the sum of that
+  head's losses (what ``model.task_losses`` returns for it) on the given
+  labelled data samples; by default the model's detection head (the head
+  declaring ``mtmnv3.heads.DETECTION``, whatever its name);
 * ``'trunk'``: ascend the relative squared L2 distance between the trunk's
   tap features on the attacked and on the clean image (a feature-space
   attack that hurts every head sharing the trunk, cf. Inkawhich et al.,
@@ -32,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from mtmnv3.core.structures import MultiTaskDataSample
+from mtmnv3.heads.base import DETECTION, heads_by_task
 
 __all__ = [
     "TRUNK_TARGET",
@@ -71,9 +73,13 @@ def _normalised(model: nn.Module, x01: Tensor) -> Tensor:
     return data["inputs"]
 
 
-def _check_target(model: nn.Module, target: str) -> None:
+def _check_target(model: nn.Module, target: str | None) -> str:
+    """The attacked head's name or ``'trunk'``; None: the model's detection head."""
+    if target is None:
+        return heads_by_task(model.heads, required=(DETECTION,))[DETECTION]
     if target != TRUNK_TARGET and target not in model.heads:
         raise ValueError(f"target must be one of {[*model.heads, TRUNK_TARGET]}, got {target!r}")
+    return target
 
 
 def _trunk_taps(model: nn.Module, taps: Sequence[int] | None) -> list[int]:
@@ -134,7 +140,7 @@ def attack_loss(
     Returns:
         0-dim tensor: the head's summed losses, or the mean trunk feature distance.
     """
-    _check_target(model, target)
+    target = _check_target(model, target)
     if target == TRUNK_TARGET:
         if reference is None:
             raise ValueError("the trunk target needs the clean reference images or features")
@@ -150,7 +156,7 @@ def pgd_attack(
     model: nn.Module,
     inputs_float: Tensor,
     data_samples: Sequence[MultiTaskDataSample] | None = None,
-    target: str = "det",
+    target: str | None = None,
     eps: float = 4 / 255,
     alpha: float | None = None,
     steps: int = 10,
@@ -166,7 +172,7 @@ def pgd_attack(
         inputs_float: clean images ``(N, 3, H, W)`` in ``[0, 1]``
             (:func:`pixels_to_unit` of the uint8 batch).
         data_samples: the batch's labelled samples (head targets).
-        target: a head name of the model, or ``'trunk'``.
+        target: a head name of the model, or ``'trunk'``; None: its detection head.
         eps: L-infinity radius in ``[0, 1]`` pixel units (``4/255`` = 4 grey levels).
         alpha: step size in the same units (default ``2.5 * eps / steps``).
         steps: gradient steps (>= 1).
@@ -181,7 +187,7 @@ def pgd_attack(
     Raises:
         ValueError: bad target, eps, alpha, steps or inputs.
     """
-    _check_target(model, target)
+    target = _check_target(model, target)
     if (
         not isinstance(inputs_float, Tensor)
         or not inputs_float.is_floating_point()
@@ -238,7 +244,7 @@ def fgsm_attack(
     model: nn.Module,
     inputs_float: Tensor,
     data_samples: Sequence[MultiTaskDataSample] | None = None,
-    target: str = "det",
+    target: str | None = None,
     eps: float = 4 / 255,
     taps: Sequence[int] | None = None,
 ) -> Tensor:

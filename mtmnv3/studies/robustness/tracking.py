@@ -1,7 +1,7 @@
 """Tracking under the shift suite: a tracker run over each video's predicted frames.
 
 :class:`TrackingHook` is the ``sequence_hook_factory`` product of
-:class:`~mtmnv3.studies.robustness.evaluate.RobustnessStudy`: it receives every
+:class:`~mtmnv3.studies.robustness.study.RobustnessStudy`: it receives every
 predicted batch of a condition in dataloader order, keeps one tracker per
 video (built from the config's ``tracker`` dict, as ``tools/test.py --track``
 and the demo build theirs), feeds it each frame's detections and embeddings
