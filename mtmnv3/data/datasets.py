@@ -322,7 +322,7 @@ class MultiTaskDataset(CocoDetDataset):
     """Every label an image has, from a COCO json with video extensions.
 
     Reads the COCO-video layout (mmdet's ``CocoVideoDataset`` convention,
-    written by ``tools/make_synth.py``): ``videos`` list; per image
+    written by ``mtmnv3 make-synth``): ``videos`` list; per image
     ``video_id`` and ``frame_id`` (0-based; ``mot_frame_id`` 1-based wins
     when present) and optional ``cls_label``; per annotation ``instance_id``,
     ``visibility``, ``iscrowd``/``ignore``; a top-level ``cls_categories``

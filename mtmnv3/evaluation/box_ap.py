@@ -1,9 +1,10 @@
-"""COCO box AP in NumPy: pycocotools' ``COCOeval`` (bbox) numbers, several times faster.
+"""COCO box AP in NumPy: pycocotools' ``COCOeval`` (bbox) numbers, vectorised.
 
 pycocotools evaluates every (image, category, area range) in Python, one
 detection and one ground-truth box at a time, and builds result dicts for each
-detection; on the default test split (2880 frames, ~40 detections each) that
-is ~10 s per evaluation, which the shift suite repeats 56 times. This module
+detection; its time grows with every detection of the split, and the shift
+suite repeats the evaluation for every condition (``benchmarks/box_ap_speed.py``
+times both backends on a split of the default test split's shape). This module
 computes the three headline numbers ``mAP`` (IoU 0.50:0.95), ``mAP_50`` and
 ``mAP_75`` at area range "all" and 100 detections per image and category, plus
 per-category AP, with the same rules, in the same order:

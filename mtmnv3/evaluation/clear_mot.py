@@ -1,9 +1,9 @@
 """CLEAR MOT and identity metrics in NumPy: motmetrics' numbers without its event tables.
 
 motmetrics records every pairing, match and miss of every frame as a row of a
-pandas DataFrame and derives the counts from those tables afterwards; on the
-default test split (96 videos x 30 frames) that is ~2 s per evaluation, which
-the shift suite repeats for every condition. This module counts the same
+pandas DataFrame and derives the counts from those tables afterwards, a cost
+the shift suite pays again for every condition (``benchmarks/mot_metrics_speed.py``
+times both backends). This module counts the same
 things while it walks the frames, with the same rules, in the same order:
 
 * per frame, a ground-truth object and a result may pair when their distance

@@ -2,7 +2,8 @@
 
 MOTA, IDF1, ID switches, MOTP, FP and FN come from :mod:`.clear_mot` (the
 default ``backend='numpy'``: motmetrics' rules counted while walking the
-frames, several times faster) or from motmetrics itself
+frames, without its per-event tables; ``benchmarks/mot_metrics_speed.py`` times
+both) or from motmetrics itself
 (``backend='motmetrics'``); the tests hold the two equal. HOTA (with DetA and
 AssA) comes from trackeval's ``HOTA.eval_sequence`` fed directly with the
 per-frame id and similarity arrays it expects, so no file-format dataset class

@@ -119,7 +119,7 @@ def summarize_splits(per_split: Mapping[object, Mapping[str, object]]) -> dict[s
 
 
 def split_means(results: Mapping[str, object]) -> tuple[dict[str, float], dict[str, float]]:
-    """``({metric: mean}, {metric: std})`` of a metrics dict written by ``tools/test.py --out-json``.
+    """``({metric: mean}, {metric: std})`` of a metrics dict written by ``mtmnv3 test --out-json``.
 
     A ``--splits`` result (``{'splits': ..., 'summary': ...}``) gives its
     summary's means and standard deviations; a plain ``{metric: value}``

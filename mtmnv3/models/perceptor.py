@@ -51,8 +51,9 @@ class MultiTaskPerceptor(BaseModel):
         init_cfg: mmengine init config.
         channels_last: keep the conv weights and the input batch in
             channels-last (NHWC) memory: on x86 CPUs oneDNN runs MobileNetV3's
-            depthwise and 1x1 convolutions faster that way (training step
-            ~1.2x, see ``benchmarks/train_throughput.py``). Results are the
+            depthwise and 1x1 convolutions faster that way
+            (``benchmarks/train_throughput.py`` times the training step both
+            ways). Results are the
             same up to float rounding; checkpoints load either way.
         frozen: parts kept fixed in training, by name: ``'trunk'``, ``'neck'``
             or head names. Their parameters get no gradient and they stay in

@@ -5,9 +5,9 @@ and ``new_track_thr`` (which start tracks) are tied to its detector's score
 scale. A model trained differently (robust training, fine-tuning) moves its
 scores, and thresholds tuned for another model then let in false positives or
 drop true objects. :func:`calibrate_thresholds` tracks the same cached
-detections (:func:`~mtmnv3.runtime.frame_runner.detect_mot_sequences`) with every
+detections (:func:`~mtmnv3.apis.inference.detect_mot_sequences`) with every
 ``(high_thr, new_track_thr = high_thr + margin)`` of a grid and ranks the
-settings by one metric; ``tools/calibrate_tracker.py`` is its command line.
+settings by one metric; ``mtmnv3 calibrate-tracker`` is its command line.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def calibrate_thresholds(
 
     Args:
         detections: ``{sequence: SequenceDetections}`` from
-            :func:`~mtmnv3.runtime.frame_runner.detect_mot_sequences`.
+            :func:`~mtmnv3.apis.inference.detect_mot_sequences`.
         work_dir: folder for the result files (one sub-folder per setting).
         tracker_cfg: the tracker settings to start from; only ``high_thr`` and
             ``new_track_thr`` change.

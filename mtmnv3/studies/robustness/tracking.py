@@ -3,7 +3,7 @@
 :class:`TrackingHook` is the ``sequence_hook_factory`` product of
 :class:`~mtmnv3.studies.robustness.study.RobustnessStudy`: it receives every
 predicted batch of a condition in dataloader order, keeps one tracker per
-video (built from the config's ``tracker`` dict, as ``tools/test.py --track``
+video (built from the config's ``tracker`` dict, as ``mtmnv3 test --track``
 and the demo build theirs), feeds it each frame's detections and embeddings
 and writes ``pred_track_instances`` onto the samples for ``MOTMetric``. A
 video's frames are corrupted with the same camera fault (the corruption
@@ -42,7 +42,7 @@ class TrackingHook:
         tracker_cfg: tracker config (``dict(type='EmbeddingTracker', ...)``; the
             type defaults to ``EmbeddingTracker``).
         use_embeddings: pass the embedding head's outputs to the tracker
-            (``False``: IoU-only association, as ``tools/test.py --iou-only``).
+            (``False``: IoU-only association, as ``mtmnv3 test --iou-only``).
 
     Raises:
         ValueError / TypeError: a bad tracker config (checked when the hook is built).
