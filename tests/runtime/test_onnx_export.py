@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mtmnv3.heads.base import DETECTION
 
 from mtmnv3.apis import init_model
 from mtmnv3.backbone.plan import StagePlan
@@ -145,7 +146,7 @@ def test_sidecar_records_what_deployment_needs(exported):
     assert meta["input"]["mean"] == pytest.approx([123.675, 116.28, 103.53])
     assert meta["input"]["std"] == pytest.approx([58.395, 57.12, 57.375])
     assert meta["opset"] == onnx_export.DEFAULT_OPSET and meta["torch_version"] == torch.__version__
-    assert meta["heads"]["det"]["stride"] == 8 and meta["heads"]["det"]["task"] == "det"
+    assert meta["heads"]["det"]["stride"] == 8 and meta["heads"]["det"]["task"] == DETECTION
     assert set(meta["heads"]) == set(HEADS)
 
 

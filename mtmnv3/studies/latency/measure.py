@@ -22,11 +22,13 @@ How it is measured:
 * ``eager``: the PyTorch modules under ``torch.inference_mode``.
 * ``compile``: each module through ``torch.compile`` (a C++ toolchain is
   needed on CPU; a failure is reported as :class:`BackendUnavailableError`).
-* ``onnxruntime``: each module exported on its own to ONNX (TorchScript
-  exporter, ``dynamo=False``) and run by its own ORT session with
+* ``onnxruntime``: each module exported on its own to ONNX
+  (:func:`~mtmnv3.runtime.onnx_export.export_module`, TorchScript exporter,
+  ``dynamo=False``) and run by its own ORT session with
   ``intra_op_num_threads = threads``; ``int8`` quantizes every exported
-  model with ORT's static QDQ per-channel ``quantize_static``, calibrated
-  on trunk activations of a few random images.
+  model with :func:`~mtmnv3.studies.quantization.quantize_onnx` (static
+  QDQ, per-channel, see :data:`~mtmnv3.studies.latency.backends.INT8_OPTIONS`),
+  calibrated on trunk activations of a few random images.
 
 """
 

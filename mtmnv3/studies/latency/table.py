@@ -1,12 +1,11 @@
 """The latency table's records: device profile, per-block and per-head latency, and the table itself.
 
-
 A :class:`LatencyTable` holds, for one trunk on one :class:`DeviceProfile`
 (backend, threads, resolution, dtype), the median latency of every trunk
 block on its real input shape, optionally of each head, and of the whole
 trunk end to end, so that the sum of the blocks (the *prediction* a stage
-search works from) can be checked against the *measurement*.
-
+search works from) can be checked against the *measurement*
+(:func:`~mtmnv3.studies.latency.measure.measure_latency_table`).
 
 **Predicting a segment from its blocks.** A run of blocks as one call is
 cheaper than the sum of the blocks run one call each: the sum pays the
