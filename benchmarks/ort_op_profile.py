@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mtmnv3.core.fileio import atomic_write_json
-from mtmnv3.studies.latency.ort_profile import OpProfile, median_profile, op_profile_table, profile_ops
+from mtmnv3.studies.latency import OpProfile, median_profile, op_profile_table, profile_ops
 
 
 def _input_shape(path: Path, size: int | None) -> tuple[int, ...]:
