@@ -333,14 +333,17 @@ def test_quantization_calibration_reads_every_training_part(tmp_path):
     from mmengine.config import DictAction
 
     from mtmnv3.engine import dataset_keys, dataset_parts, load_config
-    from mtmnv3.studies.quantization.quantize import _build_loader
+    try:
+        from mtmnv3.studies.quantization import build_loader
+    except ImportError:  # before the quantization package exported it
+        from mtmnv3.studies.quantization.quantize import _build_loader as build_loader
 
     opts = train_data_options(CONFIG, tmp_path / "data", num_sequences=1, num_frames=2, image_size=64)
     cfg = load_config(CONFIG, {k: DictAction._parse_iterable(v) for k, v in (o.split("=", 1) for o in opts)})
     parts = dataset_parts(cfg.train_dataloader.dataset)
     assert len(parts) == len(dataset_keys(cfg, "train")) == 2
     assert parts[1] is cfg.train_dataloader.dataset.datasets[1]
-    loader = _build_loader(cfg, "train", shuffle=False, seed=0, batch_size=4)
+    loader = build_loader(cfg, "train", shuffle=False, seed=0, batch_size=4)
     assert len(loader.dataset) == 3  # 1 video x 2 frames + 1 single frame
     test_types = [t["type"] for t in cfg.val_dataloader.dataset.pipeline]
     for part in loader.dataset.datasets:
