@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
+    from mtmnv3.heads import EMBEDDING, heads_by_task
 
     from mtmnv3.apis import init_model
     from mtmnv3.core.profiling import format_table
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for config, ckpt in models:
         model = init_model(config, ckpt)
-        head = args.head or next((n for n, h in model.heads.items() if h.task == "track"), None)
+        head = args.head or heads_by_task(model.heads).get(EMBEDDING)
         if head is None or head not in model.heads:
             p.error(f"no embedding head {head!r} in the model; heads are {list(model.heads)}")
         r = within_video_reid(*object_embeddings(model, loader, head, args.max_batches))
