@@ -22,7 +22,8 @@ from torch import nn
 
 from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.transforms import Letterbox
-from mtmnv3.runtime.onnx_export import LETTERBOX_PAD_VALUE, export_onnx
+from mtmnv3.runtime.export_meta import LETTERBOX_PAD_VALUE
+from mtmnv3.runtime.onnx_export import export_onnx
 from mtmnv3.runtime.ort_runtime import FramePrediction, OrtMultiTaskRunner
 
 __all__ = [

@@ -42,7 +42,6 @@ from torch import Tensor, nn
 
 from mtmnv3.backbone.plan import StagePlan
 from mtmnv3.core.fileio import atomic_open, atomic_write_json
-from mtmnv3.core.version import __version__ as MTMNV3_VERSION
 from mtmnv3.runtime.export_graphs import (
     INPUT_NAME,
     HeadOutputsGraph,
@@ -50,6 +49,13 @@ from mtmnv3.runtime.export_graphs import (
     TrunkPieceGraph,
     output_layout,
     without_extra_state,
+)
+from mtmnv3.runtime.export_meta import (
+    example_input,
+    model_meta,
+    resolve_heads,
+    resolve_size,
+    sidecar_path,
 )
 
 __all__ = [
@@ -87,15 +93,6 @@ BLOCK_OPSET = 17
 EXPORT_FORMAT = "mtmnv3.OnnxExport"
 SPLIT_FORMAT = "mtmnv3.OnnxSplit"
 FORMAT_VERSION = 1
-#: Letterbox padding grey level of the training/test pipelines.
-LETTERBOX_PAD_VALUE = 114
-#: Head attributes copied into the sidecar (decode parameters and shapes).
-_HEAD_META_ATTRS = ("stride", "level", "num_classes", "max_per_img", "score_thr", "nms_iou", "embed_dim")
-
-
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """The metadata JSON written next to an exported model: ``<file>.onnx.json``."""
-    return Path(str(onnx_path) + ".json")
 
 
 # ---- argument checks -------------------------------------------------------------------
@@ -104,46 +101,6 @@ def _check_exporter(exporter: str, opset: int) -> None:
         raise ValueError(f"unsupported exporter {exporter!r}; expected one of {EXPORTERS}")
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an int >= {MIN_OPSET} (HardSwish), got {opset!r}")
-
-
-def _resolve_heads(model: nn.Module, heads: Sequence[str] | str | None) -> tuple[str, ...]:
-    if not hasattr(model, "heads") or not hasattr(model, "required_taps"):
-        raise TypeError(f"expected a MultiTaskPerceptor-like model, got {type(model).__name__}")
-    if heads is None:
-        return tuple(model.heads)
-    if isinstance(heads, str):
-        heads = [h.strip() for h in heads.split(",") if h.strip()]
-    heads = tuple(heads)
-    unknown = [h for h in heads if h not in model.heads]
-    if not heads or unknown:
-        raise ValueError(f"unknown heads {unknown or list(heads)}; the model's heads are {list(model.heads)}")
-    if len(set(heads)) != len(heads):
-        raise ValueError(f"heads listed twice: {list(heads)}")
-    return heads
-
-
-def _size_divisor(model: nn.Module) -> int:
-    return max(int(f["stride"]) for f in model.trunk.feature_info)
-
-
-def _resolve_size(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int, int]:
-    """int or (height, width) -> (height, width), a multiple of the trunk's deepest stride."""
-    given = input_size
-    if isinstance(input_size, int) and not isinstance(input_size, bool):
-        input_size = (input_size, input_size)
-    if not (
-        isinstance(input_size, (tuple, list))
-        and len(input_size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
-    ):
-        raise ValueError(f"input_size must be a positive int or (height, width), got {given!r}")
-    div = _size_divisor(model)
-    if any(s % div for s in input_size):
-        raise ValueError(
-            f"input_size must be a multiple of {div} (the trunk's output stride, as the model's "
-            f"data preprocessor pads to it), got {given!r}"
-        )
-    return int(input_size[0]), int(input_size[1])
 
 
 # ---- the exporter call --------------------------------------------------------------------
@@ -278,62 +235,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _provenance(model: nn.Module, exporter: str, opset: int) -> dict[str, Any]:
-    return dict(
-        exporter=exporter,
-        opset=opset,
-        torch_version=torch.__version__,
-        onnx_version=onnx.__version__,
-        mtmnv3_version=MTMNV3_VERSION,
-        trunk=dict(
-            arch=model.trunk.arch,
-            width_mult=model.trunk.width_mult,
-            stage_plan=model.trunk.stage_plan.to_dict(),
-        ),
-    )
-
-
-def _input_meta(
-    model: nn.Module, size: tuple[int, int], batch: int, dynamic_batch: bool, dynamic_size: bool
-) -> dict[str, Any]:
-    """How to make the graph input from a uint8 frame (read from the data preprocessor)."""
-    pre = getattr(model, "data_preprocessor", None)
-    if pre is not None and getattr(pre, "_enable_normalize", False):
-        mean = [float(v) for v in pre.mean.flatten()]
-        std = [float(v) for v in pre.std.flatten()]
-    else:
-        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-    # Datasets yield RGB; a preprocessor with channel conversion feeds the network BGR.
-    color = "BGR" if pre is not None and getattr(pre, "_channel_conversion", False) else "RGB"
-    return dict(
-        name=INPUT_NAME,
-        layout="NCHW",
-        dtype="float32",
-        size=list(size),
-        batch=None if dynamic_batch else batch,
-        dynamic_batch=dynamic_batch,
-        dynamic_size=dynamic_size,
-        size_divisor=_size_divisor(model),
-        color=color,
-        mean=mean,
-        std=std,
-        letterbox_pad_value=LETTERBOX_PAD_VALUE,
-    )
-
-
-def _heads_meta(model: nn.Module, heads: Sequence[str], layout: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    meta = {}
-    for h in heads:
-        head = model.heads[h]
-        info = dict(type=type(head).__name__, task=head.task)
-        info.update({a: getattr(head, a) for a in _HEAD_META_ATTRS if hasattr(head, a)})
-        info["outputs"] = {
-            ("" if o["key"] is None else o["key"]): o["name"] for o in layout if o["head"] == h
-        }
-        meta[h] = info
-    return meta
-
-
 def _shared_meta(
     model: nn.Module,
     names: Sequence[str],
@@ -347,11 +248,10 @@ def _shared_meta(
 ) -> dict[str, Any]:
     """The entries a sidecar and a split manifest share: input, outputs, heads, provenance."""
     return dict(
-        input=_input_meta(model, size, batch_size, dynamic_batch, dynamic_size),
-        outputs=list(layout),
-        heads=_heads_meta(model, names, layout),
-        trunk_stages_run=max(model.required_taps(names)) + 1,
-        **_provenance(model, exporter, opset),
+        **model_meta(model, names, layout, size, batch_size, dynamic_batch, dynamic_size),
+        exporter=exporter,
+        opset=opset,
+        onnx_version=onnx.__version__,
     )
 
 
@@ -365,10 +265,10 @@ def _prepare(
 ) -> tuple[tuple[str, ...], tuple[int, int], Tensor, list[dict[str, Any]]]:
     """Checked head names and size, the example input and the output layout (model in eval mode)."""
     _check_exporter(exporter, opset)
-    names = _resolve_heads(model, heads)
-    size = _resolve_size(model, input_size)
+    names = resolve_heads(model, heads)
+    size = resolve_size(model, input_size)
     model.eval()
-    x = _example(size, batch_size)
+    x = example_input(size, batch_size)
     return names, size, x, output_layout(model.head_outputs(x, names), names)
 
 
@@ -380,13 +280,6 @@ def _write_piece(
     return dict(
         file=file.name, stages=stages, inputs=inputs, outputs=outputs, sha256=hashlib.sha256(data).hexdigest()
     )
-
-
-def _example(size: tuple[int, int], batch: int) -> Tensor:
-    if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch!r}")
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 3, *size, generator=generator)
 
 
 # ---- public API -------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from mtmnv3.data.transforms import Letterbox
 from mtmnv3.heads.base import CLASSIFICATION, DETECTION, EMBEDDING, heads_by_task
 from mtmnv3.heads.center_head import decode_centers, to_original_coords
 from mtmnv3.heads.embedding_head import gather_embeddings
-from mtmnv3.runtime.onnx_export import EXPORT_FORMAT, FORMAT_VERSION, INPUT_NAME, SPLIT_FORMAT, sidecar_path
+from mtmnv3.runtime.export_meta import sidecar_path
+from mtmnv3.runtime.onnx_export import EXPORT_FORMAT, FORMAT_VERSION, INPUT_NAME, SPLIT_FORMAT
 
 __all__ = ["FramePrediction", "OrtMultiTaskRunner", "OrtPipeline", "make_session", "load_export_meta"]
 

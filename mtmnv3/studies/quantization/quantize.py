@@ -49,7 +49,7 @@ from torch import Tensor
 
 from mtmnv3.backbone.variants import TRUNK_VARIANTS
 from mtmnv3.core.fileio import atomic_write_json
-from mtmnv3.runtime.onnx_export import sidecar_path
+from mtmnv3.runtime.export_meta import sidecar_path
 from mtmnv3.studies.quantization.calibration import ArrayCalibrationReader
 from mtmnv3.studies.quantization.layer_kinds import LAYER_KINDS, graph_layer_kinds, node_module
 
