@@ -207,7 +207,7 @@ def _association(model, size, cfg, data, tmp, args, tcfg) -> None:
     from mtmnv3.apis.inference import detect_mot_sequences, track_detections
     from mtmnv3.core.profiling import format_table
     from mtmnv3.data import write_synth_dataset
-    from mtmnv3.runtime.frame_runner import OrtFrameRunner
+    from mtmnv3.runtime.frame_runner import ExportedFrameRunner
 
     lo, hi = cfg.speed
     fast = write_synth_dataset(
@@ -222,7 +222,7 @@ def _association(model, size, cfg, data, tmp, args, tcfg) -> None:
         ("IoU only, same motion gate", {**tcfg, "fusion": "min", "appearance_thr": 0.0}),
         ("IoU only (ByteTrack)", {**tcfg, "use_embeddings": False}),
     )
-    runner = OrtFrameRunner(model, size, threads=args.threads)
+    runner = ExportedFrameRunner(model, "onnxruntime", size, threads=args.threads)
     rows, paired = [], []
     for motion, root in (("default", data), (f"x{args.fast_factor:g} faster", fast)):
         dets = detect_mot_sequences(runner, root / "mot", progress=False)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from mtmnv3.heads.base import DETECTION, EMBEDDING, heads_by_task
-from mtmnv3.runtime.frame_runner import OrtFrameRunner, TorchFrameRunner
-from mtmnv3.runtime.ort_runtime import FramePrediction
+from mtmnv3.runtime.deployed import FramePrediction
+from mtmnv3.runtime.frame_runner import ExportedFrameRunner, TorchFrameRunner
 
 
 def mot_sequence_dirs(root: str | os.PathLike) -> list[Path]:
@@ -45,7 +45,7 @@ class SequenceDetections:
 
 
 def detect_mot_sequences(
-    runner: TorchFrameRunner | OrtFrameRunner,
+    runner: TorchFrameRunner | ExportedFrameRunner,
     seq_root: str | os.PathLike,
     embeddings: bool = True,
     input_size: int | None = None,
@@ -139,7 +139,7 @@ def track_detections(
 
 
 def track_mot_sequences(
-    runner: TorchFrameRunner | OrtFrameRunner,
+    runner: TorchFrameRunner | ExportedFrameRunner,
     seq_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     tracker_cfg: dict | None = None,

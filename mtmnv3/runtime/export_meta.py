@@ -11,6 +11,7 @@ what made the file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,10 @@ from mtmnv3.core.version import __version__ as MTMNV3_VERSION
 from mtmnv3.runtime.export_graphs import INPUT_NAME
 
 __all__ = [
+    "FORMAT_BACKENDS",
+    "FORMAT_VERSION",
     "LETTERBOX_PAD_VALUE",
+    "load_export_meta",
     "config_hash",
     "example_input",
     "heads_meta",
@@ -35,6 +39,16 @@ __all__ = [
     "size_divisor",
 ]
 
+#: Version of the sidecar schema every exporter writes.
+FORMAT_VERSION = 1
+#: Sidecar ``format`` of each exporter -> the runtime that runs the file.
+FORMAT_BACKENDS = {
+    "mtmnv3.OnnxExport": "onnxruntime",
+    "mtmnv3.ExecuTorchExport": "executorch",
+    "mtmnv3.OpenVINOExport": "openvino",
+}
+#: Manifest ``format`` of split exports (stage pieces run in order).
+SPLIT_FORMATS = ("mtmnv3.OnnxSplit",)
 #: Letterbox padding grey level of the training/test pipelines.
 LETTERBOX_PAD_VALUE = 114
 #: Head attributes copied into the sidecar (decode parameters and shapes).
@@ -166,3 +180,38 @@ def example_input(size: tuple[int, int], batch: int) -> Tensor:
         raise ValueError(f"batch_size must be a positive int, got {batch!r}")
     generator = torch.Generator().manual_seed(0)
     return torch.randn(batch, 3, *size, generator=generator)
+
+
+def load_export_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a deployed file: its sidecar (given the model file) or a split manifest (``.json``).
+
+    Raises:
+        FileNotFoundError: the model, its sidecar or the manifest is missing.
+        ValueError: the JSON is not an mtmnv3 export of a supported version.
+    """
+    path = Path(path)
+    meta_file = path if path.suffix == ".json" else sidecar_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"export not found: {path}")
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"export metadata not found: {meta_file} (every exporter writes it next to the model)"
+        )
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_file} is not valid JSON: {e}") from e
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if path.suffix == ".json" and fmt not in SPLIT_FORMATS:
+        raise ValueError(
+            f"{meta_file} is not a split manifest (format {fmt!r}; expected one of {SPLIT_FORMATS})"
+        )
+    if path.suffix != ".json" and fmt not in FORMAT_BACKENDS:
+        raise ValueError(
+            f"{meta_file} is not an mtmnv3 export (format {fmt!r}; expected one of {sorted(FORMAT_BACKENDS)})"
+        )
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_file} has version {meta.get('version')!r}; this mtmnv3 reads {FORMAT_VERSION}"
+        )
+    return meta

@@ -1,12 +1,14 @@
-"""Per-frame inference with either runtime behind one interface.
+"""Per-frame inference on any backend behind one interface.
 
-:class:`TorchFrameRunner` (eager PyTorch) and :class:`OrtFrameRunner` (ONNX
-Runtime sessions, one per head subset, exported on demand with a dynamic
-input size) both take an RGB ``uint8 (H, W, 3)`` frame plus the heads and
-input size a frame plan asks for, and return a
-:class:`~mtmnv3.runtime.ort_runtime.FramePrediction` in original frame pixels.
-Both use the same letterbox transform and the same decode code, so switching
-runtime changes speed, not results (the parity tests hold them within 1e-4).
+:class:`TorchFrameRunner` (eager PyTorch) and :class:`ExportedFrameRunner`
+(ONNX Runtime, ExecuTorch/XNNPACK or OpenVINO: the model exported on demand,
+one file per head subset, with a dynamic input size where the runtime takes
+one and one file per size where it does not) both take an RGB
+``uint8 (H, W, 3)`` frame plus the heads and input size a frame plan asks
+for, and return a :class:`~mtmnv3.runtime.deployed.FramePrediction` in
+original frame pixels. Both use the same letterbox transform and the same
+decode code, so switching runtime changes speed, not results (the parity
+tests bound the difference per runtime).
 """
 
 from __future__ import annotations
@@ -22,18 +24,23 @@ from torch import nn
 
 from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.transforms import Letterbox
+from mtmnv3.runtime.deployed import DeployedRunner, FramePrediction
 from mtmnv3.runtime.export_meta import LETTERBOX_PAD_VALUE
-from mtmnv3.runtime.onnx_export import export_onnx
-from mtmnv3.runtime.ort_runtime import FramePrediction, OrtMultiTaskRunner
+from mtmnv3.runtime.sessions import BACKENDS, check_backend
 
 __all__ = [
     "BACKENDS",
-    "OrtFrameRunner",
+    "DYNAMIC_SIZE_BACKENDS",
+    "ExportedFrameRunner",
     "TorchFrameRunner",
     "build_frame_runner",
+    "export_for_backend",
 ]
 
-BACKENDS = ("torch", "onnxruntime")
+#: Runtimes whose exports take any input size (the others get one file per size).
+DYNAMIC_SIZE_BACKENDS = ("onnxruntime", "openvino")
+#: File suffix of each runtime's export.
+EXPORT_SUFFIXES = {"onnxruntime": ".onnx", "executorch": ".pte", "openvino": ".xml"}
 
 
 def _check_frame(frame: np.ndarray) -> None:
@@ -112,70 +119,140 @@ def _to_prediction(sample: MultiTaskDataSample) -> FramePrediction:
     )
 
 
-class OrtFrameRunner:
-    """ONNX Runtime: one dynamic-size session per head subset, exported on first use.
+def export_for_backend(
+    model: nn.Module,
+    backend: str,
+    path: str | os.PathLike,
+    heads: Sequence[str] | None = None,
+    input_size: int | Sequence[int] = 320,
+    dynamic_size: bool = False,
+    int8: bool = False,
+    calibration: Sequence[np.ndarray] | None = None,
+) -> dict:
+    """Export ``model`` for one runtime with that runtime's own tools; returns the sidecar.
+
+    ONNX Runtime gets the ONNX file (TorchScript exporter: fast at start-up);
+    ExecuTorch a ``.pte`` lowered to XNNPACK (int8: its PT2E quantizer);
+    OpenVINO an IR ``.xml`` (int8: NNCF). ONNX Runtime int8 is the
+    quantization study's (``mtmnv3 quantize``), not this function's.
+
+    Raises:
+        ValueError: an unknown backend, ``'torch'``, or int8 for ONNX Runtime.
+        ImportError: the runtime is not installed (the message names the package).
+    """
+    check_backend(backend)
+    if backend == "onnxruntime":
+        if int8:
+            raise ValueError("int8 for onnxruntime is made by `mtmnv3 quantize` (static QDQ), not at export")
+        from mtmnv3.runtime.onnx_export import export_onnx
+
+        return export_onnx(
+            model, path, heads=heads, input_size=input_size, exporter="torchscript", dynamic_size=dynamic_size
+        )
+    if backend == "executorch":
+        if dynamic_size:
+            raise ValueError("executorch exports have a fixed input size; export one file per size")
+        from mtmnv3.runtime.executorch_runtime import export_executorch
+
+        return export_executorch(
+            model, path, heads=heads, input_size=input_size, int8=int8, calibration=calibration
+        )
+    if backend == "openvino":
+        from mtmnv3.runtime.openvino_runtime import export_openvino
+
+        return export_openvino(
+            model,
+            path,
+            heads=heads,
+            input_size=input_size,
+            int8=int8,
+            calibration=calibration,
+            dynamic_size=dynamic_size,
+        )
+    raise ValueError(f"backend {backend!r} runs the PyTorch model itself; there is nothing to export")
+
+
+class ExportedFrameRunner:
+    """A deployment runtime: the model exported on first use of each head subset (and size).
 
     Args:
         model: the PyTorch model to export (kept only for exporting).
+        backend: ``'onnxruntime'``, ``'executorch'`` or ``'openvino'``.
         input_size: default square letterbox size.
-        threads: intra-op threads per session.
-        export_dir: where the ONNX files go (default: a temp folder removed on close).
-        exporter: ``'torchscript'`` (fast to export, the default here because
-            sessions are made at start-up) or ``'dynamo'``.
+        threads: intra-op threads of the runtime.
+        export_dir: where the files go (default: a temp folder removed on close).
+        int8: export int8 files (ExecuTorch and OpenVINO), calibrated on ``calibration``.
+        calibration: normalised ``float32 (N, 3, H, W)`` batches of real frames for int8.
     """
-
-    backend = "onnxruntime"
 
     def __init__(
         self,
         model: nn.Module,
+        backend: str = "onnxruntime",
         input_size: int = 320,
         threads: int = 2,
         export_dir: str | os.PathLike | None = None,
-        exporter: str = "torchscript",
+        int8: bool = False,
+        calibration: Sequence[np.ndarray] | None = None,
     ) -> None:
+        if backend == "torch" or check_backend(backend) not in EXPORT_SUFFIXES:
+            raise ValueError(f"ExportedFrameRunner runs {sorted(EXPORT_SUFFIXES)}, got {backend!r}")
+        if int8 and not calibration:
+            raise ValueError("int8 needs calibration batches of real frames")
+        self.backend = backend
         self.model = model.eval()
         self.input_size = _check_size(input_size)
         self.threads = int(threads)
-        self.exporter = exporter
+        self.int8 = bool(int8)
+        self.calibration = calibration
         self.heads = tuple(model.heads)
         self._tmp = None
         if export_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="mtmnv3-onnx-")
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"mtmnv3-{backend}-")
             export_dir = self._tmp.name
         self.export_dir = Path(export_dir)
-        self._runners: dict[tuple[str, ...], OrtMultiTaskRunner] = {}
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        self._runners: dict[tuple, DeployedRunner] = {}
 
-    def runner(self, heads: Sequence[str] | None = None) -> OrtMultiTaskRunner:
-        """The session for a head subset (exported and created on first use)."""
-        key = tuple(sorted(self.heads if heads is None else heads))
-        unknown = [h for h in key if h not in self.heads]
+    def runner(self, heads: Sequence[str] | None = None, input_size: int | None = None) -> DeployedRunner:
+        """The deployed file of a head subset (and, on fixed-size runtimes, a size), made on first use."""
+        names = tuple(sorted(self.heads if heads is None else heads))
+        unknown = [h for h in names if h not in self.heads]
         if unknown:
             raise ValueError(f"unknown heads {unknown}; the model has {list(self.heads)}")
+        size = self.input_size if input_size is None else _check_size(input_size)
+        dynamic = self.backend in DYNAMIC_SIZE_BACKENDS
+        key = names if dynamic else (*names, size)
         if key not in self._runners:
-            path = self.export_dir / f"model_{'_'.join(key)}.onnx"
-            export_onnx(
-                self.model,
-                path,
-                heads=list(key),
-                input_size=self.input_size,
-                exporter=self.exporter,
-                dynamic_size=True,
+            stem = (
+                "model_" + "_".join(names) + ("" if dynamic else f"_{size}") + ("_int8" if self.int8 else "")
             )
-            self._runners[key] = OrtMultiTaskRunner(path, threads=self.threads, input_color="rgb")
+            path = self.export_dir / (stem + EXPORT_SUFFIXES[self.backend])
+            export_for_backend(
+                self.model,
+                self.backend,
+                path,
+                heads=list(names),
+                input_size=size,
+                dynamic_size=dynamic,
+                int8=self.int8,
+                calibration=self.calibration,
+            )
+            self._runners[key] = DeployedRunner(path, threads=self.threads, input_color="rgb")
         return self._runners[key]
 
-    def warm_up(self, head_sets: Sequence[Sequence[str]]) -> None:
-        """Export and open the sessions of the given head subsets now (not mid-video)."""
+    def warm_up(self, head_sets: Sequence[Sequence[str]], sizes: Sequence[int] = ()) -> None:
+        """Export and open the files of the given head subsets (and sizes) now, not mid-video."""
         for heads in head_sets:
-            self.runner(heads)
+            for size in sizes or (None,):
+                self.runner(heads, size)
 
     def predict(
         self, frame: np.ndarray, heads: Sequence[str] | None = None, input_size: int | None = None
     ) -> FramePrediction:
         _check_frame(frame)
-        run = self.runner(heads)
         size = self.input_size if input_size is None else _check_size(input_size)
+        run = self.runner(heads, size)
         if run.input_size != (size, size):
             run.set_input_size((size, size))
         return run.predict(frame)
@@ -193,11 +270,21 @@ def build_frame_runner(
     input_size: int = 320,
     threads: int = 2,
     export_dir: str | os.PathLike | None = None,
-) -> TorchFrameRunner | OrtFrameRunner:
-    """``backend``: ``'torch'`` or ``'onnxruntime'``."""
+    int8: bool = False,
+    calibration: Sequence[np.ndarray] | None = None,
+) -> TorchFrameRunner | ExportedFrameRunner:
+    """The frame runner of ``backend``: one of :data:`~mtmnv3.runtime.sessions.BACKENDS`.
+
+    Raises:
+        ValueError: an unknown backend (the message lists the installed ones), or int8 on torch.
+        ImportError: the runtime is not installed (the message names the package).
+    """
+    check_backend(backend)
     if backend == "torch":
+        if int8:
+            raise ValueError("int8 runs on a deployment runtime (executorch, openvino), not on torch")
         torch.set_num_threads(threads)
         return TorchFrameRunner(model, input_size)
-    if backend == "onnxruntime":
-        return OrtFrameRunner(model, input_size, threads=threads, export_dir=export_dir)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return ExportedFrameRunner(
+        model, backend, input_size, threads=threads, export_dir=export_dir, int8=int8, calibration=calibration
+    )

@@ -51,6 +51,7 @@ from mtmnv3.runtime.export_graphs import (
     without_extra_state,
 )
 from mtmnv3.runtime.export_meta import (
+    FORMAT_VERSION,
     example_input,
     model_meta,
     resolve_heads,
@@ -92,7 +93,6 @@ BLOCK_EXPORTER = "torchscript"
 BLOCK_OPSET = 17
 EXPORT_FORMAT = "mtmnv3.OnnxExport"
 SPLIT_FORMAT = "mtmnv3.OnnxSplit"
-FORMAT_VERSION = 1
 
 
 # ---- argument checks -------------------------------------------------------------------

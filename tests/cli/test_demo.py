@@ -206,7 +206,7 @@ def _ground_truth_detections(seq, n, false_score=None):
     """A sequence's ground-truth boxes as detections (score 0.9, one embedding direction per
     identity), plus, with ``false_score``, two false boxes per frame at that score."""
     from mtmnv3.apis.inference import SequenceDetections
-    from mtmnv3.runtime.ort_runtime import FramePrediction
+    from mtmnv3.runtime.deployed import FramePrediction
 
     gt = load_mot_txt(seq / "gt" / "gt.txt")
     gt = gt[gt[:, 6] != 0]

@@ -15,10 +15,10 @@ from mtmnv3.data import write_synth_dataset
 from mtmnv3.data.synth import SceneConfig
 from mtmnv3.models import MultiTaskPerceptor
 from mtmnv3.runtime.budget import BudgetScheduler, FixedIntervalPolicy, ModelLayout
-from mtmnv3.runtime.frame_runner import OrtFrameRunner, TorchFrameRunner
+from mtmnv3.runtime.deployed import DeployedRunner
+from mtmnv3.runtime.frame_runner import ExportedFrameRunner, TorchFrameRunner
 from mtmnv3.runtime.loop import PerceptionLoop, calibrate_costs
 from mtmnv3.runtime.onnx_export import export_onnx
-from mtmnv3.runtime.ort_runtime import OrtMultiTaskRunner
 from mtmnv3.runtime.video import Frame
 from mtmnv3.tracking import EmbeddingTracker
 
@@ -92,9 +92,11 @@ def test_frame_runners_and_the_onnx_sidecar(model, tmp_path):
         "b": DETECTION,
         "c": CLASSIFICATION,
     }
-    ort_runner = OrtMultiTaskRunner(tmp_path / "abc.onnx", input_color="rgb")
+    ort_runner = DeployedRunner(tmp_path / "abc.onnx", input_color="rgb")
     assert (ort_runner.det_head, ort_runner.emb_head, ort_runner.cls_head) == ("b", "a", "c")
-    runner = OrtFrameRunner(model, FRAME_SIZE, threads=1, export_dir=tmp_path / "sessions")
+    runner = ExportedFrameRunner(
+        model, "onnxruntime", FRAME_SIZE, threads=1, export_dir=tmp_path / "sessions"
+    )
     try:
         ort_pred = runner.predict(frame, heads=("a", "b", "c"))
         assert runner.predict(frame, heads=("b",)).embeddings is None

@@ -14,13 +14,15 @@ from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.transforms import Letterbox
 from mtmnv3.models import MultiTaskPerceptor
 from mtmnv3.runtime import export_graphs, onnx_export
+from mtmnv3.runtime.deployed import DeployedRunner
+from mtmnv3.runtime.export_meta import load_export_meta
 from mtmnv3.runtime.onnx_export import (
     export_onnx,
     export_split,
     sidecar_path,
     stage_ranges_from_plan,
 )
-from mtmnv3.runtime.ort_runtime import OrtMultiTaskRunner, load_export_meta, make_session
+from mtmnv3.runtime.ort_runtime import make_session
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 128
@@ -99,7 +101,7 @@ def test_channels_last_model_exports_with_parity(tiny, tmp_path):
     path = tmp_path / "cl.onnx"
     export_onnx(fast, path, input_size=SIZE, exporter="dynamo")
     x = torch.randn(1, 3, SIZE, SIZE).numpy()
-    diffs = max_diffs(OrtMultiTaskRunner(path, threads=1).run_raw(x), torch_raw(tiny, x))
+    diffs = max_diffs(DeployedRunner(path, threads=1).run_raw(x), torch_raw(tiny, x))
     assert max(diffs.values()) < RAW_ATOL, diffs
 
 
@@ -115,14 +117,14 @@ def test_model_with_loss_weighting_state_exports(tiny, tmp_path, exporter):
     export_onnx(model, path, input_size=SIZE, exporter=exporter, heads=("cls",))
     assert model.loss_weighting is weighting and "loss_weighting._extra_state" in model.state_dict()
     x = torch.randn(1, 3, SIZE, SIZE).numpy()
-    diffs = max_diffs(OrtMultiTaskRunner(path, threads=1).run_raw(x), torch_raw(tiny, x, heads=("cls",)))
+    diffs = max_diffs(DeployedRunner(path, threads=1).run_raw(x), torch_raw(tiny, x, heads=("cls",)))
     assert max(diffs.values()) < RAW_ATOL, diffs
 
 
 def test_raw_outputs_match_torch(tiny, exported):
     path, meta = exported
     assert [o["name"] for o in meta["outputs"]] == ["cls", "det_heatmap", "det_wh", "det_offset", "emb"]
-    runner = OrtMultiTaskRunner(path, threads=1)
+    runner = DeployedRunner(path, threads=1)
     assert runner.is_cpu and runner.providers == ["CPUExecutionProvider"]
     x = torch.randn(3, 3, SIZE, SIZE).numpy()  # batch 3: the batch axis is dynamic
     diffs = max_diffs(runner.run_raw(x), torch_raw(tiny, x))
@@ -152,7 +154,7 @@ def test_sidecar_records_what_deployment_needs(exported):
 
 def test_preprocessing_matches_the_model_pipeline(tiny, exported):
     """Letterbox + BGR->RGB + mean/std in numpy equals the dataset transform + data preprocessor."""
-    runner = OrtMultiTaskRunner(exported[0], input_color="bgr")
+    runner = DeployedRunner(exported[0], input_color="bgr")
     rgb = frame()
     blob, meta = runner.preprocess(np.ascontiguousarray(rgb[..., ::-1]))
     boxed = Letterbox(SIZE)({"img": rgb})
@@ -164,7 +166,7 @@ def test_preprocessing_matches_the_model_pipeline(tiny, exported):
 def test_runner_decodes_as_torch_predict(tiny, exported):
     """Given the same raw outputs, the runner's post-processing gives exactly torch's detections
     (the output names, head metadata and frame metadata are wired right)."""
-    runner = OrtMultiTaskRunner(exported[0], input_color="rgb")
+    runner = DeployedRunner(exported[0], input_color="rgb")
     for img in (frame(), frame(90, 60, seed=1)):
         blob, meta = runner.preprocess(img)
         sample = MultiTaskDataSample(metainfo=dict(img_shape=(SIZE, SIZE), **meta))
@@ -186,7 +188,7 @@ def test_detections_match_torch_predict(tiny, exported):
     within RAW_ATOL of each other, so which of two near-equal cells is the peak, and which
     detection is the 100th, may differ between runtimes; every other detection must be
     the same box, score, label and embedding."""
-    runner = OrtMultiTaskRunner(exported[0], input_color="rgb")
+    runner = DeployedRunner(exported[0], input_color="rgb")
     frames = [frame(), frame(90, 60, seed=1)]
     preds = runner.predict_batch(frames)
     for img, pred in zip(frames, preds):
@@ -215,14 +217,14 @@ def test_small_trunk_parity_at_128(tmp_path):
     path = tmp_path / "small.onnx"
     export_onnx(model, path, input_size=SIZE)  # the default exporter
     x = torch.randn(1, 3, SIZE, SIZE).numpy()
-    diffs = max_diffs(OrtMultiTaskRunner(path).run_raw(x), torch_raw(model, x))
+    diffs = max_diffs(DeployedRunner(path).run_raw(x), torch_raw(model, x))
     assert max(diffs.values()) < RAW_ATOL, diffs
 
 
 def test_dynamic_size_export(tiny, tmp_path):
     path = tmp_path / "dyn.onnx"
     export_onnx(tiny, path, input_size=SIZE, exporter="torchscript", dynamic_size=True)
-    runner = OrtMultiTaskRunner(path, input_size=(96, 160))
+    runner = DeployedRunner(path, input_size=(96, 160))
     x = torch.randn(1, 3, 96, 160).numpy()
     assert max(max_diffs(runner.run_raw(x), torch_raw(tiny, x)).values()) < RAW_ATOL
     assert runner.predict(frame()).bboxes.shape[1] == 4
@@ -234,7 +236,7 @@ def test_head_subset_export(tiny, tmp_path, heads):
     path = tmp_path / "subset.onnx"
     meta = export_onnx(tiny, path, heads=",".join(heads), input_size=SIZE, exporter="torchscript")
     assert set(meta["heads"]) == set(heads)
-    runner = OrtMultiTaskRunner(path)
+    runner = DeployedRunner(path)
     x = torch.randn(1, 3, SIZE, SIZE).numpy()
     assert max(max_diffs(runner.run_raw(x), torch_raw(tiny, x, heads)).values()) < RAW_ATOL
     pred = runner.predict(frame())
@@ -247,7 +249,7 @@ def test_split_pieces_chain_to_the_whole_model(tiny, tmp_path):
     assert len(manifest["pieces"]) == tiny.trunk.num_stages + 1
     x = torch.randn(1, 3, SIZE, SIZE).numpy()
     expected = torch_raw(tiny, x)
-    split = OrtMultiTaskRunner(tmp_path / "model.split.json")
+    split = DeployedRunner(tmp_path / "model.split.json")
     assert max(max_diffs(split.run_raw(x), expected).values()) < RAW_ATOL
     # each piece alone equals the trunk's forward_stages on the same input
     feats = x
@@ -272,7 +274,7 @@ def test_split_from_plan_and_shallow_head_subset(tmp_path):
     assert [p["stages"] for p in manifest["pieces"]] == [[0, 2], [2, 4], None]
     assert manifest["trunk_stages_run"] == 4 and manifest["pieces"][-1]["inputs"] == ["stage3"]
     x = torch.randn(1, 3, SIZE, SIZE).numpy()
-    got = OrtMultiTaskRunner(tmp_path / "model.split.json").run_raw(x)
+    got = DeployedRunner(tmp_path / "model.split.json").run_raw(x)
     assert max(max_diffs(got, torch_raw(model, x, ("cls",))).values()) < RAW_ATOL
 
 
@@ -316,22 +318,22 @@ def test_bad_export_arguments(tiny, tmp_path, kwargs, match):
 def test_bad_runtime_arguments(exported, tmp_path):
     path = exported[0]
     with pytest.raises(FileNotFoundError, match="ONNX model not found|export not found"):
-        OrtMultiTaskRunner(tmp_path / "missing.onnx")
+        DeployedRunner(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="not available"):
-        OrtMultiTaskRunner(path, providers=["NoSuchExecutionProvider"])
+        DeployedRunner(path, providers=["NoSuchExecutionProvider"])
     with pytest.raises(ValueError, match="threads must be a positive int"):
-        OrtMultiTaskRunner(path, threads=0)
+        DeployedRunner(path, threads=0)
     with pytest.raises(ValueError, match="fixed input size"):
-        OrtMultiTaskRunner(path, input_size=(96, 96))
+        DeployedRunner(path, input_size=(96, 96))
     with pytest.raises(ValueError, match="input_color"):
-        OrtMultiTaskRunner(path, input_color="gray")
+        DeployedRunner(path, input_color="gray")
     with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\) frame"):
-        OrtMultiTaskRunner(path).predict(frame().astype(np.float32))
+        DeployedRunner(path).predict(frame().astype(np.float32))
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         init_model(ROOT / "configs/mtmnv3_small_3task_synth.py", tmp_path / "none.pth")
     bad = tmp_path / "bad.split.json"
     bad.write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(ValueError, match="not an mtmnv3.OnnxSplit file"):
+    with pytest.raises(ValueError, match="not a split manifest"):
         load_export_meta(bad)
 
 

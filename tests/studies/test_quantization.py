@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mtmnv3.models import MultiTaskPerceptor
+from mtmnv3.runtime.deployed import DeployedRunner
 from mtmnv3.runtime.onnx_export import export_onnx
-from mtmnv3.runtime.ort_runtime import OrtMultiTaskRunner
 from mtmnv3.studies.quantization import (
     ArrayCalibrationReader,
     LayerSQNR,
@@ -117,7 +117,7 @@ def test_ort_static_qdq_per_channel_close_to_fp32(exported, tmp_path):
         assert np.isfinite(b).all()
         assert sqnr_db(a, b) > MIN_OUTPUT_SQNR_DB
     # The int8 model has its own sidecar: the deployment runner takes it as is.
-    runner = OrtMultiTaskRunner(int8)
+    runner = DeployedRunner(int8)
     pred = runner.predict(np.full((SIZE, SIZE, 3), 90, np.uint8))
     assert pred.class_probs is not None and pred.class_probs.shape == (5,)
 

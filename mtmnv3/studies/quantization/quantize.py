@@ -10,7 +10,7 @@ input feeds) and quantized with per-channel int8 weights. Format (QDQ /
 QOperator), u8/s8 types, calibration method, which op types are quantized
 and which nodes stay float are all options of :class:`OrtQuantConfig`. An
 int8 model gets its own sidecar when its fp32 model has one, so
-:class:`~mtmnv3.runtime.ort_runtime.OrtMultiTaskRunner` runs it.
+:class:`~mtmnv3.runtime.deployed.DeployedRunner` runs it.
 
 What makes int8 pay off on the CPU in ONNX Runtime (see ``INT8_RECIPES``):
 the int8 kernels (QLinearConv, fused with its ReLU/Clip through the output
