@@ -12,25 +12,14 @@ from collections.abc import Sequence
 
 from mtmnv3.backbone.variants import TRUNK_VARIANTS
 from mtmnv3.cli._common import command_line, new_parser
-
-try:  # the public names, from the package
-    from mtmnv3.studies.latency import (
-        BACKENDS,
-        DTYPES,
-        PREDICTIONS,
-        BackendUnavailableError,
-        DeviceProfile,
-        measure_latency_table,
-    )
-except ImportError:  # not re-exported by the package yet
-    from mtmnv3.studies.latency.table import (
-        BACKENDS,
-        DTYPES,
-        PREDICTIONS,
-        BackendUnavailableError,
-        DeviceProfile,
-        measure_latency_table,
-    )
+from mtmnv3.studies.latency import (
+    BACKENDS,
+    DTYPES,
+    PREDICTIONS,
+    BackendUnavailableError,
+    DeviceProfile,
+    measure_latency_table,
+)
 
 DESCRIPTION = "measure a per-block latency table of a trunk variant on one device profile"
 EXAMPLE = """\

@@ -17,27 +17,15 @@ from collections.abc import Sequence
 from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.core.fileio import atomic_open, atomic_write_json
 from mtmnv3.engine import DictAction, load_config
-
-try:  # the public names, from the package
-    from mtmnv3.studies.quantization import (
-        CALIBRATION_METHODS,
-        INT8_RECIPES,
-        METHODS,
-        StudyOptions,
-        quantization_study,
-        study_markdown,
-        with_config,
-    )
-except ImportError:  # not re-exported by the package yet
-    from mtmnv3.studies.quantization.quantize import (
-        CALIBRATION_METHODS,
-        INT8_RECIPES,
-        METHODS,
-        StudyOptions,
-        quantization_study,
-        study_markdown,
-        with_config,
-    )
+from mtmnv3.studies.quantization import (
+    CALIBRATION_METHODS,
+    INT8_RECIPES,
+    METHODS,
+    StudyOptions,
+    quantization_study,
+    study_markdown,
+    with_config,
+)
 
 DESCRIPTION = "int8 quantization study of a model against fp32"
 EXAMPLE = """\

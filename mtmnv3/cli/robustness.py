@@ -6,7 +6,7 @@ videos). ``--workers 2`` runs the corruption conditions in two forked CPU
 processes (the tracker and the metrics are single-threaded). Writes
 ``robustness.json``, ``robustness.md`` and ``severity_curves.png`` to
 ``--out-dir`` (default ``work_dirs/robustness/<config name>``). See
-:mod:`mtmnv3.studies.robustness.evaluate`.
+:mod:`mtmnv3.studies.robustness`.
 """
 
 from __future__ import annotations
@@ -18,31 +18,17 @@ from collections.abc import Sequence
 
 from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.engine import DictAction, load_config
-
-try:  # the public names, from the package
-    from mtmnv3.studies.robustness import (
-        DEFAULT_PGD_STEPS,
-        WorkerError,
-        build_study,
-        format_markdown,
-        parse_corruptions,
-        parse_eps,
-        parse_severities,
-        run_study,
-        write_outputs,
-    )
-except ImportError:  # not re-exported by the package yet
-    from mtmnv3.studies.robustness.evaluate import (
-        DEFAULT_PGD_STEPS,
-        WorkerError,
-        build_study,
-        format_markdown,
-        parse_corruptions,
-        parse_eps,
-        parse_severities,
-        run_study,
-        write_outputs,
-    )
+from mtmnv3.studies.robustness import (
+    DEFAULT_PGD_STEPS,
+    WorkerError,
+    build_study,
+    format_markdown,
+    parse_corruptions,
+    parse_eps,
+    parse_severities,
+    run_study,
+    write_outputs,
+)
 
 DESCRIPTION = "every task's metric under corruptions and attacks"
 EXAMPLE = """\

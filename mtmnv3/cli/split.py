@@ -18,11 +18,7 @@ from mtmnv3.backbone.variants import TRUNK_VARIANTS, create_trunk
 from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.core.fileio import atomic_write_json
 from mtmnv3.runtime.pipeline import PIPELINE_BACKENDS, run_pipeline
-
-try:  # the public names, from the package
-    from mtmnv3.studies.latency import BackendUnavailableError, LatencyTable
-except ImportError:  # not re-exported by the package yet
-    from mtmnv3.studies.latency.table import BackendUnavailableError, LatencyTable
+from mtmnv3.studies.latency import BackendUnavailableError, LatencyTable
 from mtmnv3.studies.split_search import balanced_stages, best_device_server_split, fit_budget
 
 #: Default server speed-up over the device when no server table is given.

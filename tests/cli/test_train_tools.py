@@ -333,10 +333,7 @@ def test_quantization_calibration_reads_every_training_part(tmp_path):
     from mmengine.config import DictAction
 
     from mtmnv3.engine import dataset_keys, dataset_parts, load_config
-    try:
-        from mtmnv3.studies.quantization import build_loader
-    except ImportError:  # before the quantization package exported it
-        from mtmnv3.studies.quantization.quantize import _build_loader as build_loader
+    from mtmnv3.studies.quantization import build_loader
 
     opts = train_data_options(CONFIG, tmp_path / "data", num_sequences=1, num_frames=2, image_size=64)
     cfg = load_config(CONFIG, {k: DictAction._parse_iterable(v) for k, v in (o.split("=", 1) for o in opts)})
