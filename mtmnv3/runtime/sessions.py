@@ -11,6 +11,7 @@ and everything else keeps working without it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Sequence
@@ -41,13 +42,19 @@ INSTALL_HINTS = {
 }
 
 
-def _import_error(backend: str) -> str | None:
-    """None when the backend imports, else why not."""
+@functools.cache
+def _module_import_error(module: str) -> str | None:
+    """None when ``module`` imports, else why not (asked once per process)."""
     try:
-        importlib.import_module(_BACKEND_MODULES[backend])
+        importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - any failure to import means the runtime is unusable
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def _import_error(backend: str) -> str | None:
+    """None when the backend imports, else why not."""
+    return _module_import_error(_BACKEND_MODULES[backend])
 
 
 def installed_backends() -> list[str]:
