@@ -234,11 +234,29 @@ def test_missing_package_message(monkeypatch):
 
     real_import = builtins.__import__
 
-    def no_openvino(name, *args, **kwargs):
-        if name == "openvino" or name.startswith("openvino."):
+    blocked = {"openvino"}
+
+    def without(name, *args, **kwargs):
+        if name.split(".")[0] in blocked:
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    monkeypatch.setattr(builtins, "__import__", without)
     with pytest.raises(ImportError, match=r"pip install openvino==2026\.4\.1"):
         require_openvino()
+    blocked = {"nncf"}
+    require_openvino()
+    with pytest.raises(ImportError, match=r"pip install nncf==3\.4\.0"):
+        require_openvino(int8=True)
+
+
+def test_calibration_is_regrouped_to_the_fixed_batch():
+    batches = [images(seed=i) for i in range(5)]
+    got = openvino_runtime._calibration_batches(batches, (SIZE, SIZE), 2, False, False)
+    assert [b.shape for b in got] == [(2, 3, SIZE, SIZE)] * 2
+    np.testing.assert_array_equal(got[1][1], batches[3][0])
+    assert len(openvino_runtime._calibration_batches(batches, (SIZE, SIZE), 2, True, False)) == 5
+    with pytest.raises(ValueError, match="fewer than one batch of 8"):
+        openvino_runtime._calibration_batches(batches, (SIZE, SIZE), 8, False, False)
+    with pytest.raises(ValueError, match=r"int64 \(1, 3, 2, 2\)"):
+        openvino_runtime._calibration_batches([np.zeros((1, 3, 2, 2), np.int64)], (2, 2), 1, False, False)
