@@ -11,11 +11,16 @@ the speed does not depend on the calibration data), run by
 :class:`~mtmnv3.runtime.openvino_runtime.OpenVINOSession`. For each model and
 thread count the three are timed interleaved in the same rounds; the table
 reports the medians and each one's ratio to ONNX Runtime fp32 of the same
-rounds (below 1: faster than ONNX Runtime). The largest raw-output
+rounds (below 1: faster than ONNX Runtime).
+
+ONNX Runtime's spinning pool threads keep spin-waiting for a while after each
+run; on a machine with no more cores than threads they take cores from the
+session timed next in the round. ``--no-ort-spinning`` lets them sleep
+instead, to tell that effect apart from the runtimes' own speed. The largest raw-output
 difference of each OpenVINO session from ONNX Runtime is printed too.
 
 Usage: python benchmarks/openvino_speed.py [--rounds 15] [--inner 3] [--archs small large]
-    [--threads 1 2] [--out-dir DIR]
+    [--threads 1 2] [--no-ort-spinning] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archs", nargs="+", default=["small", "large"], choices=sorted(CONFIGS))
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument(
+        "--no-ort-spinning", action="store_true", help="ONNX Runtime's idle threads sleep instead of spinning"
+    )
+    p.add_argument(
         "--out-dir", type=Path, default=None, help="keep the exported files here (default: a temp dir)"
     )
     args = p.parse_args(argv)
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             size, files = _export(arch, out_dir)
             x = np.random.default_rng(SEED + 1).standard_normal((1, 3, size, size)).astype(np.float32)
             for threads in args.threads:
-                ort_session = make_session(files[REFERENCE], threads, allow_spinning=True)
+                ort_session = make_session(files[REFERENCE], threads, allow_spinning=not args.no_ort_spinning)
                 ov_sessions = {k: OpenVINOSession(files[k], threads=threads) for k in BACKENDS[1:]}
                 fns = {REFERENCE: lambda s=ort_session, feed={INPUT_NAME: x}: s.run(None, feed)}
                 fns.update({k: (lambda s=s, x=x: s.run(x)) for k, s in ov_sessions.items()})
