@@ -1,0 +1,385 @@
+"""ExecuTorch deployment of the multi-task model: export to an XNNPACK ``.pte`` and run it on raw batches.
+
+:func:`export_executorch` captures the same graph as the ONNX export
+(:class:`~mtmnv3.runtime.export_graphs.HeadOutputsGraph`: normalised
+``float32 (N, 3, H, W)`` images -> the named heads' raw tensors) with
+``torch.export.export``, optionally quantizes it to int8 with PT2E
+(``XNNPACKQuantizer``, per-channel symmetric weights, static per-tensor
+activations calibrated on the given batches), lowers it with the XNNPACK
+partitioner and writes the ``.pte`` plus a ``<file>.pte.json`` sidecar with the
+schema of :mod:`mtmnv3.runtime.export_meta`, so the same decode code runs its
+outputs. The input size and batch are fixed in the file (XNNPACK plans its
+kernels for static shapes).
+
+:class:`ExecuTorchSession` loads the file with ``executorch.runtime.Runtime``
+and offers the raw contract of an ONNX Runtime session: one normalised batch
+in, the raw outputs in the sidecar's ``outputs`` order out.
+
+The executorch package is optional: this module imports it only inside
+functions (:func:`require_executorch`). ``benchmarks/executorch_speed.py``
+times fp32 against int8.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mtmnv3.core.fileio import atomic_open, atomic_write_json
+from mtmnv3.runtime.export_graphs import INPUT_NAME, HeadOutputsGraph, output_layout, without_extra_state
+from mtmnv3.runtime.export_meta import example_input, model_meta, resolve_heads, resolve_size, sidecar_path
+
+__all__ = [
+    "EXECUTORCH_FORMAT",
+    "EXECUTORCH_REQUIREMENT",
+    "ExecuTorchSession",
+    "export_executorch",
+    "require_executorch",
+]
+
+EXECUTORCH_FORMAT = "mtmnv3.ExecuTorchExport"
+FORMAT_VERSION = 1
+#: The executorch release this module is written and tested against.
+EXECUTORCH_REQUIREMENT = "executorch==1.5.1"
+#: Precision names written to the sidecar.
+FP32, INT8 = "fp32", "int8"
+#: The quantizer recorded in the sidecar of an int8 export.
+QUANTIZER_NAME = "XNNPACKQuantizer"
+#: Per-channel symmetric int8 weights (the XNNPACK quantizer's per-channel config).
+PER_CHANNEL = True
+#: The one method an exported program has.
+METHOD_NAME = "forward"
+#: Calibration example batch of the PT2E capture: torch.export specialises size-1
+#: dimensions, so the batch axis is made symbolic with a two-image example.
+CALIBRATION_EXAMPLE_BATCH = 2
+#: Suffix of the temp files an export writes before renaming them into place.
+TEMP_SUFFIX = ".tmp"
+
+
+def require_executorch() -> ModuleType:
+    """Import executorch, or explain how to install it.
+
+    Returns:
+        The ``executorch`` package.
+
+    Raises:
+        ImportError: executorch is not installed.
+    """
+    try:
+        import executorch
+    except ImportError as e:
+        raise ImportError(
+            f"the executorch backend needs the executorch package: pip install {EXECUTORCH_REQUIREMENT} "
+            "(see requirements/constraints.txt)"
+        ) from e
+    return executorch
+
+
+# ---- export ------------------------------------------------------------------------------
+def _calibration_batches(calibration: Iterable[np.ndarray | Tensor] | None, size: tuple[int, int]) -> list:
+    """Checked calibration batches: float32 tensors ``(N, 3, H, W)`` of the export size."""
+    if calibration is None:
+        raise ValueError(
+            "int8 export needs calibration batches (normalised float32 (N, 3, H, W) images), got None"
+        )
+    batches = []
+    for b in calibration:
+        t = b if isinstance(b, Tensor) else torch.from_numpy(np.asarray(b))
+        t = t[None] if t.ndim == 3 else t
+        if t.ndim != 4 or tuple(t.shape[1:]) != (3, *size):
+            raise ValueError(
+                f"calibration batches must be (N, 3, {size[0]}, {size[1]}) or (3, {size[0]}, {size[1]}), "
+                f"got shape {tuple(t.shape)}"
+            )
+        batches.append(t.float())
+    if not batches:
+        raise ValueError("int8 export needs calibration batches, got an empty iterable")
+    return batches
+
+
+def _contiguous_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of the model in the default (NCHW-contiguous) memory format.
+
+    A model built with ``channels_last`` keeps its conv weights and converts
+    its input to channels-last; XNNPACK's lowering requires NCHW-contiguous
+    weights (its ``ChannelsLastTaggedReshapePass`` asserts so) and picks its own
+    internal layout, so the export runs on a copy without that conversion. Extra
+    (non-tensor) state is left out of the copy.
+    """
+    with without_extra_state(model):
+        clone = copy.deepcopy(model)
+    clone.to(memory_format=torch.contiguous_format)
+    if getattr(clone, "channels_last", False):
+        clone.channels_last = False
+    return clone.eval()
+
+
+def _quantize(graph: nn.Module, batches: Sequence[Tensor], size: tuple[int, int]) -> nn.Module:
+    """PT2E post-training int8: capture, ``prepare_pt2e``, run every batch, ``convert_pt2e``."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=PER_CHANNEL))
+    example = example_input(size, CALIBRATION_EXAMPLE_BATCH)
+    captured = torch.export.export(
+        graph, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False
+    )
+    prepared = prepare_pt2e(captured.module(), quantizer)
+    for b in batches:
+        prepared(b)
+    return convert_pt2e(prepared)
+
+
+def _lower(module: nn.Module, example: Tensor) -> bytes:
+    """``torch.export`` at the fixed example shape, XNNPACK lowering, the ``.pte`` bytes."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    exported = torch.export.export(module, (example,), strict=False)
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    return bytes(edge.to_executorch().buffer)
+
+
+def _calibration_meta(batches: Sequence[Tensor]) -> dict[str, Any]:
+    return dict(
+        name=QUANTIZER_NAME,
+        per_channel=PER_CHANNEL,
+        symmetric=True,
+        activations="static per-tensor int8",
+        calibration_batches=len(batches),
+        calibration_images=int(sum(len(b) for b in batches)),
+    )
+
+
+@torch.no_grad()
+def export_executorch(
+    model: nn.Module,
+    path: str | os.PathLike,
+    heads: Sequence[str] | str | None = None,
+    input_size: int | Sequence[int] = 320,
+    int8: bool = False,
+    calibration: Iterable[np.ndarray | Tensor] | None = None,
+    batch_size: int = 1,
+) -> dict[str, Any]:
+    """Export the model's raw head tensors to an XNNPACK ExecuTorch program (+ ``<file>.json`` sidecar).
+
+    Args:
+        model: a :class:`~mtmnv3.models.MultiTaskPerceptor` (put in eval mode
+            here; the export captures a copy, see :func:`_contiguous_copy`).
+        path: output ``.pte`` file. It and its sidecar are written under temp
+            names and renamed at the end: a failed export leaves neither.
+        heads: head names to export (list or comma-separated); default all.
+        input_size: ``int`` or ``(height, width)`` of the (letterboxed) input, a
+            multiple of the trunk's output stride; fixed in the program.
+        int8: quantize with PT2E (``XNNPACKQuantizer``, per-channel symmetric).
+        calibration: for int8, normalised float32 batches ``(N, 3, H, W)`` (or
+            single ``(3, H, W)`` images) of the export size, every one run
+            through the observers; real frames in practice.
+        batch_size: the program's fixed batch size.
+
+    Returns:
+        The sidecar dict (also written to :func:`~mtmnv3.runtime.export_meta.sidecar_path`):
+        ``format``, ``version``, ``file``, ``sha256``, ``precision``,
+        ``quantizer`` (int8 only, else None), ``executorch_version`` and the
+        entries of :func:`~mtmnv3.runtime.export_meta.model_meta`.
+
+    Raises:
+        ImportError: executorch is not installed.
+        ValueError: unknown head, bad size or batch size, int8 without
+            calibration, calibration batches of another size.
+        TypeError: ``int8`` is not a bool.
+    """
+    require_executorch()
+    from executorch.version import __version__ as executorch_version
+
+    if not isinstance(int8, bool):
+        raise TypeError(f"int8 must be a bool, got {type(int8).__name__} {int8!r}")
+    names = resolve_heads(model, heads)
+    size = resolve_size(model, input_size)
+    x = example_input(size, batch_size)
+    batches = _calibration_batches(calibration, size) if int8 else []
+    model.eval()
+    layout = output_layout(model.head_outputs(x, names), names)
+    path = Path(path)
+    graph = HeadOutputsGraph(_contiguous_copy(model), names, layout).eval()
+    module = _quantize(graph, batches, size) if int8 else graph
+    data = _lower(module, x)
+    meta = dict(
+        format=EXECUTORCH_FORMAT,
+        version=FORMAT_VERSION,
+        file=path.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        precision=INT8 if int8 else FP32,
+        quantizer=_calibration_meta(batches) if int8 else None,
+        executorch_version=executorch_version,
+        backend="XnnpackBackend",
+        **model_meta(model, names, layout, size, batch_size, dynamic_batch=False, dynamic_size=False),
+    )
+    _write_pair(path, data, meta)
+    return meta
+
+
+def _write_pair(path: Path, data: bytes, meta: dict[str, Any]) -> None:
+    """Write the program and its sidecar under temp names, then rename both (nothing half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = sidecar_path(path)
+    tmp_pte = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    tmp_json = sidecar.with_name(f".{sidecar.name}.{os.getpid()}{TEMP_SUFFIX}")
+    try:
+        with atomic_open(tmp_pte, "wb") as f:
+            f.write(data)
+        atomic_write_json(tmp_json, meta)
+        os.replace(tmp_pte, path)
+        os.replace(tmp_json, sidecar)
+    except BaseException:
+        for tmp in (tmp_pte, tmp_json):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---- run ---------------------------------------------------------------------------------
+def load_executorch_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of an ExecuTorch export (given the ``.pte``), checked.
+
+    Raises:
+        FileNotFoundError: the program or its sidecar is missing.
+        ValueError: the sidecar is not an ExecuTorch export of a supported version.
+    """
+    import json
+
+    path = Path(path)
+    meta_file = sidecar_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ExecuTorch program not found: {path}")
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"export metadata not found: {meta_file} (written by export_executorch next to the program)"
+        )
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_file} is not valid JSON: {e}") from e
+    got = meta.get("format") if isinstance(meta, dict) else None
+    if got != EXECUTORCH_FORMAT:
+        raise ValueError(f"{meta_file} is not an {EXECUTORCH_FORMAT} file (format {got!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_file} has version {meta.get('version')!r}; this mtmnv3 reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _set_threads(threads: int) -> None:
+    """Resize executorch's process-wide CPU threadpool (the one XNNPACK runs on) if it differs."""
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+
+
+class ExecuTorchSession:
+    """An XNNPACK ``.pte`` export run through ``executorch.runtime``: normalised batch -> raw outputs.
+
+    The raw contract of an ONNX Runtime session of the same export: the
+    input is the sidecar's normalised ``float32 (N, 3, H, W)`` batch at the
+    exported (fixed) size and batch, the outputs come back as numpy arrays in
+    the sidecar's ``outputs`` order (``output_names``).
+
+    Threads. executorch 1.5.1 has one process-wide CPU threadpool that
+    XNNPACK's kernels run on; its Python bindings expose
+    ``executorch.extension.pybindings.portable_lib._threadpool_get_thread_count``
+    and ``_unsafe_reset_threadpool(n)`` (marked experimental). There is no
+    per-program or per-method setting. A session with ``threads`` set resizes
+    the pool to that size before each run where it differs (a cheap check), so
+    sessions with different settings in one process each run with their own;
+    the reset is "unsafe" in that it must not happen while another thread is
+    running a program, so do not run sessions with different ``threads``
+    from several threads at once. ``threads=None`` leaves the pool as it is
+    (executorch sizes it to the machine's cores).
+
+    Args:
+        path: the ``.pte`` file; its sidecar ``<file>.json`` must be beside it.
+        threads: CPU threads for XNNPACK (None: leave the pool as it is).
+
+    Attributes:
+        meta: the sidecar dict.
+        output_names: the raw outputs' names, in order.
+        input_name: the input's name (``images``).
+        input_shape: the fixed ``(N, 3, H, W)`` the program takes.
+        threads: the requested thread count, or None.
+
+    Raises:
+        ImportError: executorch is not installed.
+        FileNotFoundError: missing program or sidecar.
+        ValueError: a bad sidecar or ``threads``, or the program's output count
+            differs from the sidecar's.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        require_executorch()
+        from executorch.runtime import Runtime
+
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        self.path = Path(path)
+        self.meta = load_executorch_meta(self.path)
+        self.threads = threads
+        self.output_names = [o["name"] for o in self.meta["outputs"]]
+        self.input_name = self.meta["input"].get("name", INPUT_NAME)
+        self.input_shape = (
+            int(self.meta["input"]["batch"]),
+            3,
+            *(int(s) for s in self.meta["input"]["size"]),
+        )
+        self._program = Runtime.get().load_program(self.path)
+        self._method = self._program.load_method(METHOD_NAME)
+        if self._method is None:
+            raise ValueError(f"{self.path} has no {METHOD_NAME!r} method")
+        got = self._method.metadata.num_outputs()
+        if got != len(self.output_names):
+            raise ValueError(
+                f"{self.path} returns {got} outputs but its sidecar lists {len(self.output_names)}: "
+                f"{self.output_names}"
+            )
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """Run one batch.
+
+        Args:
+            images: normalised float32 ``(N, 3, H, W)`` of ``input_shape``.
+
+        Returns:
+            The raw outputs (float32 numpy arrays), in ``output_names`` order.
+
+        Raises:
+            ValueError: ``images`` has another shape than the program's.
+        """
+        images = np.asarray(images)
+        if tuple(images.shape) != self.input_shape:
+            raise ValueError(
+                f"{self.path.name} takes {self.input_name} of shape {self.input_shape} (fixed at export), "
+                f"got {tuple(images.shape)}"
+            )
+        if self.threads is not None:
+            _set_threads(self.threads)
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        return [t.numpy() for t in self._method.execute((x,))]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, precision={self.meta.get('precision')!r}, "
+            f"threads={self.threads}, outputs={self.output_names})"
+        )
