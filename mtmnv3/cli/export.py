@@ -1,9 +1,14 @@
-"""``mtmnv3 export``: export a trained multi-task model's raw outputs to ONNX (whole model or stage pieces).
+"""``mtmnv3 export``: a trained multi-task model as a deployed file for ONNX Runtime, ExecuTorch or OpenVINO.
 
-Writes ``model.onnx`` and its ``model.onnx.json`` sidecar; with ``--split-plan``
-writes ``model.piece{k}.onnx``, ``model.heads.onnx`` and the manifest
-``model.split.json`` next to ``--out`` instead. Files are written atomically;
-on an error nothing new is left behind and the exit status is 2.
+``--format onnx|executorch|openvino`` writes ``model.onnx``, ``model.pte`` or
+``model.xml`` (+ ``.bin``) and its ``<file>.json`` sidecar; ``--int8``
+quantizes with the runtime's own tools on ``--calib-images`` training frames.
+Every export is checked against PyTorch on held-out (test split) frames, per
+raw output, and the sidecar records the format, precision, parity, input
+size and the config's hash. With ``--pieces PLAN`` (ONNX) it writes
+``model.piece{k}.onnx``, ``model.heads.onnx`` and the manifest
+``model.split.json`` next to ``--out`` instead. A failed parity check exits 1
+and leaves nothing behind; bad input exits 2.
 """
 
 from __future__ import annotations
@@ -15,18 +20,25 @@ from collections.abc import Sequence
 
 from mtmnv3.apis import init_model
 from mtmnv3.cli._common import command_line, new_parser
-from mtmnv3.engine import DictAction
-from mtmnv3.runtime.onnx_export import (
-    DEFAULT_EXPORTER,
-    DEFAULT_OPSET,
-    EXPORTERS,
-    export_onnx,
-    export_split,
+from mtmnv3.cli._deploy import (
+    DEFAULT_CALIB_IMAGES,
+    DEFAULT_PARITY_FRAMES,
+    FORMATS,
+    DeployError,
+    export_deployed,
 )
+from mtmnv3.engine import DictAction, input_size, load_config
+from mtmnv3.runtime.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, export_split
 
-DESCRIPTION = "export a trained model to ONNX (whole model or stage pieces)"
+#: Input size of a config without test data when --size is not given.
+DEFAULT_SIZE = 320
+DESCRIPTION = (
+    "export a trained model for ONNX Runtime, ExecuTorch or OpenVINO (fp32 or int8), checked against PyTorch"
+)
 EXAMPLE = """\
-mtmnv3 export configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --out work_dirs/onnx/model.onnx"""
+mtmnv3 export configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --out work_dirs/deploy/model.onnx
+mtmnv3 export configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --format executorch --int8 \\
+    --out work_dirs/deploy/model_int8.pte"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
@@ -34,14 +46,38 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     p = new_parser("export", DESCRIPTION, EXAMPLE, subparsers)
     p.add_argument("config")
     p.add_argument("checkpoint")
-    p.add_argument("--out", required=True, help="output .onnx file (pieces are named after it)")
-    p.add_argument("--size", type=int, default=320, help="square input size, a multiple of 32 (default 320)")
-    p.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER)
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--out", required=True, help="output file: .onnx, .pte or .xml as --format says")
+    p.add_argument(
+        "--format", choices=sorted(FORMATS), default="onnx", help="deployment runtime (default onnx)"
+    )
+    p.add_argument("--int8", action="store_true", help="int8 with the runtime's own quantizer")
+    p.add_argument(
+        "--calib-images",
+        type=int,
+        default=DEFAULT_CALIB_IMAGES,
+        help=f"training frames that calibrate int8 (default {DEFAULT_CALIB_IMAGES})",
+    )
+    p.add_argument(
+        "--parity-frames",
+        type=int,
+        default=DEFAULT_PARITY_FRAMES,
+        help=f"held-out frames compared against PyTorch (default {DEFAULT_PARITY_FRAMES})",
+    )
+    p.add_argument(
+        "--size", type=int, help="square input size, a multiple of 32 (default: the config's test size)"
+    )
+    p.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER, help="ONNX exporter")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     p.add_argument("--heads", help="comma-separated head names to export (default: all)")
-    p.add_argument("--split-plan", help="stage plan JSON: export one ONNX per piece plus a heads piece")
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
-    p.add_argument("--dynamic-size", action="store_true", help="symbolic height and width")
+    p.add_argument(
+        "--pieces",
+        "--split-plan",
+        dest="split_plan",
+        metavar="PLAN",
+        help="stage plan JSON: export one ONNX per piece plus a heads piece",
+    )
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (ONNX)")
+    p.add_argument("--dynamic-size", action="store_true", help="symbolic height and width (ONNX)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries, key=value")
     return p
 
@@ -52,29 +88,57 @@ def run(args: argparse.Namespace) -> int:
         for what, path in (("config", args.config), ("checkpoint", args.checkpoint)):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{what} not found: {path}")
-        if args.split_plan is not None and not os.path.isfile(args.split_plan):
-            raise FileNotFoundError(f"stage plan not found: {args.split_plan}")
-        if not args.out.endswith(".onnx"):
-            raise ValueError(f"--out must name a .onnx file, got {args.out!r}")
+        if args.split_plan is not None:
+            if not os.path.isfile(args.split_plan):
+                raise FileNotFoundError(f"stage plan not found: {args.split_plan}")
+            if args.format != "onnx" or args.int8:
+                raise ValueError("--pieces exports fp32 ONNX pieces; drop --format/--int8")
+        cfg = load_config(args.config, args.cfg_options)
         model = init_model(args.config, args.checkpoint, args.cfg_options)
-        common = dict(
-            heads=args.heads,
-            input_size=args.size,
-            exporter=args.exporter,
-            opset=args.opset,
-            dynamic_batch=args.dynamic_batch,
-            dynamic_size=args.dynamic_size,
-        )
+        test_data = cfg.get("test_dataloader")
+        size = args.size or (input_size(test_data.dataset) if test_data else DEFAULT_SIZE)
+        onnx_options = dict(exporter=args.exporter, opset=args.opset)
+        onnx_options.update({k: True for k in ("dynamic_batch", "dynamic_size") if getattr(args, k)})
         if args.split_plan is None:
-            meta = export_onnx(model, args.out, **common)
-            print(f"wrote {args.out} (+ .json): outputs {[o['name'] for o in meta['outputs']]}")
+            meta = export_deployed(
+                model,
+                args.format,
+                args.out,
+                args.config,
+                cfg,
+                size,
+                heads=args.heads,
+                int8=args.int8,
+                calib_images=args.calib_images,
+                parity_frames=args.parity_frames,
+                export_options=onnx_options if args.format == "onnx" else None,
+            )
+            worst = max(p["rel"] for p in meta["parity"]["outputs"].values())
+            print(
+                f"wrote {args.out} (+ .json): {meta['precision']} {args.format}, {size} px, outputs "
+                f"{[o['name'] for o in meta['outputs']]}; parity on {meta['parity']['frames']} held-out frames: "
+                f"largest error {worst:.2e} of the output range (limit {meta['parity']['rel_tol']:g})"
+            )
         else:
+            if not args.out.endswith(".onnx"):
+                raise ValueError(f"--out must name a .onnx file, got {args.out!r}")
             folder = os.path.dirname(os.path.abspath(args.out))
             prefix = os.path.basename(args.out)[: -len(".onnx")]
-            manifest = export_split(model, folder, plan=args.split_plan, prefix=prefix, **common)
+            manifest = export_split(
+                model,
+                folder,
+                plan=args.split_plan,
+                prefix=prefix,
+                heads=args.heads,
+                input_size=size,
+                **onnx_options,
+            )
             files = [p["file"] for p in manifest["pieces"]]
             print(f"wrote {files} and {prefix}.split.json to {folder}")
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+    except DeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, KeyError, ValueError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -9,6 +9,13 @@ test split generated again with each seed) and prints every split's metrics
 and their mean +- std: one 96-sequence split shows only ~100 distinct main
 objects, so its top-1 moves by several points from split to split.
 
+``--backend onnxruntime|executorch|openvino`` measures the deployed file, not
+PyTorch: the model is exported for that runtime (``--int8``: with the
+runtime's own quantizer), checked against PyTorch, and its raw outputs go
+through the model's own decode and the config's metrics; ``--model-file``
+evaluates a file ``mtmnv3 export`` wrote instead (refused when its config
+hash, heads or input size do not fit the config).
+
 With ``--work-dir`` the run also leaves ``WORK_DIR/eval_result.json`` (config,
 checkpoint, the command and the metrics), which ``mtmnv3 summary
 --update-metafile`` reads into ``configs/metafile.yml``.
@@ -23,6 +30,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from mmengine.runner import Runner
+
 from mtmnv3.cli._common import command_line, new_parser, report
 from mtmnv3.core.fileio import atomic_write_json
 from mtmnv3.engine import (
@@ -34,6 +43,8 @@ from mtmnv3.engine import (
     load_config,
     load_model_checkpoint,
 )
+from mtmnv3.runtime.frame_runner import TorchFrameRunner
+from mtmnv3.runtime.sessions import BACKENDS, check_backend
 
 __all__ = ["add_parser", "run", "main", "EVAL_RESULT", "EVAL_RESULT_FORMAT"]
 
@@ -43,7 +54,8 @@ EVAL_RESULT_FORMAT = "mtmnv3.EvalResult"
 
 EXAMPLE = """\
 mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --track --work-dir work_dirs/eval
-mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --splits 0 1 2 3"""
+mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --splits 0 1 2 3
+mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --backend openvino --int8"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
@@ -65,6 +77,17 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
         "--track-size", type=int, help="tracking input size (default: the test split's image size)"
     )
     p.add_argument("--iou-only", action="store_true", help="associate by IoU only (no embeddings)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="evaluate on this runtime's deployed file (default torch: the PyTorch model)",
+    )
+    p.add_argument(
+        "--int8", action="store_true", help="with --backend: an int8 file from the runtime's quantizer"
+    )
+    p.add_argument("--model-file", help="with --backend: evaluate this deployed file (from mtmnv3 export)")
+    p.add_argument("--threads", type=int, default=2, help="runtime threads with --backend (default 2)")
     p.add_argument("--results-dir", help="where MOT result files go (default: WORK_DIR/mot_results)")
     p.add_argument(
         "--splits",
@@ -91,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
             cfg.pop(key, None)
         if args.splits:
             check_split_seeds(cfg, args.splits, "--splits")
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        if args.backend == "torch" and (args.int8 or args.model_file):
+            raise ValueError("--int8 and --model-file evaluate a deployed file; give --backend too")
+        if args.model_file is not None and not os.path.isfile(args.model_file):
+            raise FileNotFoundError(f"model file not found: {args.model_file}")
+        if args.backend != "torch":
+            check_backend(args.backend)
+    except (FileNotFoundError, KeyError, ValueError, TypeError, ImportError) as e:
         return report(e)
     if not args.splits:
         metrics = _evaluate(args, cfg)
@@ -136,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace, cfg, results_subdir: str | None = None) -> dict | None:
     """Test (and track, with ``--track``) one split; ``None`` after printing an error."""
+    if args.backend != "torch":
+        return _evaluate_deployed(args, cfg, results_subdir)
     try:
         runner = build_runner(cfg)
         model = getattr(runner.model, "module", runner.model)  # unwrap DDP
@@ -146,36 +177,84 @@ def _evaluate(args: argparse.Namespace, cfg, results_subdir: str | None = None) 
     metrics = dict(runner.test())
     if args.track:
         try:
-            metrics.update(_track(args, cfg, runner, model, results_subdir))
+            mot_dir = _mot_dir(args, runner.test_dataloader.dataset)
+            metrics.update(
+                _track(args, cfg, TorchFrameRunner(model, _track_size(args, cfg)), mot_dir, results_subdir)
+            )
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return None
     return metrics
 
 
+def _evaluate_deployed(args: argparse.Namespace, cfg, results_subdir: str | None = None) -> dict | None:
+    """The metrics of the deployed file: exported here (or ``--model-file``), run on its runtime."""
+    from mmengine.registry import init_default_scope
+
+    from mtmnv3.apis import init_model
+    from mtmnv3.cli._deploy import DeployError, check_model_file, deployed_raw_fn, export_deployed
+    from mtmnv3.evaluation import format_metrics_table
+    from mtmnv3.runtime.frame_runner import EXPORT_SUFFIXES, DeployedFrameRunner
+    from mtmnv3.studies.quantization import evaluate_raw_fn
+
+    fmt = {"onnxruntime": "onnx", "executorch": "executorch", "openvino": "openvino"}[args.backend]
+    size = input_size(cfg.test_dataloader.dataset)
+    try:
+        init_default_scope(cfg.get("default_scope", "mtmnv3"))
+        model = init_model(args.config, args.checkpoint, args.cfg_options)
+        if args.model_file is not None:
+            path = args.model_file
+            meta = check_model_file(path, args.config, model, size)
+        else:
+            precision = "int8" if args.int8 else "fp32"
+            path = os.path.join(cfg.work_dir, "deploy", f"model_{precision}{EXPORT_SUFFIXES[args.backend]}")
+            meta = export_deployed(
+                model, fmt, path, args.config, cfg, size, int8=args.int8, threads=args.threads
+            )
+        raw_fn, _ = deployed_raw_fn(path, args.threads)
+        metrics = evaluate_raw_fn(raw_fn, model, meta["outputs"], cfg, split="test", batch_size=1)
+        print(f"{meta.get('precision', 'fp32')} {args.backend} file {path}:")
+        print(format_metrics_table(metrics))
+        if args.track:
+            dataset = Runner.build_dataloader(dict(cfg.test_dataloader, num_workers=0)).dataset
+            frame_runner = DeployedFrameRunner(path, model, threads=args.threads)
+            metrics.update(_track(args, cfg, frame_runner, _mot_dir(args, dataset), results_subdir))
+    except (FileNotFoundError, KeyError, ValueError, TypeError, ImportError, DeployError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    return metrics
+
+
+def _mot_dir(args: argparse.Namespace, dataset) -> str:
+    """``--mot-dir``, or the built-in test split's MOTChallenge folder."""
+    if args.mot_dir is not None:
+        return args.mot_dir
+    synth_dir = getattr(dataset, "synth_dir", None)
+    if synth_dir is None:
+        raise ValueError("the test split is not the built-in synthetic data; give --mot-dir")
+    return os.path.join(synth_dir, "mot")
+
+
+def _track_size(args: argparse.Namespace, cfg) -> int:
+    return int(args.track_size or input_size(cfg.test_dataloader.dataset))
+
+
 def _track(
-    args: argparse.Namespace, cfg, runner, model, results_subdir: str | None = None
-) -> dict[str, float]:
+    args: argparse.Namespace, cfg, frame_runner, mot_dir: str, results_subdir: str | None = None
+) -> dict:
+    """MOTA, IDF1, HOTA, ... of ``frame_runner`` plus the config's tracker over a MOTChallenge folder."""
     from mtmnv3.apis.inference import track_mot_sequences
     from mtmnv3.evaluation import format_metrics_table
-    from mtmnv3.runtime.frame_runner import TorchFrameRunner
 
-    dataset_cfg = cfg.test_dataloader.dataset
-    mot_dir = args.mot_dir
-    if mot_dir is None:
-        synth_dir = getattr(runner.test_dataloader.dataset, "synth_dir", None)
-        if synth_dir is None:
-            raise ValueError("the test split is not the built-in synthetic data; give --mot-dir")
-        mot_dir = os.path.join(synth_dir, "mot")
-    size = args.track_size or input_size(dataset_cfg)
-    frame_runner = TorchFrameRunner(model, int(size))
     results_dir = args.results_dir or os.path.join(cfg.work_dir, "mot_results")
     if results_subdir:
         results_dir = os.path.join(results_dir, results_subdir)
     tracker_cfg = dict(cfg.get("tracker") or {})
     tracker_cfg.pop("type", None)
     tracker_cfg["use_embeddings"] = not args.iou_only
-    mot = track_mot_sequences(frame_runner, mot_dir, results_dir, tracker_cfg)
+    mot = track_mot_sequences(
+        frame_runner, mot_dir, results_dir, tracker_cfg, input_size=frame_runner.input_size
+    )
     mot = {f"mot/{k}": float(v) for k, v in mot.items()}
     print(format_metrics_table(mot))
     print(f"MOT results written to {results_dir}")

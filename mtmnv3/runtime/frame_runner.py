@@ -31,6 +31,7 @@ from mtmnv3.runtime.sessions import BACKENDS, check_backend
 __all__ = [
     "BACKENDS",
     "DYNAMIC_SIZE_BACKENDS",
+    "DeployedFrameRunner",
     "ExportedFrameRunner",
     "TorchFrameRunner",
     "build_frame_runner",
@@ -262,6 +263,41 @@ class ExportedFrameRunner:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+class DeployedFrameRunner:
+    """A deployed file (already exported, int8 or fp32) as a frame runner.
+
+    The file runs every head it holds on each frame; ``heads`` must be among
+    them. Its input size is the file's (a dynamic-size file takes any multiple
+    of its size divisor).
+
+    Args:
+        path: the deployed file (``.onnx``, ``.pte``, ``.xml``) with its sidecar.
+        model: the PyTorch model it was exported from (its heads' tasks are looked up there).
+        threads: intra-op threads of the runtime.
+    """
+
+    def __init__(self, path: str | os.PathLike, model: nn.Module, threads: int = 2) -> None:
+        self.model = model.eval()
+        self.deployed = DeployedRunner(path, threads=threads, input_color="rgb")
+        self.backend = self.deployed.backend
+        self.heads = tuple(self.deployed.meta["heads"])
+        self.input_size = self.deployed.input_size[0]
+
+    def predict(
+        self, frame: np.ndarray, heads: Sequence[str] | None = None, input_size: int | None = None
+    ) -> FramePrediction:
+        _check_frame(frame)
+        missing = [h for h in heads or () if h not in self.heads]
+        if missing:
+            raise ValueError(f"heads {missing} are not in the deployed file; it has {list(self.heads)}")
+        if input_size is not None and self.deployed.input_size != (input_size, input_size):
+            self.deployed.set_input_size((input_size, input_size))
+        return self.deployed.predict(frame)
+
+    def close(self) -> None:
+        """Nothing to release (the session closes with the runner)."""
 
 
 def build_frame_runner(
