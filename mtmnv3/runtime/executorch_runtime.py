@@ -282,12 +282,22 @@ def load_executorch_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+#: Resizes of executorch's threadpool made through :func:`_set_threads` (see ExecuTorchSession).
+_POOL_GENERATION = [0]
+
+
 def _set_threads(threads: int) -> None:
-    """Resize executorch's process-wide CPU threadpool (the one XNNPACK runs on) if it differs."""
+    """Resize executorch's process-wide CPU threadpool (the one XNNPACK runs on) if it differs.
+
+    Every resize replaces the pool: the XNNPACK delegates of methods loaded
+    before it still point at the old one, so sessions reload their method
+    when the generation counter has moved (:meth:`ExecuTorchSession.run`).
+    """
     from executorch.extension.pybindings import portable_lib
 
     if portable_lib._threadpool_get_thread_count() != threads:
         portable_lib._unsafe_reset_threadpool(threads)
+        _POOL_GENERATION[0] += 1
 
 
 class ExecuTorchSession:
@@ -302,13 +312,18 @@ class ExecuTorchSession:
     XNNPACK's kernels run on; its Python bindings expose
     ``executorch.extension.pybindings.portable_lib._threadpool_get_thread_count``
     and ``_unsafe_reset_threadpool(n)`` (marked experimental). There is no
-    per-program or per-method setting. A session with ``threads`` set resizes
-    the pool to that size before each run where it differs (a cheap check), so
-    sessions with different settings in one process each run with their own;
-    the reset is "unsafe" in that it must not happen while another thread is
-    running a program, so do not run sessions with different ``threads``
-    from several threads at once. ``threads=None`` leaves the pool as it is
-    (executorch sizes it to the machine's cores).
+    per-program or per-method setting. A reset *replaces* the pool, and an
+    XNNPACK delegate takes the pool when its method is loaded: a method loaded
+    before a reset keeps a pointer to the freed pool, and running it aborts or
+    hangs the process. So a session with ``threads`` set resizes the pool
+    before it loads its method, and before each run checks the pool: when it
+    has another size (another session's setting) the session resizes it back;
+    when any resize made through this module happened since its method was
+    loaded, it loads the method again. Resets made elsewhere are not seen:
+    do not call ``_unsafe_reset_threadpool`` beside sessions, and do not run
+    sessions with different ``threads`` from several threads at once.
+    ``threads=None`` leaves the pool's size as it is (executorch sizes it to
+    the machine's cores).
 
     Args:
         path: the ``.pte`` file; its sidecar ``<file>.json`` must be beside it.
@@ -344,16 +359,25 @@ class ExecuTorchSession:
             3,
             *(int(s) for s in self.meta["input"]["size"]),
         )
-        self._program = Runtime.get().load_program(self.path)
-        self._method = self._program.load_method(METHOD_NAME)
-        if self._method is None:
-            raise ValueError(f"{self.path} has no {METHOD_NAME!r} method")
+        self._runtime = Runtime.get()
+        self._load_method()
         got = self._method.metadata.num_outputs()
         if got != len(self.output_names):
             raise ValueError(
                 f"{self.path} returns {got} outputs but its sidecar lists {len(self.output_names)}: "
                 f"{self.output_names}"
             )
+
+    def _load_method(self) -> None:
+        """(Re)load the program and its method on the current threadpool (resized first when
+        ``threads`` is set). The program is loaded again too: a program caches its methods."""
+        if self.threads is not None:
+            _set_threads(self.threads)
+        self._program = self._runtime.load_program(self.path)
+        self._method = self._program.load_method(METHOD_NAME)
+        if self._method is None:
+            raise ValueError(f"{self.path} has no {METHOD_NAME!r} method")
+        self._generation = _POOL_GENERATION[0]
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         """Run one batch.
@@ -375,6 +399,8 @@ class ExecuTorchSession:
             )
         if self.threads is not None:
             _set_threads(self.threads)
+        if self._generation != _POOL_GENERATION[0]:
+            self._load_method()
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         return [t.numpy() for t in self._method.execute((x,))]
 

@@ -184,13 +184,25 @@ def test_bad_threads_and_missing_sidecar_are_refused(fp32_export, tmp_path):
         ExecuTorchSession(lone)
 
 
-def test_threads_resize_the_pool(fp32_export):
+def test_sessions_with_different_threads_take_turns(fp32_export):
+    # Each resize replaces executorch's pool; a session loaded before a resize
+    # must reload its method (else its XNNPACK delegate runs on a freed pool).
     from executorch.extension.pybindings import portable_lib
 
-    ExecuTorchSession(fp32_export[1], threads=2).run(images())
-    assert portable_lib._threadpool_get_thread_count() == 2
-    ExecuTorchSession(fp32_export[1], threads=1).run(images())
-    assert portable_lib._threadpool_get_thread_count() == 1
+    path = fp32_export[1]
+    x = images(seed=3)
+    two, one, default = (
+        ExecuTorchSession(path, threads=2),
+        ExecuTorchSession(path, threads=1),
+        ExecuTorchSession(path),
+    )
+    expected = default.run(x)
+    for session, count in ((two, 2), (one, 1), (default, 1), (two, 2), (default, 2), (one, 1)):
+        outs = session.run(x)
+        if session.threads is not None:
+            assert portable_lib._threadpool_get_thread_count() == count
+        for out, ref in zip(outs, expected):
+            np.testing.assert_allclose(out, ref, rtol=0, atol=FP32_REL_TOL * float(np.abs(ref).max()))
 
 
 def test_int8_needs_calibration(tmp_path):
