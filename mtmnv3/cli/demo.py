@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from mtmnv3.cli._common import command_line, new_parser, report
 from mtmnv3.cli.demo_job import DEFAULT_CONFIG, JOB_DEFAULTS, JobStepError, run_job
 from mtmnv3.cli.live_demo import LIVE_DEFAULTS, POLICIES, DemoError, default_sizes, parse_sizes, run_demo
+from mtmnv3.runtime.sessions import BACKENDS
 from mtmnv3.runtime.video import VideoSourceError
 
 __all__ = ["add_parser", "run", "main", "default_sizes"]
@@ -37,7 +38,7 @@ mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://camera.loc
 #: Options only the default job takes, and only the live demo takes.
 JOB_ONLY = ("work_dir", "frames", "video_size", "seed")
 LIVE_ONLY = ("size", "resolutions", "out", "mot_out", "summary_json", "budget_log", "max_frames")
-LIVE_SET = ("policy", "threads", "cls_period", "iou_only", "show")  # live-demo options with a default
+LIVE_SET = ("policy", "threads", "cls_period", "iou_only", "show", "int8")  # live-demo options with a default
 
 
 def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
@@ -54,9 +55,15 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     live = p.add_argument_group("live demo")
     live.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
+        choices=BACKENDS,
         default="onnxruntime",
-        help="runtime (default onnxruntime)",
+        help="runtime: the PyTorch model, or the model exported for onnxruntime, executorch or openvino "
+        "(default onnxruntime)",
+    )
+    live.add_argument(
+        "--int8",
+        action="store_true",
+        help="live demo on int8 files (executorch, openvino), calibrated on the config's training frames",
     )
     live.add_argument(
         "--budget-ms",

@@ -48,6 +48,7 @@ LIVE_DEFAULTS: dict[str, Any] = dict(
     video=None,
     camera_id=None,
     backend="onnxruntime",
+    int8=False,
     budget_ms=None,
     policy="adaptive",
     size=None,
@@ -169,7 +170,23 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     det_classes, cls_classes = _class_names(args.checkpoint)
     layout = ModelLayout.from_model(model)
     sizes = args.resolutions if args.budget_ms is not None else [args.size]
-    runner = build_frame_runner(model, args.backend, input_size=max(sizes), threads=args.threads)
+    calibration = None
+    if args.int8:
+        from mtmnv3.cli._deploy import DEFAULT_CALIB_IMAGES, held_out_frames
+        from mtmnv3.engine import load_config
+
+        cfg = load_config(args.config, options or None)
+        if cfg.get("train_dataloader") is None:
+            raise DemoError("--int8 calibrates on the config's training frames; the config has none")
+        calibration, _ = held_out_frames(cfg, model, DEFAULT_CALIB_IMAGES, max(sizes), split="train")
+    runner = build_frame_runner(
+        model,
+        args.backend,
+        input_size=max(sizes),
+        threads=args.threads,
+        int8=args.int8,
+        calibration=calibration,
+    )
     scheduler = None
     if args.budget_ms is not None:
         probe = np.full((sizes[0], sizes[0], 3), 114, np.uint8)
@@ -240,6 +257,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         dropped=getattr(source, "dropped", 0),
         extra=dict(
             backend=args.backend,
+            precision="int8" if args.int8 else "fp32",
             budget_ms=args.budget_ms,
             policy=args.policy if args.budget_ms is not None else None,
             association="iou" if args.iou_only else "embedding+iou",

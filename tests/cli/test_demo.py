@@ -11,6 +11,7 @@ import pytest
 from test_train_tools import CONFIG, run_tool, tiny_options
 
 from mtmnv3.data.mot_io import load_mot_txt
+from mtmnv3.runtime.sessions import installed_backends
 from mtmnv3.runtime.video import VideoFileReader, write_sequence_video
 
 #: The tiny model's architecture overrides (the demo must build the same model).
@@ -40,8 +41,10 @@ def demo(tmp, ckpt, video, *extra, env=None):
     return run_tool("demo.py", *args, env=env), out
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino", "executorch"])
 def test_demo_on_a_video_writes_everything(tiny_model, backend):
+    if backend not in installed_backends():
+        pytest.skip(f"{backend} is not installed")
     tmp, _, ckpt, video, n, _ = tiny_model
     r, out = demo(tmp / backend, ckpt, video, "--backend", backend)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
