@@ -85,7 +85,9 @@ def require_executorch() -> ModuleType:
 
 
 # ---- export ------------------------------------------------------------------------------
-def _calibration_batches(calibration: Iterable[np.ndarray | Tensor] | None, size: tuple[int, int]) -> list:
+def _calibration_batches(
+    calibration: Iterable[np.ndarray | Tensor] | None, size: tuple[int, int]
+) -> list[Tensor]:
     """Checked calibration batches: float32 tensors ``(N, 3, H, W)`` of the export size."""
     if calibration is None:
         raise ValueError(
