@@ -15,6 +15,7 @@ from mtmnv3.cli._common import command_line, new_parser
 from mtmnv3.studies.latency import (
     BACKENDS,
     DTYPES,
+    INT8_BACKENDS,
     PREDICTIONS,
     BackendUnavailableError,
     DeviceProfile,
@@ -23,7 +24,8 @@ from mtmnv3.studies.latency import (
 
 DESCRIPTION = "measure a per-block latency table of a trunk variant on one device profile"
 EXAMPLE = """\
-mtmnv3 profile --variant small --backend onnxruntime --threads 1 --out table.json"""
+mtmnv3 profile --variant small --backend onnxruntime --threads 1 --out table.json
+mtmnv3 profile --variant small --backend openvino --dtype int8 --se-study --out table.json"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
@@ -32,13 +34,30 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     p.add_argument(
         "--variant", default="small", help=f"trunk variant (default small); one of {sorted(TRUNK_VARIANTS)}"
     )
-    p.add_argument("--backend", default="eager", choices=BACKENDS, help="execution backend (default eager)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument(
+        "--backend",
+        default="eager",
+        choices=BACKENDS,
+        help="execution backend (default eager); openvino and executorch (XNNPACK) need their packages",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads (default 1; OpenVINO INFERENCE_NUM_THREADS, executorch's threadpool size)",
+    )
     p.add_argument("--size", type=int, default=224, help="square input resolution (default 224)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp32, or int8 (onnxruntime only)")
     p.add_argument(
-        "--se-study", action="store_true", help="also time blocks with SE removed / ReLU for hard-swish"
+        "--dtype",
+        default="fp32",
+        choices=DTYPES,
+        help=f"fp32, or int8 (backends {', '.join(INT8_BACKENDS)}: ORT static QDQ, NNCF, XNNPACK PT2E)",
+    )
+    p.add_argument(
+        "--se-study",
+        action="store_true",
+        help="also time blocks and the whole trunk with SE removed / ReLU for hard-swish",
     )
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds (default 5)")
     p.add_argument("--repeats", type=int, default=100, help="timed rounds (default 100)")
@@ -46,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
         "--prediction",
         choices=PREDICTIONS,
         help="how segments are predicted from blocks: raw sum, minus per-call overhead, or minus "
-        "measured block-boundary savings (default: eager sum, compile and onnxruntime boundary)",
+        "measured block-boundary savings (default: eager sum, every other backend boundary)",
     )
     p.add_argument(
         "--clock",

@@ -6,7 +6,9 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import math
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,8 +95,15 @@ def tiny_eager_table() -> LatencyTable:
 def test_device_profile_validates_its_fields():
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
         DeviceProfile(backend="tensorrt")
-    with pytest.raises(ValueError, match="dtype='int8' is only supported with backend='onnxruntime'"):
+    with pytest.raises(
+        ValueError,
+        match=r"dtype='int8' is only supported with backends \('onnxruntime', 'openvino', 'executorch'\); got backend='eager'",
+    ):
         DeviceProfile(backend="eager", dtype="int8")
+    with pytest.raises(
+        ValueError, match=r"unknown backend 'tflite'; expected one of \(.*'openvino', 'executorch'\)"
+    ):
+        DeviceProfile(backend="tflite")
     with pytest.raises(ValueError, match="unknown dtype 'fp16'"):
         DeviceProfile(dtype="fp16")
     with pytest.raises(ValueError, match="threads must be an int >= 1, got 0"):
@@ -102,6 +111,7 @@ def test_device_profile_validates_its_fields():
     with pytest.raises(ValueError, match="resolution must be an int >= 32, got 8"):
         DeviceProfile(resolution=8)
     assert DeviceProfile(backend="onnxruntime", dtype="int8").name == "onnxruntime-int8-1t-224"
+    assert DeviceProfile(backend="executorch", dtype="int8").name == "executorch-int8-1t-224"
 
 
 # ---- latency table -----------------------------------------------------------
@@ -236,6 +246,156 @@ def test_compile_failure_is_a_clear_backend_error(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     with pytest.raises(BackendUnavailableError, match="torch.compile failed for .*no C\\+\\+ compiler"):
         measure_latency_table("tiny", DeviceProfile(backend="compile", resolution=SIZE), **FAST)
+
+
+# ---- OpenVINO and ExecuTorch ------------------------------------------------------
+RUNTIME_SIZE = 32  # the smallest resolution: conversion, not timing, dominates these tests
+
+
+def _check_records(table: LatencyTable) -> None:
+    """Sane positive timings on every block and the whole trunk, and a finite prediction error.
+
+    The error's size is not checked: at this resolution a block costs about as
+    much as a call, so on a shared machine the prediction is noise.
+    """
+    assert table.num_blocks == 13
+    assert all(b.median_ms > 0 and b.p90_ms >= b.median_ms >= b.min_ms > 0 for b in table.blocks)
+    assert table.measured_total_ms > 0 and table.call_overhead_ms > 0
+    assert table.predicted_total_ms == pytest.approx(table.segment_ms(0, table.num_blocks))
+    assert math.isfinite(table.prediction_error) and math.isfinite(table.prediction_error_min)
+    assert "measured total" in table.format_summary() and "prediction error" in table.format_summary()
+
+
+@pytest.fixture(scope="module")
+def tiny_openvino_table() -> LatencyTable:
+    """The tiny trunk on OpenVINO fp32 with the full SE / hard-swish study and the default prediction."""
+    pytest.importorskip("openvino")
+    return measure_latency_table(
+        "tiny", DeviceProfile(backend="openvino", resolution=RUNTIME_SIZE), se_study=True, **FAST
+    )
+
+
+def test_openvino_table_has_pairs_and_the_se_breakdown(tiny_openvino_table):
+    table = tiny_openvino_table
+    _check_records(table)
+    assert table.prediction == "boundary" and table.profile.backend == "openvino"
+    assert None not in [b.pair_ms for b in table.blocks[:-1]]
+    assert table.host["openvino"] and table.host["nncf"]
+    for b in table.blocks:
+        assert (b.se_off_ms is not None) == b.se and (b.relu_ms is not None) == (b.activation == "hswish")
+        assert all(v is None or v > 0 for v in (b.se_off_ms, b.relu_ms))
+    assert table.se_cost_ms is not None and table.hswish_cost_ms is not None
+    assert table.se_share == pytest.approx(table.se_cost_ms / table.sum_blocks_ms)
+    assert table.measured_se_off_total_ms > 0 and table.measured_relu_total_ms > 0
+    assert table.se_trunk_saving == pytest.approx(
+        1 - table.measured_se_off_total_ms / table.measured_total_ms
+    )
+    summary = table.format_summary()
+    assert "whole trunk without SE" in summary and "whole trunk with ReLU" in summary
+    assert LatencyTable.from_json(table.to_json()) == table
+
+
+def test_openvino_int8_table_on_tiny():
+    pytest.importorskip("nncf")
+    table = measure_latency_table(
+        "tiny",
+        DeviceProfile(backend="openvino", dtype="int8", resolution=RUNTIME_SIZE),
+        prediction="sum",
+        calibration_samples=2,
+        **FAST,
+    )
+    _check_records(table)
+    assert table.profile.dtype == "int8" and table.prediction == "sum"
+
+
+def _threadpool_size() -> int:
+    from executorch.extension.pybindings import portable_lib
+
+    return portable_lib._threadpool_get_thread_count()
+
+
+def test_executorch_table_with_whole_trunk_copies_and_threads():
+    pytest.importorskip("executorch.runtime")
+    before = _threadpool_size()
+    table = measure_latency_table(
+        "tiny",
+        DeviceProfile(backend="executorch", threads=2, resolution=RUNTIME_SIZE),
+        se_study="trunk",
+        prediction="sum",
+        **FAST,
+    )
+    _check_records(table)
+    assert (
+        table.prediction == "sum"
+        and table.prediction_error > -1
+        and table.profile.threads == 2
+        and table.host["executorch"]
+    )
+    # Whole-trunk copies only: no per-block study copies.
+    assert all(b.se_off_ms is None and b.relu_ms is None for b in table.blocks)
+    assert table.measured_se_off_total_ms > 0 and table.measured_relu_total_ms > 0
+    assert table.se_cost_ms is None and table.se_trunk_saving is not None
+    assert _threadpool_size() == before  # the measurement's threadpool size is undone
+
+
+@pytest.mark.slow
+def test_executorch_int8_table_on_tiny():
+    pytest.importorskip("executorch.runtime")
+    table = measure_latency_table(
+        "tiny",
+        DeviceProfile(backend="executorch", dtype="int8", resolution=RUNTIME_SIZE),
+        prediction="sum",
+        calibration_samples=2,
+        **FAST,
+    )
+    _check_records(table)
+    assert table.profile.dtype == "int8"
+
+
+@pytest.mark.parametrize(
+    ("backend", "module", "package"),
+    [("openvino", "openvino", "openvino"), ("executorch", "executorch.runtime", "executorch")],
+)
+def test_a_missing_runtime_names_its_package_and_install_hint(monkeypatch, backend, module, package):
+    from mtmnv3.runtime.sessions import INSTALL_HINTS
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(
+        BackendUnavailableError, match=f"backend '{backend}' needs the {package} package"
+    ) as e:
+        measure_latency_table("tiny", DeviceProfile(backend=backend, resolution=RUNTIME_SIZE), **FAST)
+    assert INSTALL_HINTS[backend] in str(e.value)
+
+
+def test_missing_nncf_fails_only_int8_on_openvino(monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(
+        BackendUnavailableError, match="backend 'openvino' needs the nncf package.*pip install"
+    ):
+        measure_latency_table(
+            "tiny", DeviceProfile(backend="openvino", dtype="int8", resolution=RUNTIME_SIZE), **FAST
+        )
+
+
+def test_executorch_without_threadpool_control_refuses_other_thread_counts(monkeypatch):
+    pytest.importorskip("executorch.runtime")
+    from executorch.extension.pybindings import portable_lib
+
+    current = _threadpool_size()
+    monkeypatch.delattr(portable_lib, "_unsafe_reset_threadpool")
+    with pytest.raises(
+        BackendUnavailableError,
+        match=rf"cannot set its thread count .* only threads={current} can be measured, got threads={current + 1}",
+    ):
+        measure_latency_table(
+            "tiny", DeviceProfile(backend="executorch", threads=current + 1, resolution=RUNTIME_SIZE), **FAST
+        )
+
+
+def test_se_study_values_are_checked():
+    with pytest.raises(ValueError, match="se_study must be one of .*got 'blocks'"):
+        measure_latency_table("tiny", DeviceProfile(resolution=SIZE), se_study="blocks", **FAST)
 
 
 def test_study_copies_leave_the_original_block_alone():
@@ -431,14 +591,38 @@ def test_profile_and_split_tools_end_to_end(tmp_path, capsys):
     assert json.loads(fit_path.read_text())["heads"] == ["cls"]
 
 
+def test_profile_tool_on_openvino_and_a_missing_runtime(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("openvino")
+    profile = _load_tool("profile")
+    out = tmp_path / "ov.json"
+    args = [
+        "--variant",
+        "tiny",
+        "--size",
+        str(RUNTIME_SIZE),
+        "--warmup",
+        "0",
+        "--repeats",
+        "2",
+        "--no-progress",
+    ]
+    assert profile.main([*args, "--backend", "openvino", "--prediction", "sum", "--out", str(out)]) == 0
+    assert "openvino-fp32-1t-32" in capsys.readouterr().out
+    assert LatencyTable.load(out).profile.backend == "openvino"
+    monkeypatch.setitem(sys.modules, "executorch.runtime", None)
+    assert profile.main([*args, "--backend", "executorch", "--dtype", "int8", "--out", str(out)]) == 1
+    assert "needs the executorch package" in capsys.readouterr().err
+
+
 def test_tools_fail_cleanly_on_bad_input(tmp_path, capsys):
     profile, split = _load_tool("profile"), _load_tool("split")
     with pytest.raises(SystemExit) as exc:
         profile.main(["--variant", "tiny", "--backend", "tpu", "--out", str(tmp_path / "t.json")])
     assert exc.value.code == 2
-    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice: 'tpu'" in err and "'openvino'" in err and "'executorch'" in err
     assert profile.main(["--variant", "tiny", "--dtype", "int8", "--out", str(tmp_path / "t.json")]) == 2
-    assert "only supported with backend='onnxruntime'" in capsys.readouterr().err
+    assert "only supported with backends ('onnxruntime', 'openvino', 'executorch')" in capsys.readouterr().err
     assert profile.main(["--variant", "nope", "--out", str(tmp_path / "t.json")]) == 2
 
     assert split.main([str(tmp_path / "missing.json"), "--balanced", "2"]) == 2

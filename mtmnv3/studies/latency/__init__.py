@@ -3,7 +3,8 @@
 Modules: :mod:`~mtmnv3.studies.latency.table` (the table's records and JSON),
 :mod:`~mtmnv3.studies.latency.measure` (how it is measured),
 :mod:`~mtmnv3.studies.latency.backends` (the eager / compile / ONNX Runtime
-runners), :mod:`~mtmnv3.studies.latency.study_copies` (SE-off and ReLU
+runners), :mod:`~mtmnv3.studies.latency.runtime_backends` (the OpenVINO and
+ExecuTorch runners), :mod:`~mtmnv3.studies.latency.study_copies` (SE-off and ReLU
 copies of a block) and :mod:`~mtmnv3.studies.latency.ort_profile` (ONNX
 Runtime's per-operator profile).
 """
@@ -27,6 +28,7 @@ from mtmnv3.studies.latency.table import (
     CLOCKS,
     DEFAULT_PREDICTION,
     DTYPES,
+    INT8_BACKENDS,
     PREDICTIONS,
     TABLE_FORMAT,
     TABLE_VERSION,
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES",
     "DEFAULT_PREDICTION",
     "DTYPES",
+    "INT8_BACKENDS",
     "PREDICTIONS",
     "TABLE_FORMAT",
     "TABLE_VERSION",

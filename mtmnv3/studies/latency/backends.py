@@ -1,4 +1,4 @@
-"""Backend runners of the latency table: one module on fixed inputs as an eager, compiled or ORT call."""
+"""Backend runners of the latency table: one module on fixed inputs as a call on the profile's backend."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mtmnv3.runtime.onnx_export import BLOCK_EXPORTER, BLOCK_OPSET, export_module
+from mtmnv3.studies.latency.runtime_backends import ExecuTorchBuilder, OpenVINOBuilder
 from mtmnv3.studies.latency.table import BackendUnavailableError, DeviceProfile
 
 __all__ = ["INT8_OPTIONS", "BackendBuilder", "TapHead", "TrivialModel"]
@@ -44,12 +45,27 @@ class TapHead(nn.Module):
 
 
 class BackendBuilder:
-    """Builds a zero-argument callable that runs one module on fixed inputs."""
+    """Builds a zero-argument callable that runs one module on fixed inputs.
+
+    OpenVINO and ExecuTorch are delegated to
+    :mod:`~mtmnv3.studies.latency.runtime_backends`; call :meth:`close` when
+    the timing is done (it restores executorch's threadpool size).
+    """
 
     def __init__(self, profile: DeviceProfile, workdir: Path) -> None:
         self.profile = profile
         self.workdir = workdir
         self.make_session = _import_make_session() if profile.backend == "onnxruntime" else None
+        self.runtime: OpenVINOBuilder | ExecuTorchBuilder | None = None
+        if profile.backend == "openvino":
+            self.runtime = OpenVINOBuilder(profile)
+        elif profile.backend == "executorch":
+            self.runtime = ExecuTorchBuilder(profile)
+
+    def close(self) -> None:
+        """Undo process-wide settings made for the measurement (executorch's threadpool size)."""
+        if isinstance(self.runtime, ExecuTorchBuilder):
+            self.runtime.close()
 
     def build(
         self,
@@ -65,6 +81,8 @@ class BackendBuilder:
             return partial(module, *inputs)
         if backend == "compile":
             return self._compiled(tag, module, inputs)
+        if self.runtime is not None:
+            return self.runtime.build(tag, module, inputs, calibration, quantize)
         return self._onnxruntime(tag, module, inputs, calibration, quantize)
 
     def _compiled(self, tag: str, module: nn.Module, inputs: tuple[Tensor, ...]) -> Callable[[], object]:

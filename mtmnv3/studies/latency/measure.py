@@ -29,11 +29,19 @@ How it is measured:
   model with :func:`~mtmnv3.studies.quantization.quantize_onnx` (static
   QDQ, per-channel, see :data:`~mtmnv3.studies.latency.backends.INT8_OPTIONS`),
   calibrated on trunk activations of a few random images.
-
+* ``openvino`` / ``executorch``: each module converted on its own by the
+  runtime (see :mod:`~mtmnv3.studies.latency.runtime_backends`): OpenVINO's
+  CPU plugin with ``INFERENCE_NUM_THREADS = threads`` (int8: NNCF), or an
+  XNNPACK ExecuTorch program with executorch's threadpool resized to
+  ``threads`` for the measurement (int8: XNNPACK PT2E), calibrated on the
+  same activations as ONNX Runtime's int8.
+* With ``se_study`` the whole trunk is also timed without SE and with ReLU
+  for hard-swish, beside the per-block copies.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import sys
@@ -65,14 +73,25 @@ from mtmnv3.studies.latency.table import (
 
 __all__ = ["DEFAULT_CALIBRATION_SAMPLES", "HeadSpec", "host_info", "measure_latency_table"]
 
+#: Values of ``se_study``: off, per block and whole trunk, or whole trunk only.
+SE_STUDIES = (False, True, "trunk")
 #: Random images whose trunk activations calibrate int8 quantization.
 DEFAULT_CALIBRATION_SAMPLES = 8
 
 HeadSpec = nn.Module | tuple[nn.Module, Sequence[Tensor]]
 
 
-def host_info() -> dict[str, Any]:
-    """CPU model, core count, platform and library versions of this machine."""
+#: Runtime packages whose versions :func:`host_info` records when their backend is measured.
+RUNTIME_PACKAGES = {"openvino": ("openvino", "nncf"), "executorch": ("executorch",)}
+
+
+def host_info(backend: str | None = None) -> dict[str, Any]:
+    """CPU model, core count, platform and library versions of this machine.
+
+    Args:
+        backend: also record the versions of this backend's runtime packages
+            (:data:`RUNTIME_PACKAGES`; those not installed are recorded as None).
+    """
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -95,6 +114,11 @@ def host_info() -> dict[str, Any]:
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         info["onnxruntime"] = None
+    for package in RUNTIME_PACKAGES.get(backend or "", ()):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = None
     return info
 
 
@@ -141,7 +165,7 @@ def measure_latency_table(
     warmup: int = 5,
     repeats: int = 100,
     progress: bool = True,
-    se_study: bool = False,
+    se_study: bool | str = False,
     prediction: str | None = None,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     onnx_dir: str | os.PathLike | None = None,
@@ -160,11 +184,13 @@ def measure_latency_table(
         repeats: timed rounds; each round calls every timed entry once.
         progress: show tqdm progress bars (on stderr).
         se_study: also time each SE block with SE removed and each
-            hard-swish block with ReLU instead.
+            hard-swish block with ReLU instead, and the whole trunk as both
+            copies; ``'trunk'``: only the whole-trunk copies (far fewer
+            exports on the runtime backends).
         prediction: how segments are predicted from blocks, ``'sum'``,
             ``'overhead'`` or ``'boundary'`` (which also times every pair of
             neighbouring blocks as one call); default per backend:
-            eager ``'sum'``, compile and onnxruntime ``'boundary'``.
+            eager ``'sum'``, every other backend ``'boundary'``.
         calibration_samples: random images whose activations calibrate int8.
         onnx_dir: keep exported ONNX models here (default: a temp folder).
         seed: RNG seed for the random inputs.
@@ -185,6 +211,8 @@ def measure_latency_table(
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats!r}, warmup={warmup!r}")
     if calibration_samples < 1:
         raise ValueError(f"calibration_samples must be >= 1, got {calibration_samples}")
+    if se_study not in SE_STUDIES:
+        raise ValueError(f"se_study must be one of {SE_STUDIES}, got {se_study!r}")
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; expected one of {CLOCKS}")
     if clock == "cpu" and profile.threads != 1:
@@ -230,7 +258,7 @@ def _measure(
     warmup: int,
     repeats: int,
     progress: bool,
-    se_study: bool,
+    se_study: bool | str,
     prediction: str,
     calibration_samples: int,
     workdir: Path,
@@ -256,14 +284,19 @@ def _measure(
 
     # Step 2: build each for the backend (export/quantize/compile).
     builder = BackendBuilder(profile, workdir)
-    runners: list[tuple[str, Callable[[], object]]] = []
-    for job in tqdm(jobs, desc=f"prepare {profile.name}", disable=not progress, file=sys.stderr, leave=False):
-        runners.append(
-            (job.tag, builder.build(job.tag, job.module, job.inputs, job.calibration, job.quantize))
-        )
+    try:
+        runners: list[tuple[str, Callable[[], object]]] = []
+        for job in tqdm(
+            jobs, desc=f"prepare {profile.name}", disable=not progress, file=sys.stderr, leave=False
+        ):
+            runners.append(
+                (job.tag, builder.build(job.tag, job.module, job.inputs, job.calibration, job.quantize))
+            )
 
-    # Step 3: interleaved rounds.
-    samples = _time_rounds(runners, warmup, repeats, progress, profile.name, clock)
+        # Step 3: interleaved rounds.
+        samples = _time_rounds(runners, warmup, repeats, progress, profile.name, clock)
+    finally:
+        builder.close()
     timing = {tag: Timing.from_samples(s) for tag, s in samples.items()}
 
     # Step 4: assemble the records.
@@ -312,11 +345,13 @@ def _measure(
         heads=tuple(head_records),
         variant=variant,
         arch=trunk.arch,
-        host=host_info(),
+        host=host_info(profile.backend),
         warmup=warmup,
         repeats=repeats,
-        se_study=se_study,
+        se_study=bool(se_study),
         clock=clock,
+        measured_se_off_total_ms=_median(timing, "trunk_se_off"),
+        measured_relu_total_ms=_median(timing, "trunk_relu"),
         meta={
             "width_mult": trunk.width_mult,
             "se_blocks": list(trunk.se_blocks),
@@ -344,7 +379,7 @@ def _collect_jobs(
     calib_images: Sequence[Tensor],
     x: Tensor,
     head_specs: Sequence[tuple[str, nn.Module, tuple[Tensor, ...], tuple[int, ...]]],
-    se_study: bool,
+    se_study: bool | str,
     prediction: str,
 ) -> list[_Job]:
     """The per-call overhead model, every block (with its study copies and its
@@ -354,15 +389,20 @@ def _collect_jobs(
         calib = [(c[i],) for c in calib_inputs] or None
         x_i = (block_inputs[i],)
         jobs.append(_Job(f"block{i}", block, x_i, calib))
-        if se_study and i in trunk.se_blocks:
+        if se_study is True and i in trunk.se_blocks:
             jobs.append(_Job(f"block{i}_se_off", without_se(block), x_i, calib))
-        if se_study and trunk.block_info[i]["activation"] == "hswish":
+        if se_study is True and trunk.block_info[i]["activation"] == "hswish":
             jobs.append(_Job(f"block{i}_relu", with_relu(block), x_i, calib))
         if prediction == "boundary" and i + 1 < len(blocks):
             jobs.append(_Job(f"pair{i}", nn.Sequential(block, blocks[i + 1]), x_i, calib))
     for name, module, inputs, _ in head_specs:
         jobs.append(_Job(f"head_{_safe(name)}", module, inputs, [inputs]))
-    jobs.append(_Job("trunk", nn.Sequential(*blocks), (x,), [(im,) for im in calib_images]))
+    trunk_calib = [(im,) for im in calib_images]
+    jobs.append(_Job("trunk", nn.Sequential(*blocks), (x,), trunk_calib))
+    if se_study and trunk.se_blocks:
+        jobs.append(_Job("trunk_se_off", without_se(nn.Sequential(*blocks)), (x,), trunk_calib))
+    if se_study and any(info["activation"] == "hswish" for info in trunk.block_info):
+        jobs.append(_Job("trunk_relu", with_relu(nn.Sequential(*blocks)), (x,), trunk_calib))
     return jobs
 
 

@@ -25,12 +25,20 @@ whole trunk) is predicted:
   inside the segment, where the saving at boundary ``i`` is
   ``t(i) + t(i+1) - t(i, i+1)`` and ``t(i, i+1)`` is blocks ``i`` and
   ``i+1`` timed as one call in the same rounds (default for
-  ``onnxruntime`` and ``compile``; it covers the per-call cost, the layout
-  conversions and cross-block fusions, at the price of timing, exporting or
-  compiling every pair too).
+  ``onnxruntime``, ``openvino``, ``executorch`` and ``compile``; it covers
+  the per-call cost, the layout conversions and cross-block fusions, at the
+  price of timing, exporting or compiling every pair too; OpenVINO and
+  XNNPACK also convert to their blocked/NHWC layouts at a program's edges).
 
 ``call_overhead_ms`` is measured and reported for every backend;
 ``sum_blocks_ms`` keeps the raw sum.
+
+**SE / hard-swish study.** With ``se_study`` every SE block is also timed
+without its SE and every hard-swish block with ReLU (per-block
+``se_off_ms`` / ``relu_ms``), and the whole trunk is timed as the same two
+copies (``measured_se_off_total_ms`` / ``measured_relu_total_ms``), so both
+the per-block breakdown and the whole-trunk saving of dropping SE or
+hard-swish are on record for each backend and precision.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from mtmnv3.core.profiling import format_table
 
 __all__ = [
     "BACKENDS",
+    "INT8_BACKENDS",
     "CLOCKS",
     "DEFAULT_PREDICTION",
     "DTYPES",
@@ -61,15 +70,23 @@ __all__ = [
 
 TABLE_FORMAT = "mtmnv3.LatencyTable"
 TABLE_VERSION = 1
-BACKENDS = ("eager", "compile", "onnxruntime")
+BACKENDS = ("eager", "compile", "onnxruntime", "openvino", "executorch")
+#: Backends that measure ``dtype='int8'``: ONNX Runtime static QDQ, OpenVINO
+#: with NNCF post-training quantization, ExecuTorch with XNNPACK PT2E.
+INT8_BACKENDS = ("onnxruntime", "openvino", "executorch")
 #: How segments are predicted from blocks (see the module docstring).
 PREDICTIONS = ("sum", "overhead", "boundary")
 #: Default prediction model per backend.
-DEFAULT_PREDICTION = {"eager": "sum", "compile": "boundary", "onnxruntime": "boundary"}
+DEFAULT_PREDICTION = {
+    "eager": "sum",
+    "compile": "boundary",
+    "onnxruntime": "boundary",
+    "openvino": "boundary",
+    "executorch": "boundary",
+}
 #: Timing clocks: 'wall' (perf_counter) or 'cpu' (the calling thread's CPU time).
 CLOCKS = ("wall", "cpu")
 DTYPES = ("fp32", "int8")
-#: ONNX opset used for every exported block, head and trunk.
 #: Smallest input resolution the trunk's five stride-2 stages accept sensibly.
 MIN_RESOLUTION = 32
 
@@ -86,10 +103,12 @@ class DeviceProfile:
     """Where and how a latency table is measured.
 
     Attributes:
-        backend: ``'eager'``, ``'compile'`` (``torch.compile``) or ``'onnxruntime'``.
-        threads: intra-op threads (torch ``set_num_threads`` / ORT ``intra_op_num_threads``).
+        backend: ``'eager'``, ``'compile'`` (``torch.compile``), ``'onnxruntime'``,
+            ``'openvino'`` (CPU plugin) or ``'executorch'`` (XNNPACK).
+        threads: intra-op threads (torch ``set_num_threads`` / ORT ``intra_op_num_threads`` /
+            OpenVINO ``INFERENCE_NUM_THREADS`` / executorch's process-wide threadpool size).
         resolution: square input size in pixels.
-        dtype: ``'fp32'``, or ``'int8'`` (ONNX Runtime static QDQ only).
+        dtype: ``'fp32'``, or ``'int8'`` (one of :data:`INT8_BACKENDS`).
         batch: images per call.
     """
 
@@ -104,9 +123,9 @@ class DeviceProfile:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}")
-        if self.dtype == "int8" and self.backend != "onnxruntime":
+        if self.dtype == "int8" and self.backend not in INT8_BACKENDS:
             raise ValueError(
-                f"dtype='int8' is only supported with backend='onnxruntime' (static QDQ); "
+                f"dtype='int8' is only supported with backends {INT8_BACKENDS}; "
                 f"got backend={self.backend!r}. Eager/compiled int8 is not measured by this table."
             )
         for name, low in (("threads", 1), ("resolution", MIN_RESOLUTION), ("batch", 1)):
@@ -223,6 +242,9 @@ class LatencyTable:
         host: CPU model, library versions, platform.
         warmup / repeats: warm-up and timed rounds.
         se_study: whether the SE/activation study was run.
+        measured_se_off_total_ms / measured_relu_total_ms: the whole trunk
+            without SE / with ReLU for hard-swish (median), when the study ran
+            and the trunk has SE / hard-swish blocks.
         clock: ``'wall'`` or ``'cpu'`` (calling thread's CPU time), see the module docstring.
         meta: free-form extra information.
     """
@@ -243,6 +265,8 @@ class LatencyTable:
     se_study: bool = False
     clock: str = "wall"
     meta: dict[str, Any] = field(default_factory=dict)
+    measured_se_off_total_ms: float | None = None
+    measured_relu_total_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
@@ -324,6 +348,44 @@ class LatencyTable:
         return self.predicted_total_min_ms / self.measured_total_min_ms - 1.0
 
     @property
+    def se_cost_ms(self) -> float | None:
+        """Sum over SE blocks of what their SE costs (block minus SE-off copy); None: not studied."""
+        studied = [b.median_ms - b.se_off_ms for b in self.blocks if b.se_off_ms is not None]
+        return sum(studied) if studied else None
+
+    @property
+    def hswish_cost_ms(self) -> float | None:
+        """Sum over hard-swish blocks of hard-swish's cost beyond ReLU; None: not studied."""
+        studied = [b.median_ms - b.relu_ms for b in self.blocks if b.relu_ms is not None]
+        return sum(studied) if studied else None
+
+    @property
+    def se_share(self) -> float | None:
+        """SE's share of the summed block latency (:attr:`se_cost_ms` / :attr:`sum_blocks_ms`)."""
+        cost = self.se_cost_ms
+        return None if cost is None else cost / self.sum_blocks_ms
+
+    @property
+    def hswish_share(self) -> float | None:
+        """Hard-swish's share (beyond ReLU) of the summed block latency."""
+        cost = self.hswish_cost_ms
+        return None if cost is None else cost / self.sum_blocks_ms
+
+    @property
+    def se_trunk_saving(self) -> float | None:
+        """``1 - t(trunk without SE) / t(trunk)``: the fraction dropping SE saves end to end."""
+        if self.measured_se_off_total_ms is None:
+            return None
+        return 1.0 - self.measured_se_off_total_ms / self.measured_total_ms
+
+    @property
+    def relu_trunk_saving(self) -> float | None:
+        """``1 - t(trunk with ReLU) / t(trunk)``: the fraction ReLU instead of hard-swish saves."""
+        if self.measured_relu_total_ms is None:
+            return None
+        return 1.0 - self.measured_relu_total_ms / self.measured_total_ms
+
+    @property
     def num_stages(self) -> int:
         return self.blocks[-1].stage + 1
 
@@ -394,18 +456,26 @@ class LatencyTable:
                 + ", ".join(f"{h.name} {h.median_ms:.3f} ms (taps {list(h.taps)})" for h in self.heads)
             )
         if self.se_study:
-            se = [b for b in self.blocks if b.se_off_ms is not None]
-            hs = [b for b in self.blocks if b.relu_ms is not None]
-            total = self.sum_blocks_ms
-            if se:
-                cost = sum(b.median_ms - b.se_off_ms for b in se)  # type: ignore[operator]
+            n_se = sum(b.se_off_ms is not None for b in self.blocks)
+            n_hs = sum(b.relu_ms is not None for b in self.blocks)
+            if self.se_cost_ms is not None and self.se_share is not None:
                 lines.append(
-                    f"SE cost (sum over {len(se)} blocks): {cost:.3f} ms = {100 * cost / total:.1f}%"
+                    f"SE cost (sum over {n_se} blocks): {self.se_cost_ms:.3f} ms = {100 * self.se_share:.1f}%"
                 )
-            if hs:
-                cost = sum(b.median_ms - b.relu_ms for b in hs)  # type: ignore[operator]
+            if self.hswish_cost_ms is not None and self.hswish_share is not None:
                 lines.append(
-                    f"hard-swish vs ReLU (sum over {len(hs)} blocks): {cost:.3f} ms = {100 * cost / total:.1f}%"
+                    f"hard-swish vs ReLU (sum over {n_hs} blocks): {self.hswish_cost_ms:.3f} ms = "
+                    f"{100 * self.hswish_share:.1f}%"
+                )
+            if self.measured_se_off_total_ms is not None:
+                lines.append(
+                    f"whole trunk without SE: {self.measured_se_off_total_ms:.3f} ms "
+                    f"(saves {_pct(self.se_trunk_saving)})"
+                )
+            if self.measured_relu_total_ms is not None:
+                lines.append(
+                    f"whole trunk with ReLU:  {self.measured_relu_total_ms:.3f} ms "
+                    f"(saves {_pct(self.relu_trunk_saving)})"
                 )
         return "\n".join(lines)
 
@@ -429,6 +499,8 @@ class LatencyTable:
             "measured_total_ms": self.measured_total_ms,
             "measured_total_p90_ms": self.measured_total_p90_ms,
             "measured_total_min_ms": self.measured_total_min_ms,
+            "measured_se_off_total_ms": self.measured_se_off_total_ms,
+            "measured_relu_total_ms": self.measured_relu_total_ms,
             # Derived, for readers of the JSON; recomputed (not read) on load.
             "sum_blocks_ms": self.sum_blocks_ms,
             "predicted_total_ms": self.predicted_total_ms,
