@@ -12,7 +12,7 @@ FASHION_MNIST_PKG := dataset-fashion-mnist
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev]'
+	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes]'
 	@touch $(STAMP)
 
 # Real Fashion-MNIST images for the scene generator (best effort: needs apt-get and root).
