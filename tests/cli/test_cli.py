@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_train_tools import CONFIG, ROOT
+from _helpers import CONFIG, ROOT
 
 from mtmnv3.cli import COMMANDS, main
 from mtmnv3.runtime.video import (

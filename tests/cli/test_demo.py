@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from test_train_tools import CONFIG, run_tool, tiny_options
+from _helpers import CONFIG, run_tool, tiny_options
 
 from mtmnv3.data.mot_io import load_mot_txt
 from mtmnv3.runtime.sessions import installed_backends

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 import pytest
-from test_train_tools import CONFIG, run_tool, tiny_options
+from _helpers import CONFIG, run_tool, tiny_options
 
 from mtmnv3.runtime.sessions import installed_backends
 

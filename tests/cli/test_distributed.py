@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_tools import CONFIG, ROOT, tiny_options
+from _helpers import CONFIG, ROOT, tiny_options
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_train_tools import CONFIG, run_tool, tiny_options
+from _helpers import CONFIG, run_tool, tiny_options
 
 from mtmnv3.runtime.video import write_sequence_video
 

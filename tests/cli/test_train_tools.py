@@ -6,94 +6,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "mtmnv3_small_3task_synth.py"
-
-
-def tiny_options(data_root, max_iters=6, ckpt_interval=3, batch=4):
-    """Shrink the three-task config: tiny trunk, tiny data, a few iterations."""
-    return [
-        "model.trunk.width_mult=0.25",
-        "model.neck.out_channels=16",
-        "model.heads.cls.hidden_channels=32",
-        "model.heads.det.feat_channels=16",
-        "model.heads.emb.feat_channels=16",
-        f"train_cfg.max_iters={max_iters}",
-        f"train_cfg.val_interval={max_iters}",
-        "param_scheduler.0.end=2",
-        "param_scheduler.1.begin=2",
-        f"param_scheduler.1.end={max_iters}",
-        f"default_hooks.checkpoint.interval={ckpt_interval}",
-        "default_hooks.logger.interval=1",
-        "default_hooks.checkpoint.max_keep_ckpts=10",
-        f"train_dataloader.batch_size={batch}",
-        "train_dataloader.num_workers=0",
-        "train_dataloader.persistent_workers=False",
-        "val_dataloader.num_workers=0",
-        "test_dataloader.num_workers=0",
-        "test_dataloader.persistent_workers=False",
-        f"test_dataloader.dataset.data_root={data_root}",
-        "test_dataloader.dataset.num_sequences=1",
-        "test_dataloader.dataset.num_frames=8",
-        "test_dataloader.dataset.image_size=96",
-        "test_dataloader.dataset.pipeline.0.size=96",
-        "val_dataloader.persistent_workers=False",
-        "val_dataloader.batch_size=8",
-        f"val_dataloader.dataset.data_root={data_root}",
-        "val_dataloader.dataset.num_sequences=1",
-        "val_dataloader.dataset.num_frames=8",
-        "val_dataloader.dataset.image_size=96",
-        "val_dataloader.dataset.pipeline.0.size=96",
-    ] + train_data_options(CONFIG, data_root, num_sequences=2, num_frames=8, image_size=96)
-
-
-def train_data_options(config, data_root, num_sequences, num_frames, image_size):
-    """Shrink every part of the config's training data (the default mixes videos
-    and single frames in a ConcatDataset; a part keeps its frame count if it has 1)."""
-    from mtmnv3.engine import dataset_keys, dataset_parts, load_config
-
-    cfg = load_config(config)
-    opts = []
-    for key, part in zip(dataset_keys(cfg, "train"), dataset_parts(cfg.train_dataloader.dataset)):
-        frames = 1 if part.get("num_frames") == 1 else num_frames
-        size_at = next(i for i, t in enumerate(part.pipeline) if t.type == "Letterbox")
-        opts += [
-            f"{key}.data_root={data_root}",
-            f"{key}.num_sequences={num_sequences}",
-            f"{key}.num_frames={frames}",
-            f"{key}.image_size={image_size}",
-            f"{key}.pipeline.{size_at}.size={image_size}",
-        ]
-    return opts
-
-
-#: Former script names (``train.py``, ``demo_job.py``, ...) -> their ``mtmnv3`` subcommand.
-SUBCOMMANDS = {"demo_job": "demo", "export_onnx": "export", "trunk_summary": "summary"}
-
-
-def subcommand(tool):
-    """``'calibrate_tracker.py'`` -> ``'calibrate-tracker'``; a subcommand name passes through."""
-    name = tool.removesuffix(".py")
-    return SUBCOMMANDS.get(name, name).replace("_", "-")
-
-
-def run_tool(tool, *args, timeout=300, env=None, **kwargs):
-    """``python -m mtmnv3 SUBCOMMAND ARGS`` in a fresh interpreter (``tool`` names the subcommand)."""
-    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "mtmnv3", subcommand(tool), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-        **kwargs,
-    )
+from _helpers import CONFIG, ROOT, run_tool, tiny_options, train_data_options
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from _helpers import CONFIG, run_tool, tiny_options
 from mmengine.config import DictAction
-from test_train_tools import CONFIG, run_tool, tiny_options
 from torch import nn
 
 from mtmnv3.engine import ModelEMAHook, allow_mmengine_checkpoint_globals, build_runner, load_config

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from _helpers import batch, make_sample, model_cfg
 from mtmnv3.heads import EmbeddingHead
 from mtmnv3.heads.embedding_head import contrastive_identity_loss
-from test_heads_model import batch, make_sample, model_cfg
 
 from mtmnv3.core.registry import DATA_SAMPLERS
 from mtmnv3.data import VideoGroupSampler, video_groups

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import SIZE, batch, make_sample
 from mmengine.optim import OptimWrapper
 from mtmnv3.heads import CLASSIFICATION, DETECTION, EMBEDDING, HEAD_TASKS, TASK_LABELS, heads_by_task
-from test_heads_model import SIZE, batch, make_sample
 
 from mtmnv3.apis.inference import detect_mot_sequences, track_detections
 from mtmnv3.data import write_synth_dataset

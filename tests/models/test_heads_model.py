@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from mmengine.structures import InstanceData
+from _helpers import batch, make_sample, model_cfg
 from mtmnv3.heads import CenterDetHead, ClsHead, EmbeddingHead, resolve_tap
 from mtmnv3.heads.base import conv_branch
 from mtmnv3.heads.centers import box_cells, draw_gaussian, gaussian_radius, grid_centers
@@ -12,48 +12,7 @@ from mtmnv3.heads.cls_head import AttentionPool2d
 
 from mtmnv3.backbone.variants import create_trunk
 from mtmnv3.core.registry import MODELS
-from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.models import FPNLite, MultiTaskPerceptor
-
-SIZE = 128
-BOXES = [[10.0, 12.0, 50.0, 60.0], [64.0, 30.0, 120.0, 90.0]]
-
-
-def make_sample(tasks=("cls", "det", "track"), label=3, boxes=BOXES, labels=(1, 3), ids=(3, 7), ignore=None):
-    s = MultiTaskDataSample(
-        metainfo=dict(tasks=tasks, img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE), scale_factor=(1.0, 1.0))
-    )
-    gi = InstanceData()
-    gi.bboxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    gi.labels = torch.tensor(labels, dtype=torch.long)
-    gi.instance_ids = torch.tensor(ids, dtype=torch.long)
-    gi.ignore = torch.tensor(ignore if ignore is not None else [False] * len(labels))
-    gi.visibility = torch.ones(len(labels))
-    s.gt_instances = gi
-    s.gt_label = label
-    return s
-
-
-def model_cfg(**overrides):
-    cfg = dict(
-        trunk=dict(type="MobileNetV3Trunk", arch="small", width_mult=0.5),
-        heads=dict(
-            cls=dict(type="ClsHead", num_classes=11, hidden_channels=64),
-            det=dict(type="CenterDetHead", num_classes=10, feat_channels=32),
-            emb=dict(type="EmbeddingHead", num_ids=20, embed_dim=32, feat_channels=32),
-        ),
-        neck=dict(type="FPNLite", out_channels=32),
-    )
-    cfg.update(overrides)
-    return cfg
-
-
-def batch(samples):
-    g = torch.Generator().manual_seed(0)
-    return dict(
-        inputs=[torch.randint(0, 255, (3, SIZE, SIZE), dtype=torch.uint8, generator=g) for _ in samples],
-        data_samples=samples,
-    )
 
 
 def test_resolve_tap_by_position_and_stride():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import train_data_options
 from mmengine.optim import OptimWrapper
 from mmengine.structures import InstanceData
 
@@ -38,7 +39,6 @@ from mtmnv3.studies.robustness import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI_TESTS = ROOT / "tests" / "cli"
 ROBUST_CONFIG = ROOT / "configs" / "mtmnv3_small_3task_robust_synth.py"
 CORRUPTION_PAIR = ("contrast", "gaussian_noise")
 SEVERITY_PAIR = (1, 3)
@@ -77,10 +77,6 @@ def tiny_options(data_root, max_iters=2):
             f"{split}_dataloader.dataset.image_size={IMAGE_SIZE}",
             f"{split}_dataloader.dataset.pipeline.0.size={IMAGE_SIZE}",
         ]
-    if str(CLI_TESTS) not in sys.path:  # the shared helpers, also when tests/cli is not collected
-        sys.path.insert(0, str(CLI_TESTS))
-    from test_train_tools import train_data_options
-
     return opts + train_data_options(
         ROBUST_CONFIG, data_root, num_sequences=5, num_frames=2, image_size=IMAGE_SIZE
     )
