@@ -36,7 +36,15 @@ from torch import Tensor, nn
 
 from mtmnv3.core.fileio import atomic_open, atomic_write_json
 from mtmnv3.runtime.export_graphs import INPUT_NAME, HeadOutputsGraph, output_layout, without_extra_state
-from mtmnv3.runtime.export_meta import example_input, model_meta, resolve_heads, resolve_size, sidecar_path
+from mtmnv3.runtime.export_meta import (
+    FORMAT_VERSION,
+    example_input,
+    load_export_meta,
+    model_meta,
+    resolve_heads,
+    resolve_size,
+    sidecar_path,
+)
 
 __all__ = [
     "EXECUTORCH_FORMAT",
@@ -47,7 +55,6 @@ __all__ = [
 ]
 
 EXECUTORCH_FORMAT = "mtmnv3.ExecuTorchExport"
-FORMAT_VERSION = 1
 #: The executorch release this module is written and tested against.
 EXECUTORCH_REQUIREMENT = "executorch==1.5.1"
 #: Precision names written to the sidecar.
@@ -260,28 +267,7 @@ def load_executorch_meta(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: the program or its sidecar is missing.
         ValueError: the sidecar is not an ExecuTorch export of a supported version.
     """
-    import json
-
-    path = Path(path)
-    meta_file = sidecar_path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ExecuTorch program not found: {path}")
-    if not meta_file.is_file():
-        raise FileNotFoundError(
-            f"export metadata not found: {meta_file} (written by export_executorch next to the program)"
-        )
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_file} is not valid JSON: {e}") from e
-    got = meta.get("format") if isinstance(meta, dict) else None
-    if got != EXECUTORCH_FORMAT:
-        raise ValueError(f"{meta_file} is not an {EXECUTORCH_FORMAT} file (format {got!r})")
-    if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{meta_file} has version {meta.get('version')!r}; this mtmnv3 reads {FORMAT_VERSION}"
-        )
-    return meta
+    return load_export_meta(path, EXECUTORCH_FORMAT)
 
 
 #: Resizes of executorch's threadpool made through :func:`_set_threads` (see ExecuTorchSession).

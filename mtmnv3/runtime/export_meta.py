@@ -182,8 +182,10 @@ def example_input(size: tuple[int, int], batch: int) -> Tensor:
     return torch.randn(batch, 3, *size, generator=generator)
 
 
-def load_export_meta(path: str | os.PathLike) -> dict[str, Any]:
+def load_export_meta(path: str | os.PathLike, expected_format: str | None = None) -> dict[str, Any]:
     """The metadata of a deployed file: its sidecar (given the model file) or a split manifest (``.json``).
+
+    ``expected_format`` (e.g. ``'mtmnv3.OpenVINOExport'``) also requires that format.
 
     Raises:
         FileNotFoundError: the model, its sidecar or the manifest is missing.
@@ -210,6 +212,8 @@ def load_export_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(
             f"{meta_file} is not an mtmnv3 export (format {fmt!r}; expected one of {sorted(FORMAT_BACKENDS)})"
         )
+    if expected_format is not None and fmt != expected_format:
+        raise ValueError(f"{meta_file} is not an {expected_format} file (format {fmt!r})")
     if meta.get("version") != FORMAT_VERSION:
         raise ValueError(
             f"{meta_file} has version {meta.get('version')!r}; this mtmnv3 reads {FORMAT_VERSION}"

@@ -28,7 +28,6 @@ imported inside the functions that need them (:func:`require_openvino`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -44,7 +43,15 @@ from torch import Tensor, nn
 
 from mtmnv3.core.fileio import atomic_write_json
 from mtmnv3.runtime.export_graphs import INPUT_NAME, HeadOutputsGraph, output_layout, without_extra_state
-from mtmnv3.runtime.export_meta import example_input, model_meta, resolve_heads, resolve_size, sidecar_path
+from mtmnv3.runtime.export_meta import (
+    FORMAT_VERSION,
+    example_input,
+    load_export_meta,
+    model_meta,
+    resolve_heads,
+    resolve_size,
+    sidecar_path,
+)
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -56,7 +63,6 @@ __all__ = [
 ]
 
 EXPORT_FORMAT = "mtmnv3.OpenVINOExport"
-FORMAT_VERSION = 1
 #: The versions this module is written and tested against.
 OPENVINO_REQUIREMENT = "openvino==2026.4.1"
 NNCF_REQUIREMENT = "nncf==3.4.0"
@@ -323,27 +329,10 @@ def load_openvino_meta(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: the ``.xml``, the ``.bin`` or the sidecar is missing.
         ValueError: the sidecar is not an mtmnv3 OpenVINO export of a supported version.
     """
-    path = Path(path)
-    meta_file = sidecar_path(path)
-    for file in (path, path.with_suffix(BIN_SUFFIX)):
-        if not file.is_file():
-            raise FileNotFoundError(f"OpenVINO export file not found: {file}")
-    if not meta_file.is_file():
-        raise FileNotFoundError(
-            f"export metadata not found: {meta_file} (written by export_openvino next to the model)"
-        )
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_file} is not valid JSON: {e}") from e
-    fmt = meta.get("format") if isinstance(meta, dict) else None
-    if fmt != EXPORT_FORMAT:
-        raise ValueError(f"{meta_file} is not an {EXPORT_FORMAT} file (format {fmt!r})")
-    if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{meta_file} has version {meta.get('version')!r}; this mtmnv3 reads {FORMAT_VERSION}"
-        )
-    return meta
+    weights = Path(path).with_suffix(BIN_SUFFIX)
+    if Path(path).is_file() and not weights.is_file():
+        raise FileNotFoundError(f"OpenVINO export file not found: {weights}")
+    return load_export_meta(path, EXPORT_FORMAT)
 
 
 class OpenVINOSession:
