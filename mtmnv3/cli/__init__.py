@@ -27,7 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "demo",
         "the default job (train or reuse, evaluate, demo, report), or the live demo on --source",
     ),
-    "export": ("export", "export a trained model to ONNX (whole model or stage pieces)"),
+    "export": (
+        "export",
+        "export for ONNX Runtime, ExecuTorch or OpenVINO (fp32 or int8), checked against PyTorch",
+    ),
     "quantize": ("quantize", "int8 quantization study of a model against fp32"),
     "profile": ("profile", "measure a per-block latency table of a trunk variant"),
     "split": ("split", "search a stage split from a latency table"),
