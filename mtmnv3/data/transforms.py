@@ -47,8 +47,33 @@ def _size_hw(size, name: str) -> tuple[int, int]:
     return int(size[1]), int(size[0])
 
 
-def _rng(results: dict, seed: int | None) -> np.random.Generator:
-    return np.random.default_rng(seed) if seed is not None else np.random.default_rng()
+class GlobalRandom:
+    """The draws the random transforms make, taken from NumPy's global RNG.
+
+    mmengine seeds NumPy's global RNG from the config's ``randomness.seed``
+    (and each data-loader worker from its rank and id), so transforms without
+    a seed of their own repeat with the training seed, and loader workers do
+    not repeat each other's draws. (A ``Generator`` made without a seed would
+    draw from the operating system's entropy: a new augmentation stream on
+    every run.)
+    """
+
+    def random(self) -> float:
+        """A float in [0, 1)."""
+        return float(np.random.random())
+
+    def uniform(self, low: float, high: float) -> float:
+        """A float in [low, high)."""
+        return float(np.random.uniform(low, high))
+
+    def integers(self, low: int, high: int) -> int:
+        """An int in [low, high)."""
+        return int(np.random.randint(low, high))
+
+
+def _rng(seed: int | None) -> np.random.Generator | GlobalRandom:
+    """The transform's own generator when it has a seed, else draws from NumPy's global RNG."""
+    return np.random.default_rng(seed) if seed is not None else GlobalRandom()
 
 
 def _keep_rows(results: dict, keep: np.ndarray) -> None:
@@ -145,7 +170,7 @@ class RandomFlip:
             raise ValueError(f"direction must be 'horizontal' or 'vertical', got {direction!r}")
         self.prob = float(prob)
         self.direction = direction
-        self.rng = _rng({}, seed)
+        self.rng = _rng(seed)
 
     def __call__(self, results: dict) -> dict:
         if self.rng.random() >= self.prob:
@@ -192,7 +217,7 @@ class ColorJitter:
         if not 0.0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {hue!r}")
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
-        self.rng = _rng({}, seed)
+        self.rng = _rng(seed)
 
     def __call__(self, results: dict) -> dict:
         r = self.rng
@@ -232,7 +257,7 @@ class RandomCrop:
         if min_boxes < 0:
             raise ValueError(f"min_boxes must be >= 0, got {min_boxes!r}")
         self.min_boxes = int(min_boxes)
-        self.rng = _rng({}, seed)
+        self.rng = _rng(seed)
 
     def _window(self, h: int, w: int) -> tuple[int, int, int, int]:
         ch, cw = min(self.crop_hw[0], h), min(self.crop_hw[1], w)
