@@ -42,7 +42,7 @@ FORMATS = {"onnx": "onnxruntime", "executorch": "executorch", "openvino": "openv
 #: Largest raw-output error allowed, relative to the output's range over the parity frames. fp32:
 #: the runtimes reorder float sums, nothing more. int8: a loose bound that a broken quantization
 #: (wrong scales, a dropped output) fails; the task metrics of ``mtmnv3 test --backend`` measure the rest.
-PARITY_REL_TOL = {"fp32": 1e-3, "int8": 0.25}
+PARITY_REL_TOL = {"fp32": 1e-4, "int8": 0.25}
 #: Held-out frames compared against PyTorch by default.
 DEFAULT_PARITY_FRAMES = 8
 #: Real frames calibrating int8 by default.
