@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +39,16 @@ from mtmnv3.tracking.matching import (
     iou_distance,
     linear_assignment,
 )
+from mtmnv3.tracking.track import (
+    Detections,
+    Track,
+    TrackResult,
+    TrackState,
+    check_int,
+    check_number,
+    smooth_embedding,
+    to_numpy,
+)
 
 __all__ = ["EmbeddingTracker", "Track", "TrackResult", "TrackState"]
 
@@ -48,125 +56,6 @@ __all__ = ["EmbeddingTracker", "Track", "TrackResult", "TrackState"]
 REFERENCE_FRAME_RATE = 30.0
 #: First-association fusions of embedding and IoU costs.
 FUSIONS = ("min", "weighted")
-
-
-class TrackState(IntEnum):
-    """Life cycle of a track."""
-
-    #: Born from a detection, not yet confirmed (not reported; removed on its first miss).
-    TENTATIVE = 0
-    #: Confirmed and matched in the latest frame with detections (reported).
-    TRACKED = 1
-    #: Confirmed but unmatched; kept for ``max_time_lost`` frames so it can be recovered.
-    LOST = 2
-    #: Finished; never reported again, its id is never reused.
-    REMOVED = 3
-
-
-@dataclass(eq=False)
-class Track:
-    """One tracked object.
-
-    Attributes:
-        track_id: Identity, >= 1, unique within a video.
-        mean: (8,) Kalman state ``cx, cy, a, h`` and their velocities.
-        covariance: (8, 8) Kalman state covariance.
-        score: Score of the latest matched detection.
-        label: Class of the latest matched detection.
-        embedding: (D,) L2-normalised exponential moving average of the
-            matched detections' embeddings, or ``None`` before the first one.
-        state: Life-cycle state.
-        start_frame: Frame of birth.
-        end_frame: Latest frame with a matched detection.
-        hits: Number of matched detections, birth included.
-    """
-
-    track_id: int
-    mean: np.ndarray
-    covariance: np.ndarray
-    score: float
-    label: int
-    embedding: np.ndarray | None
-    state: TrackState
-    start_frame: int
-    end_frame: int
-    hits: int = 1
-
-    @property
-    def bbox(self) -> np.ndarray:
-        """(4,) current box estimate ``x1, y1, x2, y2`` from the Kalman mean."""
-        return xyah_to_xyxy(self.mean[None])[0]
-
-
-class TrackResult(NamedTuple):
-    """The reported tracks of one frame, sorted by id.
-
-    Attributes:
-        ids: (K,) int64 track ids.
-        bboxes: (K, 4) float64 ``x1, y1, x2, y2`` Kalman estimates.
-        scores: (K,) float64 scores of the latest matched detections.
-        labels: (K,) int64 classes.
-    """
-
-    ids: np.ndarray
-    bboxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Detections:
-    """Validated detections of one frame (embeddings L2-normalised, or ``None``)."""
-
-    bboxes: np.ndarray
-    xyah: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    embeddings: np.ndarray | None
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def take(self, index: np.ndarray) -> _Detections:
-        return _Detections(
-            self.bboxes[index],
-            self.xyah[index],
-            self.scores[index],
-            self.labels[index],
-            None if self.embeddings is None else self.embeddings[index],
-        )
-
-
-def _to_numpy(value: Any, name: str, dtype: type) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch.Tensor, on any device
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value, dtype)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array, got {type(value).__name__}") from None
-
-
-def _check_number(name: str, value: Any, low: float, high: float, low_open: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _smooth_embedding(old: np.ndarray | None, new: np.ndarray, momentum: float) -> np.ndarray:
-    """FairMOT's ``smooth_feat``: ``momentum * old + (1 - momentum) * new``, L2-normalised."""
-    if old is None:
-        return new.copy()
-    mixed = momentum * old + (1.0 - momentum) * new
-    return mixed / max(float(np.linalg.norm(mixed)), EMBEDDING_EPS)
 
 
 class EmbeddingTracker:
@@ -264,9 +153,9 @@ class EmbeddingTracker:
         class_aware: bool = False,
         duplicate_thr: float = 0.15,
     ) -> None:
-        self.high_thr = _check_number("high_thr", high_thr, 0.0, 1.0)
-        self.low_thr = _check_number("low_thr", low_thr, 0.0, 1.0)
-        self.new_track_thr = _check_number("new_track_thr", new_track_thr, 0.0, 1.0)
+        self.high_thr = check_number("high_thr", high_thr, 0.0, 1.0)
+        self.low_thr = check_number("low_thr", low_thr, 0.0, 1.0)
+        self.new_track_thr = check_number("new_track_thr", new_track_thr, 0.0, 1.0)
         if self.low_thr > self.high_thr:
             raise ValueError(f"low_thr must be <= high_thr, got low_thr={low_thr!r} > high_thr={high_thr!r}")
         if self.new_track_thr < self.high_thr:
@@ -274,28 +163,28 @@ class EmbeddingTracker:
                 f"new_track_thr must be >= high_thr (tracks start from high-score detections), "
                 f"got new_track_thr={new_track_thr!r} < high_thr={high_thr!r}"
             )
-        self.match_thr = _check_number("match_thr", match_thr, 0.0, 2.0)
-        self.second_match_thr = _check_number("second_match_thr", second_match_thr, 0.0, 1.0)
-        self.unconfirmed_match_thr = _check_number("unconfirmed_match_thr", unconfirmed_match_thr, 0.0, 1.0)
-        self.emb_weight = _check_number("emb_weight", emb_weight, 0.0, 1.0)
+        self.match_thr = check_number("match_thr", match_thr, 0.0, 2.0)
+        self.second_match_thr = check_number("second_match_thr", second_match_thr, 0.0, 1.0)
+        self.unconfirmed_match_thr = check_number("unconfirmed_match_thr", unconfirmed_match_thr, 0.0, 1.0)
+        self.emb_weight = check_number("emb_weight", emb_weight, 0.0, 1.0)
         self.use_embeddings = bool(use_embeddings)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
-        self.proximity_thr = _check_number("proximity_thr", proximity_thr, 0.0, 1.0)
-        self.appearance_thr = _check_number("appearance_thr", appearance_thr, 0.0, 1.0)
-        self.emb_momentum = _check_number("emb_momentum", emb_momentum, 0.0, 1.0)
+        self.proximity_thr = check_number("proximity_thr", proximity_thr, 0.0, 1.0)
+        self.appearance_thr = check_number("appearance_thr", appearance_thr, 0.0, 1.0)
+        self.emb_momentum = check_number("emb_momentum", emb_momentum, 0.0, 1.0)
         if self.emb_momentum == 1.0:
             raise ValueError("emb_momentum must be < 1 (1 would never update the embedding), got 1.0")
         self.gate_thr = (
-            None if gate_thr is None else _check_number("gate_thr", gate_thr, 0.0, np.inf, low_open=True)
+            None if gate_thr is None else check_number("gate_thr", gate_thr, 0.0, np.inf, low_open=True)
         )
         self.gate_position_only = bool(gate_position_only)
-        self.track_buffer = _check_int("track_buffer", track_buffer, 0)
-        self.frame_rate = _check_number("frame_rate", frame_rate, 0.0, np.inf, low_open=True)
-        self.min_hits = _check_int("min_hits", min_hits, 1)
+        self.track_buffer = check_int("track_buffer", track_buffer, 0)
+        self.frame_rate = check_number("frame_rate", frame_rate, 0.0, np.inf, low_open=True)
+        self.min_hits = check_int("min_hits", min_hits, 1)
         self.class_aware = bool(class_aware)
-        self.duplicate_thr = _check_number("duplicate_thr", duplicate_thr, 0.0, 1.0)
+        self.duplicate_thr = check_number("duplicate_thr", duplicate_thr, 0.0, 1.0)
         #: Frames a track may go unmatched before it is removed (ByteTrack's ``max_time_lost``).
         self.max_time_lost = int(self.frame_rate / REFERENCE_FRAME_RATE * self.track_buffer)
         self.kf = KalmanFilterXYAH()
@@ -427,15 +316,15 @@ class EmbeddingTracker:
 
     # ------------------------------------------------------------------ input checks
 
-    def _check_detections(self, bboxes: Any, scores: Any, labels: Any, embeddings: Any) -> _Detections:
+    def _check_detections(self, bboxes: Any, scores: Any, labels: Any, embeddings: Any) -> Detections:
         """Validate one frame's detections; drop zero-size boxes; normalise (or drop) embeddings."""
-        boxes = _to_numpy(bboxes, "bboxes", np.float64)
+        boxes = to_numpy(bboxes, "bboxes", np.float64)
         if boxes.size == 0 and boxes.ndim <= 2 and (boxes.ndim < 2 or boxes.shape[1] in (0, 4)):
             boxes = boxes.reshape(0, 4)
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise ValueError(f"bboxes must have shape (N, 4) (x1, y1, x2, y2), got {boxes.shape}")
         n = len(boxes)
-        score_arr = _to_numpy(scores, "scores", np.float64)
+        score_arr = to_numpy(scores, "scores", np.float64)
         if score_arr.shape != (n,):
             raise ValueError(f"scores must have shape (N,) with N = {n} (one per box), got {score_arr.shape}")
         label_arr = self._check_labels(labels, n)
@@ -457,13 +346,13 @@ class EmbeddingTracker:
         if not keep.all():
             boxes, score_arr, label_arr = boxes[keep], score_arr[keep], label_arr[keep]
             emb = None if emb is None else emb[keep]
-        return _Detections(boxes, xyxy_to_xyah(boxes), score_arr, label_arr, emb)
+        return Detections(boxes, xyxy_to_xyah(boxes), score_arr, label_arr, emb)
 
     @staticmethod
     def _check_labels(labels: Any, n: int) -> np.ndarray:
         if labels is None:
             return np.zeros(n, np.int64)
-        raw = _to_numpy(labels, "labels", np.float64)
+        raw = to_numpy(labels, "labels", np.float64)
         if raw.shape != (n,):
             raise ValueError(f"labels must have shape (N,) with N = {n} (one per box), got {raw.shape}")
         not_int = ~np.isfinite(raw) | (raw != np.round(raw))
@@ -473,7 +362,7 @@ class EmbeddingTracker:
         return raw.astype(np.int64)
 
     def _check_embeddings(self, embeddings: Any, n: int) -> np.ndarray:
-        emb = _to_numpy(embeddings, "embeddings", np.float64)
+        emb = to_numpy(embeddings, "embeddings", np.float64)
         if emb.ndim != 2 or len(emb) != n or emb.shape[1] == 0:
             raise ValueError(f"embeddings must have shape (N, D) with N = {n} (one per box), got {emb.shape}")
         if self.fuses_embeddings and self._emb_dim is not None and emb.shape[1] != self._emb_dim:
@@ -521,19 +410,19 @@ class EmbeddingTracker:
         for t, m, c in zip(self._tracks, mean, covariance):
             t.mean, t.covariance = m, c
 
-    def _class_gate(self, cost: np.ndarray, tracks: Sequence[Track], dets: _Detections) -> np.ndarray:
+    def _class_gate(self, cost: np.ndarray, tracks: Sequence[Track], dets: Detections) -> np.ndarray:
         if self.class_aware and cost.size:
             track_labels = np.array([t.label for t in tracks])
             cost[track_labels[:, None] != dets.labels[None, :]] = np.inf
         return cost
 
-    def _iou_cost(self, tracks: Sequence[Track], dets: _Detections) -> np.ndarray:
+    def _iou_cost(self, tracks: Sequence[Track], dets: Detections) -> np.ndarray:
         if not tracks or not len(dets):
             return np.zeros((len(tracks), len(dets)))
         mean, _ = self._stack(tracks)
         return self._class_gate(iou_distance(xyah_to_xyxy(mean), dets.bboxes), tracks, dets)
 
-    def _first_cost(self, tracks: Sequence[Track], dets: _Detections) -> np.ndarray:
+    def _first_cost(self, tracks: Sequence[Track], dets: Detections) -> np.ndarray:
         """Fused embedding/IoU cost under the motion gate; IoU only without embeddings."""
         if not tracks or not len(dets):
             return np.zeros((len(tracks), len(dets)))
@@ -559,7 +448,7 @@ class EmbeddingTracker:
     def _apply_matches(
         self,
         tracks: Sequence[Track],
-        dets: _Detections,
+        dets: Detections,
         matches: np.ndarray,
         frame: int,
         update_embedding: bool,
@@ -577,11 +466,11 @@ class EmbeddingTracker:
             t.end_frame = frame
             t.hits += 1
             if update_embedding and dets.embeddings is not None:
-                t.embedding = _smooth_embedding(t.embedding, dets.embeddings[d], self.emb_momentum)
+                t.embedding = smooth_embedding(t.embedding, dets.embeddings[d], self.emb_momentum)
             if t.state != TrackState.TENTATIVE or t.hits >= self.min_hits:
                 t.state = TrackState.TRACKED
 
-    def _start_tracks(self, dets: _Detections, frame: int, confirmed: bool) -> None:
+    def _start_tracks(self, dets: Detections, frame: int, confirmed: bool) -> None:
         if not len(dets):
             return
         mean, covariance = self.kf.initiate(dets.xyah)
