@@ -7,6 +7,8 @@ module                        contents
                               cx, cy, aspect, h; vectorised over tracks), ``CHI2INV95``
 :mod:`.matching`              IoU / cosine-embedding costs, fusion, motion gate,
                               thresholded :func:`linear_assignment`
+:mod:`.track`                 :class:`Track`, :class:`TrackState`, :class:`TrackResult`,
+                              the checked detections of a frame
 :mod:`.tracker`               :class:`EmbeddingTracker` (ByteTrack two-stage
                               association with FairMOT embeddings)
 :mod:`.builder`               :func:`build_tracker` from ``dict(type=..., ...)``
