@@ -4,8 +4,9 @@ Three measurements with one trained checkpoint (default: the one ``make demo``
 writes), on held-out sequences generated at 320x320 (unseen object images):
 
 1. **FPS of the full pipeline** (video decode, model, peak decode + NMS,
-   association, drawing) with ONNX Runtime, against the same pipeline in
-   eager PyTorch (ratio in the same run), at the model's input size and at 320.
+   association, drawing) on every installed runtime (ONNX Runtime, OpenVINO,
+   ExecuTorch), against the same pipeline in eager PyTorch (ratio in the
+   same run), at the model's input size and at 320.
 2. **The budget under load**: ``--budget-ms`` with another process keeping one
    core busy: deadline misses, and IDF1 against the unbudgeted run.
 3. **Embedding vs IoU-only association** with the same detections (computed
@@ -150,21 +151,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _speed(model, layout, video, size, args, tcfg) -> None:
-    """1. Speed of the whole pipeline, ONNX Runtime against eager PyTorch."""
+    """1. Speed of the whole pipeline on every installed runtime, against eager PyTorch."""
     from mtmnv3.core.profiling import format_table
+    from mtmnv3.runtime.sessions import installed_backends
 
+    runtimes = [b for b in ("onnxruntime", "openvino", "executorch") if b in installed_backends()]
     speed = []
     for s in (size, 320):
-        ort, _ = run_pipeline(model, layout, video, "onnxruntime", s, args.threads, tracker_cfg=tcfg)
         eager, _ = run_pipeline(model, layout, video, "torch", s, args.threads, tracker_cfg=tcfg)
-        speed.append([s, args.threads, f"{ort['fps']:.1f}", f"{eager['fps']:.1f}", f"{ort['fps'] / eager['fps']:.2f}",
-                      f"{ort['latency_ms']['p50']:.2f}", f"{ort['latency_ms']['p95']:.2f}"])  # fmt: skip
+        for backend in runtimes:
+            got, _ = run_pipeline(model, layout, video, backend, s, args.threads, tracker_cfg=tcfg)
+            speed.append([s, args.threads, backend, f"{got['fps']:.1f}", f"{eager['fps']:.1f}",
+                          f"{got['fps'] / eager['fps']:.2f}", f"{got['latency_ms']['p50']:.2f}",
+                          f"{got['latency_ms']['p95']:.2f}"])  # fmt: skip
     print(
         f"\n1. Full pipeline FPS ({args.frames} frames of a 320x320 held-out video, {args.threads} threads)"
     )
     print(
         format_table(
-            ["input", "threads", "ORT FPS", "eager FPS", "ORT/eager", "ORT p50 ms", "ORT p95 ms"], speed
+            ["input", "threads", "runtime", "FPS", "eager FPS", "x eager", "p50 ms", "p95 ms"], speed
         )
     )
 
