@@ -51,6 +51,8 @@ __all__ = [
     "EXECUTORCH_REQUIREMENT",
     "ExecuTorchSession",
     "export_executorch",
+    "lower_to_xnnpack",
+    "quantize_for_xnnpack",
     "require_executorch",
 ]
 
@@ -132,8 +134,24 @@ def _contiguous_copy(model: nn.Module) -> nn.Module:
     return clone.eval()
 
 
-def _quantize(graph: nn.Module, batches: Sequence[Tensor], size: tuple[int, int]) -> nn.Module:
-    """PT2E post-training int8: capture, ``prepare_pt2e``, run every batch, ``convert_pt2e``."""
+def quantize_for_xnnpack(
+    graph: nn.Module,
+    example: tuple[Tensor, ...],
+    calibration: Iterable[tuple[Tensor, ...]],
+    dynamic_batch: bool = False,
+) -> nn.Module:
+    """PT2E post-training int8 for XNNPACK: capture, ``prepare_pt2e``, run every calibration sample, ``convert_pt2e``.
+
+    The one place that quantizes for ExecuTorch (the model exporter and the
+    latency table's block builder both call it). ``XNNPACKQuantizer`` with the
+    symmetric per-channel config.
+
+    Args:
+        graph: the module to quantize (eval mode, contiguous memory format).
+        example: example inputs for the capture.
+        calibration: input tuples of real data.
+        dynamic_batch: capture with a symbolic batch dimension (calibration batches of any size).
+    """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -142,24 +160,35 @@ def _quantize(graph: nn.Module, batches: Sequence[Tensor], size: tuple[int, int]
 
     quantizer = XNNPACKQuantizer()
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=PER_CHANNEL))
-    example = example_input(size, CALIBRATION_EXAMPLE_BATCH)
-    captured = torch.export.export(
-        graph, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False
-    )
+    shapes = tuple({0: torch.export.Dim.AUTO} for _ in example) if dynamic_batch else None
+    captured = torch.export.export(graph, example, dynamic_shapes=shapes, strict=False)
     prepared = prepare_pt2e(captured.module(), quantizer)
-    for b in batches:
-        prepared(b)
+    for sample in calibration:
+        prepared(*sample)
     return convert_pt2e(prepared)
 
 
-def _lower(module: nn.Module, example: Tensor) -> bytes:
-    """``torch.export`` at the fixed example shape, XNNPACK lowering, the ``.pte`` bytes."""
+def lower_to_xnnpack(module: nn.Module, example: tuple[Tensor, ...]) -> bytes:
+    """``torch.export`` at the example's fixed shapes, XNNPACK lowering: the ``.pte`` bytes.
+
+    The one place that lowers to ExecuTorch (the model exporter and the latency table use it).
+    """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    exported = torch.export.export(module, (example,), strict=False)
+    exported = torch.export.export(module, example, strict=False)
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     return bytes(edge.to_executorch().buffer)
+
+
+def _quantize(graph: nn.Module, batches: Sequence[Tensor], size: tuple[int, int]) -> nn.Module:
+    """The model's int8 graph, calibrated on batches of any size."""
+    example = example_input(size, CALIBRATION_EXAMPLE_BATCH)
+    return quantize_for_xnnpack(graph, (example,), ((b,) for b in batches), dynamic_batch=True)
+
+
+def _lower(module: nn.Module, example: Tensor) -> bytes:
+    return lower_to_xnnpack(module, (example,))
 
 
 def _calibration_meta(batches: Sequence[Tensor]) -> dict[str, Any]:

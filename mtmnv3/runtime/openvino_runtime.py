@@ -58,6 +58,7 @@ __all__ = [
     "FORMAT_VERSION",
     "OpenVINOSession",
     "export_openvino",
+    "nncf_quantize",
     "load_openvino_meta",
     "require_openvino",
 ]
@@ -191,8 +192,13 @@ def _convert(ov: ModuleType, graph: nn.Module, x: Tensor, shape: list[int], name
     return ov_model
 
 
-def _quantize(ov_model: Any, batches: list[np.ndarray]) -> tuple[Any, dict[str, Any]]:
-    """NNCF post-training int8 quantization; the quantized model and the sidecar's ``quantizer`` entry."""
+def nncf_quantize(ov_model: Any, batches: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
+    """NNCF post-training int8 quantization: the quantized model and the sidecar's ``quantizer`` entry.
+
+    The one place that quantizes for OpenVINO (the model exporter and the latency
+    table's block builder call it). ``batches``: one input array per item (a list
+    of arrays for a model with several inputs).
+    """
     import nncf
 
     preset = nncf.QuantizationPreset(INT8_PRESET)
@@ -298,7 +304,7 @@ def export_openvino(
     ov_model = _convert(ov, HeadOutputsGraph(model, names, layout), x, shape, [o["name"] for o in layout])
     quantizer = None
     if int8:
-        ov_model, quantizer = _quantize(ov_model, batches)
+        ov_model, quantizer = nncf_quantize(ov_model, batches)
     xml_hash, bin_hash = _save_ir(ov, ov_model, path)
     meta = dict(
         format=EXPORT_FORMAT,

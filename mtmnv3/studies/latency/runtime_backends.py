@@ -117,19 +117,14 @@ class OpenVINOBuilder:
         return _OpenVINORun(compiled, [t.numpy() for t in example])
 
     def _quantize(self, tag: str, model: Any, calibration: Sequence[Sequence[Tensor]]) -> Any:
-        nncf = self.nncf
-        assert nncf is not None
+        from mtmnv3.runtime.openvino_runtime import nncf_quantize
+
         samples = [[t.detach().contiguous().numpy() for t in sample] for sample in calibration]
         try:
             # NNCF draws progress bars on stdout; the table's own progress goes to stderr.
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                return nncf.quantize(
-                    model,
-                    nncf.Dataset(samples),
-                    preset=nncf.QuantizationPreset.PERFORMANCE,
-                    subset_size=len(samples),
-                )
+                return nncf_quantize(model, samples)[0]
         except Exception as e:  # noqa: BLE001
             raise _failure("NNCF int8 quantization", tag, e) from e
 
@@ -193,40 +188,27 @@ class ExecuTorchBuilder:
         calibration: Sequence[Sequence[Tensor]],
     ) -> nn.Module:
         try:
-            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-                XNNPACKQuantizer,
-                get_symmetric_quantization_config,
-            )
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from mtmnv3.runtime.executorch_runtime import quantize_for_xnnpack
         except ImportError as e:
             raise BackendUnavailableError(
                 f"int8 with backend 'executorch' needs XNNPACKQuantizer and torchao's PT2E "
                 f"({type(e).__name__}: {e}); install it with: {INSTALL_HINTS['executorch']}"
             ) from e
-        quantizer = XNNPACKQuantizer()
-        quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                captured = torch.export.export(graph, example, strict=False).module()
-                prepared = prepare_pt2e(captured, quantizer)
-                for sample in calibration:
-                    prepared(*_plain(sample))
-                return convert_pt2e(prepared)
+                return quantize_for_xnnpack(graph, example, [_plain(sample) for sample in calibration])
         except Exception as e:  # noqa: BLE001
             raise _failure("XNNPACK PT2E int8 quantization", tag, e) from e
 
     @staticmethod
     def _lower(tag: str, graph: nn.Module, example: tuple[Tensor, ...]) -> bytes:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+        from mtmnv3.runtime.executorch_runtime import lower_to_xnnpack
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                exported = torch.export.export(graph, example, strict=False)
-                edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-                return bytes(edge.to_executorch().buffer)
+                return lower_to_xnnpack(graph, example)
         except Exception as e:  # noqa: BLE001
             raise _failure("ExecuTorch export / XNNPACK lowering", tag, e) from e
 
