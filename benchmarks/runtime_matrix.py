@@ -204,7 +204,7 @@ def main(argv=None) -> int:
                         precision,
                         f"{value:.2f}",
                         _ratio(ref, value),
-                        _ratio(value, fp32),
+                        _ratio(fp32, value) if precision == "int8" else "-",
                     ]
                     got = scores.get((runtime, precision))
                     for key, _ in METRICS:
