@@ -16,7 +16,7 @@ and offers the raw contract of an ONNX Runtime session: one normalised batch
 in, the raw outputs in the sidecar's ``outputs`` order out.
 
 The executorch package is optional: this module imports it only inside
-functions (:func:`require_executorch`). ``benchmarks/executorch_speed.py``
+functions (:func:`require_executorch`). ``benchmarks/runtime_matrix.py``
 times fp32 against int8.
 """
 

@@ -22,7 +22,7 @@ An int8 IR still runs its quantized convolutions in int8 under that hint.
 
 The ``openvino`` (and, for int8, ``nncf``) packages are optional: they are
 imported inside the functions that need them (:func:`require_openvino`).
-``benchmarks/openvino_speed.py`` compares the speed with ONNX Runtime.
+``benchmarks/runtime_matrix.py`` compares the speed with ONNX Runtime.
 """
 
 from __future__ import annotations
