@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -248,7 +249,15 @@ def write_synth_dataset(
 def _run_jobs(jobs: list[tuple], workers: int, progress: bool, frames_per_job: int) -> list[dict]:
     from tqdm import tqdm
 
-    bar = tqdm(total=len(jobs) * frames_per_job, unit="frame", disable=not progress, desc="synth")
+    bar = tqdm(
+        total=len(jobs) * frames_per_job,
+        unit="frame",
+        disable=not progress,
+        desc="generating synthetic scenes",
+        mininterval=0.5
+        if sys.stderr.isatty()
+        else 30.0,  # a log file gets a line every 30 s, not every frame
+    )
     try:
         if workers == 1 or len(jobs) == 1:
             records = []
@@ -351,6 +360,7 @@ class SynthMultiTaskDataset(MultiTaskDataset):
         seed: base seed.
         scene: other :class:`SceneConfig` knobs (``domains``, ``noise_std``, ...).
         pipeline: transforms.
+        progress: show a progress bar (frames, rate, ETA) when the split is generated.
         **kwargs: forwarded to :class:`MultiTaskDataset`.
     """
 
@@ -365,6 +375,7 @@ class SynthMultiTaskDataset(MultiTaskDataset):
         seed: int = 0,
         scene: dict | None = None,
         pipeline: list | None = None,
+        progress: bool = True,
         **kwargs,
     ) -> None:
         if split not in SPLITS:
@@ -378,7 +389,9 @@ class SynthMultiTaskDataset(MultiTaskDataset):
         )
         self.split = split
         # Absolute, so mmengine does not join data_root onto an already rooted ann_file.
-        self.synth_dir = ensure_synth_dataset(data_root, split, seed=seed, **knobs).resolve()
+        self.synth_dir = ensure_synth_dataset(
+            data_root, split, seed=seed, progress=progress, **knobs
+        ).resolve()
         super().__init__(
             ann_file=os.fspath(self.synth_dir / COCO_FILE),
             data_root=os.fspath(self.synth_dir),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import os.path as osp
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
+from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
 from mtmnv3.core.checkpoint import ATOMIC_BACKEND_ARGS, allow_mmengine_checkpoint_globals
@@ -22,6 +24,7 @@ __all__ = [
     "prepare_train_config",
     "validate_config",
     "build_runner",
+    "QuietRunner",
     "add_runner_args",
     "parse_runner_args",
     "DictAction",
@@ -278,6 +281,38 @@ def close_distributed() -> None:
         dist.destroy_process_group()
 
 
+#: Start of the Runner's set-up dumps (environment, whole config, hook order): kept in the run's log file, off the console.
+SETUP_DUMPS = ("\n---", "Config:\n", "Hooks will be executed in the following order")
+
+
+class _SetupDumpFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(SETUP_DUMPS)
+
+
+class QuietRunner(Runner):
+    """mmengine's Runner whose console leaves out the set-up dumps (set ``verbose_console=True`` to keep them).
+
+    The environment, the whole config and the hook order still go to the
+    run's log file in the work dir; the console shows what a user follows:
+    warnings, losses with their ETA, metrics.
+    """
+
+    verbose_console = False
+
+    def build_logger(
+        self, log_level: int | str = "INFO", log_file: str | None = None, **kwargs: Any
+    ) -> MMLogger:
+        logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
+        if not self.verbose_console:
+            for handler in logger.handlers:
+                if type(handler) is logging.StreamHandler and not any(
+                    isinstance(f, _SetupDumpFilter) for f in handler.filters
+                ):
+                    handler.addFilter(_SetupDumpFilter())
+        return logger
+
+
 def build_runner(cfg: Config) -> Runner:
     """Validate the config, then build mmengine's Runner (from ``cfg.runner_type`` if set)."""
     allow_mmengine_checkpoint_globals()
@@ -287,4 +322,4 @@ def build_runner(cfg: Config) -> Runner:
         from mmengine.registry import RUNNERS
 
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return QuietRunner.from_cfg(cfg)

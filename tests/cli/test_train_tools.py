@@ -32,6 +32,17 @@ def test_train_writes_checkpoints_logs_eta_and_metrics(trained):
     assert not list(work.glob(".*.tmp"))
     # the per-task weights and losses plotted when training ended
     assert (work / "loss_weights.png").stat().st_size > 1000 and "loss_weights.png" in log
+
+
+def test_train_console_is_quiet_and_the_log_file_keeps_the_setup(trained):
+    """No registry-scope fallback warning, no environment/config/hook dumps on the console; the log file has them."""
+    _, _, work, r = trained
+    console = r.stdout + r.stderr
+    assert "Failed to search registry" not in console and "Failed to import" not in console
+    assert "Hooks will be executed" not in console and "System environment" not in console
+    (log_file,) = work.glob("*/*.log")
+    text = log_file.read_text()
+    assert "Hooks will be executed" in text and "System environment" in text and "Config:" in text
     ckpt = torch.load(work / "iter_6.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("trunk.blocks.") for k in ckpt["state_dict"])
 
