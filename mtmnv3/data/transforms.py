@@ -21,10 +21,20 @@ from mtmnv3.core.registry import TRANSFORMS
 from mtmnv3.core.structures import MultiTaskDataSample
 from mtmnv3.data.common import SCENE_META_KEYS
 
-__all__ = ["ColorJitter", "Letterbox", "PackMultiTaskInputs", "RandomCrop", "RandomFlip", "Resize"]
+__all__ = [
+    "ColorJitter",
+    "Letterbox",
+    "PackMultiTaskInputs",
+    "RandomCrop",
+    "RandomFlip",
+    "Resize",
+    "keep_aspect_shape",
+]
 
 INSTANCE_KEYS = ("gt_bboxes", "gt_labels", "gt_instance_ids", "gt_visibility", "gt_ignore")
 DEFAULT_PAD_VALUE = 114
+#: Deepest stride of the network: aspect-keeping letterbox sides are multiples of it.
+DEFAULT_STRIDE = 32
 #: RandomCrop keeps the classification label only if no box lost more than this fraction of its area.
 CROP_CLS_AREA_TOLERANCE = 0.1
 MAX_CROP_TRIES = 10
@@ -120,26 +130,103 @@ class Resize:
         return f"{type(self).__name__}(scale={self.out_hw[::-1]}, keep_ratio={self.keep_ratio})"
 
 
+def _check_stride_multiple(value, stride: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0 or value % stride:
+        raise ValueError(f"{name} must be a positive multiple of {stride}, got {value!r}")
+    return int(value)
+
+
+def _fit_aspect(frame_hw: Sequence[int], long_side: int) -> tuple[int, int]:
+    """(height, width) of a frame resized so that its long side is ``long_side``."""
+    h, w = int(frame_hw[0]), int(frame_hw[1])
+    f = long_side / max(h, w)
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def keep_aspect_shape(
+    frame_hw: Sequence[int], long_side: int, stride: int = DEFAULT_STRIDE
+) -> tuple[int, int]:
+    """The smallest letterbox ``(height, width)`` that keeps a frame's aspect at ``long_side``.
+
+    The frame is resized so that its long side is ``long_side``; the short
+    side is then rounded up to a multiple of ``stride`` (YOLO-style
+    "rectangular inference"): a 1920x1080 frame at long side 320 gives
+    ``(192, 320)``, i.e. 320x192 (w x h), padded by 6 rows top and bottom.
+
+    Raises:
+        ValueError: ``long_side`` or ``stride`` is not positive, ``long_side``
+            is not a multiple of ``stride``, or the frame is empty.
+    """
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    stride = int(stride)
+    long_side = _check_stride_multiple(long_side, stride, "long_side")
+    if len(frame_hw) < 2 or min(int(frame_hw[0]), int(frame_hw[1])) < 1:
+        raise ValueError(f"frame_hw must be a positive (height, width), got {tuple(frame_hw)!r}")
+    nh, nw = _fit_aspect(frame_hw, long_side)
+    return -(-nh // stride) * stride, -(-nw // stride) * stride
+
+
 @TRANSFORMS.register_module()
 class Letterbox:
-    """Resize keeping the aspect ratio, then pad (centred) to exactly ``size``.
+    """Resize keeping the aspect ratio, then pad (centred) to the output size.
+
+    Two modes:
+
+    * fixed (default): the output is exactly ``size``, a square ``int`` or a
+      ``(width, height)`` rectangle, whatever the frame's shape;
+    * ``keep_aspect=True``: ``size`` is the long side (an ``int``, a multiple
+      of ``stride``) and the output is the smallest rectangle that keeps the
+      frame's aspect with both sides multiples of ``stride``
+      (:func:`keep_aspect_shape`): a 16:9 frame at 320 becomes 320x192 (w x h),
+      not 320x320.
+
+    Both record ``scale_factor`` (w, h) and ``pad_param`` (top, bottom, left,
+    right), which :func:`mtmnv3.heads.center_head.to_original_coords` undoes
+    exactly (and clips to ``ori_shape``) to put boxes back in frame pixels.
 
     Args:
-        size: int or (width, height) of the output.
+        size: int or (width, height) of the output; the long side with ``keep_aspect``.
         pad_val: padding grey level.
+        keep_aspect: pick the output rectangle per frame from its aspect.
+        stride: the multiple both output sides are rounded up to with ``keep_aspect``.
     """
 
-    def __init__(self, size: int | tuple[int, int], pad_val: int = DEFAULT_PAD_VALUE) -> None:
-        self.out_hw = _size_hw(size, "size")
+    def __init__(
+        self,
+        size: int | tuple[int, int],
+        pad_val: int = DEFAULT_PAD_VALUE,
+        keep_aspect: bool = False,
+        stride: int = DEFAULT_STRIDE,
+    ) -> None:
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride must be a positive int, got {stride!r}")
+        self.keep_aspect = bool(keep_aspect)
+        self.stride = int(stride)
+        if self.keep_aspect:
+            long_side = _check_stride_multiple(size, self.stride, "size (the long side with keep_aspect)")
+            self.out_hw = (long_side, long_side)
+        else:
+            self.out_hw = _size_hw(size, "size")
         if not 0 <= pad_val <= 255:
             raise ValueError(f"pad_val must be in [0, 255], got {pad_val!r}")
         self.pad_val = int(pad_val)
 
+    def output_hw(self, frame_hw: Sequence[int]) -> tuple[int, int]:
+        """The ``(height, width)`` this transform gives a frame of ``frame_hw``."""
+        if self.keep_aspect:
+            return keep_aspect_shape(frame_hw, self.out_hw[0], self.stride)
+        return self.out_hw
+
     def __call__(self, results: dict) -> dict:
         h, w = results["img"].shape[:2]
-        th, tw = self.out_hw
-        f = min(th / h, tw / w)
-        nh, nw = max(1, round(h * f)), max(1, round(w * f))
+        if self.keep_aspect:
+            th, tw = keep_aspect_shape((h, w), self.out_hw[0], self.stride)
+            nh, nw = _fit_aspect((h, w), self.out_hw[0])
+        else:
+            th, tw = self.out_hw
+            f = min(th / h, tw / w)
+            nh, nw = max(1, round(h * f)), max(1, round(w * f))
         _scale(results, nw / w, nh / h, (nh, nw))
         top, left = (th - nh) // 2, (tw - nw) // 2
         bottom, right = th - nh - top, tw - nw - left
@@ -151,6 +238,11 @@ class Letterbox:
             results["gt_bboxes"] = results["gt_bboxes"] + np.array([left, top, left, top], np.float32)
         results["pad_param"] = (top, bottom, left, right)
         return results
+
+    def __repr__(self) -> str:
+        if self.keep_aspect:
+            return f"{type(self).__name__}(size={self.out_hw[0]}, keep_aspect=True, stride={self.stride})"
+        return f"{type(self).__name__}(size={self.out_hw[::-1]}, pad_val={self.pad_val})"
 
 
 @TRANSFORMS.register_module()
