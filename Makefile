@@ -12,7 +12,7 @@ FASHION_MNIST_PKG := dataset-fashion-mnist
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes]'
+	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes,docs]'
 	@touch $(STAMP)
 
 # Real Fashion-MNIST images for the scene generator (best effort: needs apt-get and root).
@@ -49,6 +49,11 @@ LINT_PATHS := mtmnv3 heads tools tests benchmarks configs
 lint: install
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+# The documentation site under site/ (mkdocs.yml); strict: a broken link or anchor fails.
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) work_dirs .pytest_cache
