@@ -171,7 +171,7 @@ def keep_aspect_shape(
 class Letterbox:
     """Resize keeping the aspect ratio, then pad (centred) to the output size.
 
-    Two modes:
+    Two modes of choosing the output size:
 
     * fixed (default): the output is exactly ``size``, a square ``int`` or a
       ``(width, height)`` rectangle, whatever the frame's shape;
@@ -179,7 +179,8 @@ class Letterbox:
       of ``stride``) and the output is the smallest rectangle that keeps the
       frame's aspect with both sides multiples of ``stride``
       (:func:`keep_aspect_shape`): a 16:9 frame at 320 becomes 320x192 (w x h),
-      not 320x320.
+      not 320x320. The frame is then letterboxed into that rectangle exactly
+      as in the fixed mode, so both give the same pixels for the same output size.
 
     Both record ``scale_factor`` (w, h) and ``pad_param`` (top, bottom, left,
     right), which :func:`mtmnv3.heads.center_head.to_original_coords` undoes
@@ -220,13 +221,9 @@ class Letterbox:
 
     def __call__(self, results: dict) -> dict:
         h, w = results["img"].shape[:2]
-        if self.keep_aspect:
-            th, tw = keep_aspect_shape((h, w), self.out_hw[0], self.stride)
-            nh, nw = _fit_aspect((h, w), self.out_hw[0])
-        else:
-            th, tw = self.out_hw
-            f = min(th / h, tw / w)
-            nh, nw = max(1, round(h * f)), max(1, round(w * f))
+        th, tw = self.output_hw((h, w))
+        f = min(th / h, tw / w)
+        nh, nw = max(1, round(h * f)), max(1, round(w * f))
         _scale(results, nw / w, nh / h, (nh, nw))
         top, left = (th - nh) // 2, (tw - nw) // 2
         bottom, right = th - nh - top, tw - nw - left

@@ -27,6 +27,7 @@ from mtmnv3.data.transforms import Letterbox
 from mtmnv3.heads.base import CLASSIFICATION, DETECTION, EMBEDDING, heads_by_task
 from mtmnv3.heads.center_head import decode_centers, to_original_coords
 from mtmnv3.heads.embedding_head import gather_embeddings
+from mtmnv3.runtime.export_meta import size_text
 from mtmnv3.runtime.ort_runtime import CPU_PROVIDER
 from mtmnv3.runtime.sessions import open_session
 
@@ -73,7 +74,9 @@ class DeployedRunner:
         input_color: channel order of the frames given: ``'bgr'`` (OpenCV, the
             default) or ``'rgb'``.
         input_size: ``(height, width)`` letterbox size for a dynamic-size
-            export (default: the export's size; fixed-size exports refuse others).
+            export (default: the export's size, a rectangle or a square;
+            fixed-size exports refuse others). Frames of any shape are
+            letterboxed into it with their aspect kept.
     """
 
     def __init__(
@@ -109,6 +112,9 @@ class DeployedRunner:
     def set_input_size(self, input_size: Sequence[int] | None) -> None:
         """Letterbox size ``(height, width)`` of the next frames (None: the export's).
 
+        Frames of any shape are letterboxed into it: resized with their aspect
+        kept, centred, the rest padded grey; boxes come back in frame pixels.
+
         Raises:
             ValueError: another size on a fixed-size export, or a size that is not
                 a multiple of the export's size divisor.
@@ -116,8 +122,10 @@ class DeployedRunner:
         inp = self.meta["input"]
         size = tuple(inp["size"]) if input_size is None else tuple(int(s) for s in input_size)
         if size != tuple(inp["size"]) and not inp["dynamic_size"]:
+            got = size_text(size) if len(size) == 2 else repr(input_size)
             raise ValueError(
-                f"this export has a fixed input size {inp['size']}, got input_size={input_size!r}"
+                f"this export has a fixed input size {size_text(inp['size'])} (WxH; (height, width) "
+                f"{tuple(inp['size'])}), got input_size={input_size!r} ({got})"
             )
         if len(size) != 2 or any(s <= 0 or s % inp["size_divisor"] for s in size):
             raise ValueError(

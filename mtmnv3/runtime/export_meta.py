@@ -37,6 +37,7 @@ __all__ = [
     "resolve_size",
     "sidecar_path",
     "size_divisor",
+    "size_text",
 ]
 
 #: Version of the sidecar schema every exporter writes.
@@ -110,7 +111,12 @@ def resolve_size(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int
 def input_meta(
     model: nn.Module, size: tuple[int, int], batch: int, dynamic_batch: bool, dynamic_size: bool
 ) -> dict[str, Any]:
-    """How to make the graph input from a uint8 frame (read from the data preprocessor)."""
+    """How to make the graph input from a uint8 frame (read from the data preprocessor).
+
+    ``size`` is ``[height, width]``: a fixed-size file takes exactly that, and
+    frames of any shape are letterboxed into it (aspect kept, grey padding); a
+    dynamic-size file takes any multiple of ``size_divisor``.
+    """
     pre = getattr(model, "data_preprocessor", None)
     if pre is not None and getattr(pre, "_enable_normalize", False):
         mean = [float(v) for v in pre.mean.flatten()]
@@ -174,6 +180,30 @@ def model_meta(
     )
 
 
+def size_text(size_hw: Sequence[int]) -> str:
+    """``(height, width)`` -> ``'WxH'``, the way the command line writes sizes (``320x192``)."""
+    return f"{int(size_hw[1])}x{int(size_hw[0])}"
+
+
+def _check_input_size(meta: dict[str, Any], meta_file: Path) -> None:
+    """The recorded input size is ``[height, width]``, positive multiples of the size divisor."""
+    inp = meta.get("input")
+    if not isinstance(inp, dict) or "size" not in inp:
+        raise ValueError(f"{meta_file} records no input size (input.size)")
+    size, div = inp["size"], inp.get("size_divisor", 1)
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+        and isinstance(div, int)
+        and div > 0
+        and not any(s % div for s in size)
+    ):
+        raise ValueError(
+            f"{meta_file} records input size {size!r}; expected [height, width], positive multiples of {div!r}"
+        )
+
+
 def example_input(size: tuple[int, int], batch: int) -> Tensor:
     """A seeded random normalised input of ``(batch, 3, *size)`` for tracing and parity checks."""
     if not isinstance(batch, int) or batch < 1:
@@ -189,7 +219,8 @@ def load_export_meta(path: str | os.PathLike, expected_format: str | None = None
 
     Raises:
         FileNotFoundError: the model, its sidecar or the manifest is missing.
-        ValueError: the JSON is not an mtmnv3 export of a supported version.
+        ValueError: the JSON is not an mtmnv3 export of a supported version, or its
+            input size is not ``[height, width]`` in multiples of its size divisor.
     """
     path = Path(path)
     meta_file = path if path.suffix == ".json" else sidecar_path(path)
@@ -218,4 +249,5 @@ def load_export_meta(path: str | os.PathLike, expected_format: str | None = None
         raise ValueError(
             f"{meta_file} has version {meta.get('version')!r}; this mtmnv3 reads {FORMAT_VERSION}"
         )
+    _check_input_size(meta, meta_file)
     return meta

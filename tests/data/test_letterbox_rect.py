@@ -31,9 +31,9 @@ def test_keep_aspect_shape_is_the_smallest_stride_multiple(frame_hw, long_side, 
     out = Letterbox(long_side, keep_aspect=True)(_sample(*frame_hw))
     assert out["img"].shape[:2] == want_hw and out["img_shape"] == want_hw
     top, bottom, left, right = out["pad_param"]
-    # Only the short side is padded, by less than one stride in all.
+    # The short side is padded by less than one stride; the long side by no more than rounding.
     assert top + bottom < 32 and left + right < 32
-    assert min(top + bottom, left + right) == 0
+    assert min(top + bottom, left + right) <= 1
 
 
 def test_a_rectangle_in_fixed_mode_is_width_height():
