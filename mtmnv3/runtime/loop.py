@@ -1,7 +1,8 @@
 """The live perception loop: frame plan -> heads -> tracker -> overlay.
 
 Per frame, a budget scheduler (or, without a budget, a fixed "everything"
-plan) decides which heads run and at what input size; the frame runner
+plan) decides which heads run and at what input size (the long side: the
+runner letterboxes the frame into the rectangle that keeps its aspect); the frame runner
 (PyTorch or ONNX Runtime) runs them; the tracker associates detections by
 embedding and IoU (``full`` frames), by IoU (``det`` frames) or only
 predicts motion (``motion`` frames); the overlay draws tracks, the frame's
@@ -72,6 +73,10 @@ def calibrate_costs(
 ) -> CostEstimator:
     """Measure the runner on ``frame`` and seed a cost estimator.
 
+    ``frame`` should have the source's shape: each resolution is a long side,
+    and the runner runs the frame at the rectangle that keeps its aspect, so
+    the costs measured are those of the shapes the video will run at.
+
     At each resolution the head-role subsets ``cls``, ``det``, ``det+emb``
     and ``cls+det+emb`` are timed (median of ``repeats`` after one warm-up
     run; the runner gets the model's head names from ``layout``); their
@@ -125,6 +130,7 @@ class StepResult:
     class_label: int | None
     class_age: int | None  # frames since the class label was computed
     timings: dict[str, float] = field(default_factory=dict)
+    input_shape: tuple[int, int] | None = None  # (height, width) the model ran at; None: no model run
 
 
 def _all_heads_plan(layout: ModelLayout, resolution: int) -> FramePlan:
@@ -140,7 +146,7 @@ class PerceptionLoop:
         scheduler: a :class:`BudgetScheduler`; ``None`` runs every head on
             every frame at ``resolution`` (and still logs each frame).
         layout: the model's :class:`ModelLayout`.
-        resolution: input size of unbudgeted frames.
+        resolution: input size (long side) of unbudgeted frames.
         det_classes / cls_classes: class names for the overlay.
         budget_ms: the deadline recorded for unbudgeted frames (``None``: inf).
         draw: draw the overlay (off for pure timing runs).
@@ -196,11 +202,14 @@ class PerceptionLoop:
         )
         timings: dict[str, float] = {}
         pred = None
+        shape = None
         if plan.heads:
             t = time.perf_counter()
             heads = self.layout.model_heads(plan.heads)
             pred = self.runner.predict(frame.image, heads=heads, input_size=plan.resolution)
             timings["model"] = (time.perf_counter() - t) * 1e3
+            if hasattr(self.runner, "input_shape"):
+                shape = self.runner.input_shape(frame.image.shape[:2], plan.resolution)
         t = time.perf_counter()
         if plan.mode in ("full", "det") and pred is not None:
             tracks = self.tracker.update(
@@ -229,7 +238,7 @@ class PerceptionLoop:
                 self.det_classes,
                 predicted=plan.mode != "full",
             )
-            draw_status(image, self._status_lines(plan, i))
+            draw_status(image, self._status_lines(plan, i, shape))
             timings["draw"] = (time.perf_counter() - t) * 1e3
         measured = (time.perf_counter() - t0) * 1e3
         if self.scheduler is not None:
@@ -256,10 +265,20 @@ class PerceptionLoop:
         self._last_frame_time = now
         age = None if self._last_cls_frame is None else i - self._last_cls_frame
         return StepResult(
-            i, image, tracks, tracks_to_mot_rows(i + 1, tracks), plan, record, self._last_cls, age, timings
+            i,
+            image,
+            tracks,
+            tracks_to_mot_rows(i + 1, tracks),
+            plan,
+            record,
+            self._last_cls,
+            age,
+            timings,
+            shape,
         )
 
-    def _status_lines(self, plan: FramePlan, i: int) -> list[str]:
+    def _status_lines(self, plan: FramePlan, i: int, shape: tuple[int, int] | None = None) -> list[str]:
+        """The overlay's text; ``shape`` is the ``(height, width)`` the model ran at (shown as WxH)."""
         lines = []
         if self._last_cls is not None:
             name = (
@@ -268,7 +287,8 @@ class PerceptionLoop:
                 else str(self._last_cls)
             )
             lines.append(f"class: {name} ({i - self._last_cls_frame} fr ago)")
-        lines.append(f"{self._fps:5.1f} FPS  {plan.mode}@{plan.resolution}")
+        size = f"{shape[1]}x{shape[0]}" if shape is not None else str(plan.resolution)
+        lines.append(f"{self._fps:5.1f} FPS  {plan.mode}@{size}")
         if self.scheduler is not None and self.log.records:
             last = self.log.records[-1]
             lines.append(
