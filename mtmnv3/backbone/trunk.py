@@ -9,18 +9,26 @@ MACs, params), and ``forward_stages`` runs any contiguous range of them.
 
 from __future__ import annotations
 
+import copy
 import os
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mtmnv3.backbone.complexity import module_macs, num_params
 from mtmnv3.backbone.plan import StagePlan
+from mtmnv3.backbone.pretrained import (
+    PRETRAINED_TYPE,
+    check_pretrained_cfgs,
+    load_pretrained_trunk,
+    read_state_dict,
+    unwrap_state_dict,
+)
 from mtmnv3.core.layers import ConvBNAct, InvertedResidual, get_activation, make_divisible
 from mtmnv3.core.registry import MODELS
 from mtmnv3.core.specs import ARCH_SPECS, LAST_CONV_EXPANSION, STEM_CHANNELS, BlockSpec
@@ -68,8 +76,18 @@ class MobileNetV3Trunk(BaseModule):
         stage_plan: a :class:`StagePlan`, its dict, or a path to its JSON;
             default: a new stage wherever the stride changes.
         reference_size: input size (square) at which ``feature_info`` MACs are given.
-        init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', ...)``).
+        init_cfg: mmengine init config. ``dict(type='Pretrained', checkpoint=PATH)``
+            loads a torchvision ``mobilenet_v3_{large,small}`` state dict (ImageNet
+            weights), a multi-task checkpoint or the trunk's own weights when
+            ``init_weights`` runs (the Runner calls it before training); optional
+            ``prefix``, ``strict``, ``min_loaded``, ``map_location``
+            (see :func:`mtmnv3.backbone.pretrained.load_pretrained_trunk`). It logs
+            how many trunk tensors loaded and fails when too few do.
     """
+
+    #: ``strict`` of a Pretrained ``init_cfg`` that does not set it: False loads
+    #: when at least ``min_loaded`` (95 %) of the trunk's tensors match.
+    pretrained_strict_default = False
 
     def __init__(
         self,
@@ -89,6 +107,7 @@ class MobileNetV3Trunk(BaseModule):
         reference_size: int = 224,
         init_cfg: dict | list | None = None,
     ) -> None:
+        check_pretrained_cfgs(init_cfg)
         super().__init__(init_cfg=init_cfg)
         if arch not in ARCH_SPECS:
             raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCH_SPECS)}")
@@ -282,6 +301,56 @@ class MobileNetV3Trunk(BaseModule):
                 if isinstance(m, InvertedResidual) and m.use_res_connect:
                     nn.init.zeros_(m.block[-1][1].weight)  # the projection's BatchNorm
 
+    def init_weights(self) -> None:
+        """Run mmengine's ``init_cfg`` initialisers, then load ``Pretrained`` entries
+        with :func:`~mtmnv3.backbone.pretrained.load_pretrained_trunk` (mmengine's own
+        loader would silently load nothing from a torchvision file)."""
+        if self._is_init:
+            return
+        cfgs = check_pretrained_cfgs(self.init_cfg)
+        pretrained = [c for c in cfgs if c["type"] == PRETRAINED_TYPE]
+        others = [c for c in cfgs if c["type"] != PRETRAINED_TYPE]
+        # mmengine logs every parameter's init info at the end of the top-level
+        # init_weights; when that is this trunk, set the record up here so the
+        # log comes after the pretrained load.
+        top_level = bool(pretrained) and not hasattr(self, "_params_init_info")
+        if top_level:
+            info: dict = defaultdict(dict)
+            for param in self.parameters():
+                info[param]["init_info"] = (
+                    f"The value is the same before and after calling `init_weights` of {type(self).__name__} "
+                )
+                info[param]["tmp_mean_value"] = param.data.mean().cpu()
+            for module in self.modules():
+                module._params_init_info = info
+        saved = self.init_cfg
+        self.init_cfg = copy.deepcopy(others) or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = saved
+        for cfg in pretrained:
+            report = load_pretrained_trunk(
+                self,
+                cfg["checkpoint"],
+                prefix=cfg.get("prefix"),
+                map_location=cfg.get("map_location", "cpu"),
+                strict=cfg.get("strict", self.pretrained_strict_default),
+                **({"min_loaded": cfg["min_loaded"]} if "min_loaded" in cfg else {}),
+            )
+            if hasattr(self, "_params_init_info"):
+                from mmengine.model.weight_init import update_init_info
+
+                update_init_info(
+                    self,
+                    init_info=f"Pretrained: {len(report.loaded)}/{report.total} tensors from {cfg['checkpoint']}",
+                )
+        self._is_init = True
+        if top_level:
+            self._dump_init_info()
+            for module in self.modules():
+                del module._params_init_info
+
     def _freeze_stages(self) -> None:
         for i in range(self.frozen_stages + 1):
             for block in self._stage_modules[i]:
@@ -454,11 +523,5 @@ def _scale_channels(channels: int, width_mult: float) -> int:
 
 def _load_state_dict(obj: str | os.PathLike | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     if isinstance(obj, (str, os.PathLike)):
-        if not os.path.isfile(obj):
-            raise FileNotFoundError(f"weights file not found: {obj}")
-        obj = torch.load(obj, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise TypeError(f"expected a state dict (str -> Tensor), got {type(obj).__name__}")
-    return obj
+        return read_state_dict(obj)
+    return unwrap_state_dict(obj, "state dict")
