@@ -27,7 +27,15 @@ from mtmnv3.data.fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
-from mtmnv3.data.mot import mot_to_xyxy, read_mot_gt, read_seqinfo, xyxy_to_mot
+from mtmnv3.data.mot import (
+    MOT17_CLASSES,
+    mot17_class_map,
+    mot_to_xyxy,
+    read_mot_gt,
+    read_seqinfo,
+    xyxy_to_mot,
+)
+from mtmnv3.data.motchallenge import MotSequence, find_mot_sequences, mot_sequences
 from mtmnv3.data.samplers import VideoGroupSampler, video_groups
 from mtmnv3.data.sprites import SPRITE_CLASSES, AppearanceSource, resolve_appearance
 from mtmnv3.data.synth import (
@@ -62,7 +70,9 @@ __all__ = [
     "FashionMNISTDataset",
     "ImageFolderDataset",
     "Letterbox",
+    "MOT17_CLASSES",
     "MOTChallengeDataset",
+    "MotSequence",
     "MultiTaskBaseDataset",
     "MultiTaskDataset",
     "NO_OBJECT_CLASS_NAME",
@@ -81,8 +91,11 @@ __all__ = [
     "cls_class_names",
     "ensure_synth_dataset",
     "find_fashion_mnist",
+    "find_mot_sequences",
     "generate_sequence",
     "load_fashion_mnist",
+    "mot17_class_map",
+    "mot_sequences",
     "mot_to_xyxy",
     "read_idx",
     "read_image_rgb",
