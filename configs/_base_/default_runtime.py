@@ -14,8 +14,13 @@ default_hooks = dict(
     ),
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
-# progress bar and metrics table at evaluation; loss_weights.png in the work dir after training
-custom_hooks = [dict(type="EvalProgressHook"), dict(type="LossWeightsPlotHook")]
+# progress bar and metrics table at evaluation; loss_weights.png in the work dir after training;
+# every checkpoint records its training data (meta["train_data"])
+custom_hooks = [
+    dict(type="EvalProgressHook"),
+    dict(type="LossWeightsPlotHook"),
+    dict(type="TrainDataRecordHook"),
+]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("test", "evaluate a checkpoint: per-task metrics (and MOT with --track)"),
     "demo": (
         "demo",
-        "the default job (train or reuse, evaluate, demo, report), or the live demo on --source",
+        "the default job (the shipped model or training, evaluation, demo, report), or the live demo on --source",
     ),
     "export": (
         "export",
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "robustness": ("robustness", "every task's metric under corruptions and attacks"),
     "calibrate-tracker": ("calibrate_tracker", "tune the tracker's score thresholds to one model"),
     "make-synth": ("make_synth", "write a procedural multi-task dataset"),
+    "publish": ("publish", "a weights-only release file (and its model card) from a training checkpoint"),
     "summary": (
         "summary",
         "trunk summary (params, MACs, latency); --update-metafile writes configs/metafile.yml",

@@ -27,7 +27,7 @@ from mtmnv3.runtime.video import VideoSourceError
 
 __all__ = ["add_parser", "run", "main", "default_sizes"]
 
-DESCRIPTION = "the default job (train or reuse, evaluate, demo, report), or the live demo on --source"
+DESCRIPTION = "the default job (the shipped model or training, evaluation, demo, report), or the live demo on --source"
 EXAMPLE = f"""\
 mtmnv3 demo                                   # the default job; outputs under work_dirs/demo
 mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source 0 --show
@@ -36,9 +36,17 @@ mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source frames/ --mot-out
 mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://camera.local/stream"""
 
 #: Options only the default job takes, and only the live demo takes.
-JOB_ONLY = ("work_dir", "frames", "video_size", "seed")
+JOB_ONLY = ("work_dir", "frames", "video_size", "seed", "retrain")
 LIVE_ONLY = ("size", "resolutions", "out", "mot_out", "summary_json", "budget_log", "max_frames")
-LIVE_SET = ("policy", "threads", "cls_period", "iou_only", "show", "int8")  # live-demo options with a default
+LIVE_SET = (
+    "policy",
+    "threads",
+    "cls_period",
+    "iou_only",
+    "show",
+    "int8",
+    "synthetic_source",
+)  # live-demo options with a default
 
 
 def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
@@ -96,6 +104,12 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     live.add_argument("--budget-log", help="per-frame log (plan, latency, deadline, staleness) as JSON")
     live.add_argument("--show", action="store_true", help="show a window (q or Esc quits)")
     live.add_argument("--max-frames", type=int, help="stop after N frames")
+    live.add_argument(
+        "--synthetic-source",
+        action="store_true",
+        help="the source shows the package's synthetic scenes (no notice that a synthetic-only model "
+        "finds little in real footage)",
+    )
     job = p.add_argument_group("default job (no CONFIG CHECKPOINT)")
     job.add_argument("--work-dir", help=f"outputs (default {JOB_DEFAULTS['work_dir']})")
     job.add_argument(
@@ -107,6 +121,13 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
         help=f"held-out video frame size in pixels (default {JOB_DEFAULTS['video_size']})",
     )
     job.add_argument("--seed", type=int, help=f"seed of the held-out video (default {JOB_DEFAULTS['seed']})")
+    job.add_argument(
+        "--retrain",
+        action="store_true",
+        default=None,
+        help="train from scratch even when the config has released weights (weights/), and compare the "
+        "result with their model card (make train-demo)",
+    )
     p.add_argument(
         "--cfg-options",
         nargs="+",

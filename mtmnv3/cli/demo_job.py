@@ -1,14 +1,18 @@
-"""The default job of ``mtmnv3 demo`` (``make demo``): train or reuse, evaluate, track a held-out video, report.
+"""The default job of ``mtmnv3 demo`` (``make demo``): the shipped model (or a training run), evaluated, tracking a held-out video, reported.
 
 Steps, each reusing what an earlier run left in ``WORK_DIR`` (default
 ``work_dirs/demo``):
 
-1. train the default three-task model with ``mtmnv3 train`` (resumes an
-   interrupted run; skipped when the final checkpoint exists), copy it to
-   ``WORK_DIR/model.pth``;
+1. the model: the released weights of the config (``weights/<config
+   name>.pth``, with its model card beside it) when they exist, else (or
+   with ``--retrain``) train the config from scratch with ``mtmnv3 train``
+   (resumes an interrupted run; skipped when the final checkpoint exists);
+   copied to ``WORK_DIR/model.pth``;
 2. evaluate it with ``mtmnv3 test --track``: classification, detection and
    MOT tables on the held-out split, ``WORK_DIR/metrics.json`` (and
-   ``WORK_DIR/test/eval_result.json``, read by ``mtmnv3 summary``);
+   ``WORK_DIR/test/eval_result.json``, read by ``mtmnv3 summary``); after a
+   retraining, also on the model card's held-out seeds, compared with the
+   card in ``WORK_DIR/compare.md`` (``make train-demo``);
 3. encode a held-out sequence as ``WORK_DIR/heldout.mp4`` and run the tracking
    demo on it under a per-frame budget (ONNX Runtime): ``demo.mp4``,
    ``demo_mot.txt``, ``demo_summary.json``, ``budget_log.json``;
@@ -32,7 +36,16 @@ from typing import Any
 
 from mtmnv3.core.fileio import atomic_open
 
-__all__ = ["run_job", "JobStepError", "JOB_DEFAULTS", "DEFAULT_CONFIG", "plot_latency", "write_report"]
+__all__ = [
+    "run_job",
+    "JobStepError",
+    "JOB_DEFAULTS",
+    "DEFAULT_CONFIG",
+    "plot_latency",
+    "write_report",
+    "shipped_weights",
+    "compare_with_card",
+]
 
 DEFAULT_CONFIG = "configs/mtmnv3_small_3task_synth.py"
 #: The job's option defaults (``mtmnv3 demo`` without CONFIG CHECKPOINT).
@@ -44,6 +57,7 @@ JOB_DEFAULTS: dict[str, Any] = dict(
     frames=300,
     video_size=256,
     seed=7,
+    retrain=False,
 )
 
 
@@ -66,6 +80,33 @@ def _step(main: Callable[[Sequence[str]], int], name: str, argv: list[str], what
 
 def _final_checkpoint(train_dir: Path, max_iters: int) -> Path:
     return train_dir / f"iter_{max_iters}.pth"
+
+
+def shipped_weights(config: str | os.PathLike) -> Path | None:
+    """The released weights of a config, ``<repo>/weights/<config stem>.pth`` beside ``configs/``; None if absent."""
+    path = Path(config).resolve().parent.parent / "weights" / f"{Path(config).stem}.pth"
+    return path if path.is_file() else None
+
+
+def compare_with_card(card: dict[str, Any], retrained: dict[str, Any]) -> str:
+    """A markdown table: the model card's held-out mean +- std against a retraining's, per headline metric."""
+    from mtmnv3.cli.publish import CARD_METRICS
+
+    lines = [
+        "| metric | model card | retrained | difference | within 2 std of the card |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in CARD_METRICS.items():
+        ref, new = card["metrics"]["summary"].get(key), retrained["summary"].get(key)
+        if ref is None or new is None:
+            continue
+        diff = new["mean"] - ref["mean"]
+        tol = 2 * max(ref["std"], new["std"], 1e-3)
+        lines.append(
+            f"| {label} | {ref['mean']:.4f} +- {ref['std']:.4f} | {new['mean']:.4f} +- {new['std']:.4f} | "
+            f"{diff:+.4f} | {'yes' if abs(diff) <= tol else 'no'} |"
+        )
+    return "\n".join(lines)
 
 
 def plot_latency(budget_log: dict[str, Any], out_png: str | os.PathLike, budget_ms: float | None) -> None:
@@ -156,8 +197,9 @@ def run_job(
     video_size: int = 256,
     seed: int = 7,
     cfg_options: Sequence[str] = (),
+    retrain: bool = False,
 ) -> int:
-    """Train (or reuse), evaluate, demo on a held-out video and write the report; returns the exit status.
+    """The shipped model (or train one), evaluate, demo on a held-out video and write the report; returns the exit status.
 
     Args:
         config: the model config.
@@ -168,6 +210,9 @@ def run_job(
         video_size: its frame size in pixels.
         seed: its seed.
         cfg_options: ``key=value`` config overrides (training and evaluation too).
+        retrain: train from scratch even when the config has released weights, and
+            compare the result with their model card. With ``cfg_options`` the
+            config is not the released one: it trains too.
 
     Raises:
         FileNotFoundError: the config does not exist.
@@ -196,14 +241,28 @@ def run_job(
     work.mkdir(parents=True, exist_ok=True)
     opts = ["--cfg-options", *cfg_options] if cfg_options else []
 
-    # 1. train or reuse
-    train_dir = work / "train"
-    final = _final_checkpoint(train_dir, int(cfg.train_cfg.max_iters))
-    if final.is_file():
-        print(f"== reusing {final}")
+    # 1. the shipped model, or train (or reuse a finished training run)
+    # Released weights are the config as released: overrides (a smaller model, other data) train instead.
+    shipped = None if retrain or cfg_options else shipped_weights(config)
+    if shipped is None and not retrain and shipped_weights(config) is not None:
+        print("== --cfg-options given: training the changed config instead of using its released weights")
+    if shipped is not None:
+        final = shipped
+        card = shipped.with_suffix(".md")
+        print(
+            f"== the released model {shipped}"
+            + (f" (model card {card})" if card.is_file() else "")
+            + "; `make train-demo` trains it again from scratch",
+            flush=True,
+        )
     else:
-        resume = ["--resume"] if (train_dir / "last_checkpoint").is_file() else []
-        _step(train_cli.main, "train", [config, "--work-dir", str(train_dir), *resume, *opts], "training")
+        train_dir = work / "train"
+        final = _final_checkpoint(train_dir, int(cfg.train_cfg.max_iters))
+        if final.is_file():
+            print(f"== reusing {final}")
+        else:
+            resume = ["--resume"] if (train_dir / "last_checkpoint").is_file() else []
+            _step(train_cli.main, "train", [config, "--work-dir", str(train_dir), *resume, *opts], "training")
     model_path = work / "model.pth"
     with atomic_open(model_path, "wb") as f, open(final, "rb") as src:
         shutil.copyfileobj(src, f)
@@ -213,6 +272,22 @@ def run_job(
     test_argv = [config, str(model_path), "--track", "--work-dir", str(work / "test")]
     _step(test_cli.main, "test", [*test_argv, "--out-json", str(metrics_json), *opts], "evaluation")
     metrics = json.loads(metrics_json.read_text())
+    released = shipped_weights(config)
+    card_json = released.with_suffix(".json") if released is not None else None
+    if retrain and card_json is not None and card_json.is_file():
+        card = json.loads(card_json.read_text())
+        seeds = list(card["metrics"]["splits"])
+        splits_json = work / "heldout_splits.json"
+        _step(
+            test_cli.main,
+            "test",
+            [*test_argv, "--splits", *seeds, "--out-json", str(splits_json), *opts],
+            "evaluation on the model card's held-out seeds",
+        )
+        table = compare_with_card(card, json.loads(splits_json.read_text()))
+        with atomic_open(work / "compare.md", "w", encoding="utf-8") as f:
+            f.write(f"# Retrained from scratch against the model card of {released.name}\n\n{table}\n")
+        print(f"\nretrained against the model card ({card_json}):\n{table}", flush=True)
 
     # 3. a held-out video (one long sequence of unseen object images) and the budgeted demo
     scene = dict(cfg.test_dataloader.dataset.get("scene") or {})
@@ -241,6 +316,7 @@ def run_job(
         mot_out=str(work / "demo_mot.txt"),
         summary_json=str(work / "demo_summary.json"),
         budget_log=str(work / "budget_log.json"),
+        synthetic_source=True,  # a held-out synthetic scene: no real-footage notice
         cfg_options=cfg_options,
     )
     print(f"\n== tracking demo on {video} (held-out sequence {seq.name}), budget {budget_ms} ms", flush=True)

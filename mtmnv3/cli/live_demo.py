@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,15 @@ LIVE_DEFAULTS: dict[str, Any] = dict(
     budget_log=None,
     show=False,
     max_frames=None,
+    synthetic_source=False,
     cfg_options=[],
+)
+
+#: Said once when a model trained only on synthetic scenes is given a camera, a stream or a real video.
+SYNTHETIC_NOTICE = (
+    "note: this model was trained only on synthetic scenes ({data}); on real footage it will find little. "
+    "To train on your own data (MOT17, COCO, an image folder or a custom dataset), see docs/own-data/ "
+    "(the 'Train on your own data' pages of the documentation)."
 )
 
 
@@ -123,10 +132,27 @@ def parse_cfg_options(items: list[str]) -> dict[str, Any]:
     return getattr(ns, "opts", {}) or {}
 
 
-def _class_names(checkpoint: str) -> tuple[list[str] | None, list[str] | None]:
+def checkpoint_meta(checkpoint: str) -> dict[str, Any]:
+    """A checkpoint's ``meta`` (loaded with ``weights_only=True``; empty if it has none)."""
     import torch
 
-    meta = torch.load(checkpoint, map_location="cpu", weights_only=False).get("meta", {}) or {}
+    from mtmnv3.core.checkpoint import allow_mmengine_checkpoint_globals
+
+    allow_mmengine_checkpoint_globals()
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return (ckpt.get("meta") if isinstance(ckpt, dict) else None) or {}
+
+
+def synthetic_notice(meta: dict[str, Any], synthetic_source: bool) -> str | None:
+    """The notice for a synthetic-only model on a real source (None when it does not apply)."""
+    from mtmnv3.data.provenance import format_train_data, trained_only_on_synthetic
+
+    if synthetic_source or not trained_only_on_synthetic(meta):
+        return None
+    return SYNTHETIC_NOTICE.format(data=format_train_data(meta["train_data"]))
+
+
+def _class_names(meta: dict[str, Any]) -> tuple[list[str] | None, list[str] | None]:
     ds = meta.get("dataset_meta") or {}
     det = ds.get("classes")
     return (list(det) if det else None), (list(ds["cls_classes"]) if ds.get("cls_classes") else None)
@@ -167,7 +193,11 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         if hasattr(source, "close"):
             source.close()
         raise
-    det_classes, cls_classes = _class_names(args.checkpoint)
+    meta = checkpoint_meta(args.checkpoint)
+    notice = synthetic_notice(meta, args.synthetic_source)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    det_classes, cls_classes = _class_names(meta)
     layout = ModelLayout.from_model(model)
     sizes = args.resolutions if args.budget_ms is not None else [args.size]
     calibration = None

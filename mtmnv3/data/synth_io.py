@@ -364,6 +364,9 @@ class SynthMultiTaskDataset(MultiTaskDataset):
         **kwargs: forwarded to :class:`MultiTaskDataset`.
     """
 
+    #: read by :func:`mtmnv3.data.provenance.describe_datasets` (checkpoints record what a model saw)
+    synthetic = True
+
     def __init__(
         self,
         data_root: str = "data/synth",

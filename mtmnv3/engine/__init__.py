@@ -7,7 +7,7 @@ from mtmnv3.core.checkpoint import (
     load_model_checkpoint,
 )
 from mtmnv3.engine.ema import ModelEMAHook
-from mtmnv3.engine.hooks import EvalProgressHook, LossWeightsPlotHook
+from mtmnv3.engine.hooks import EvalProgressHook, LossWeightsPlotHook, TrainDataRecordHook
 from mtmnv3.engine.runner import (
     DictAction,
     add_runner_args,
@@ -29,6 +29,7 @@ __all__ = [
     "allow_mmengine_checkpoint_globals",
     "load_model_checkpoint",
     "EvalProgressHook",
+    "TrainDataRecordHook",
     "LossWeightsPlotHook",
     "ModelEMAHook",
     "build_runner",

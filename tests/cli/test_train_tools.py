@@ -45,6 +45,10 @@ def test_train_console_is_quiet_and_the_log_file_keeps_the_setup(trained):
     assert "Hooks will be executed" in text and "System environment" in text and "Config:" in text
     ckpt = torch.load(work / "iter_6.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("trunk.blocks.") for k in ckpt["state_dict"])
+    # what it was trained on: both parts of the synthetic training mix
+    parts = ckpt["meta"]["train_data"]
+    assert [p["type"] for p in parts] == ["SynthMultiTaskDataset"] * 2 and all(p["synthetic"] for p in parts)
+    assert parts[1]["tasks"] == ["cls", "det"] and all(p["size"] > 0 for p in parts)
 
 
 def test_test_tool_reports_metrics(trained, tmp_path):
