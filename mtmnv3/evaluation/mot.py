@@ -14,6 +14,12 @@ All of them see the same preprocessed data, following the MOTChallenge
 protocol: ground-truth boxes whose mark column (index 6) is 0 are not
 evaluated, and result boxes that match such a box (IoU >= 0.5, one-to-one) are
 dropped. Evaluation is class-agnostic.
+
+``protocol='mot17'`` reads the class column (index 7) as TrackEval's
+MOTChallenge preprocessing does for MOT16/17: result boxes are matched
+one-to-one to every ground-truth box, those matched to a distractor class
+(person on vehicle, static person, distractor, reflection) are dropped, and
+only pedestrian boxes with a non-zero mark are evaluated.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from scipy.optimize import linear_sum_assignment
 from trackeval.metrics import HOTA
 
 from mtmnv3.core.registry import METRICS
-from mtmnv3.data.mot import xyxy_to_mot
+from mtmnv3.data.mot import MOT17_CLASSES, MOT17_DISTRACTOR_CLASSES, MOT17_EVAL_CLASSES, xyxy_to_mot
 from mtmnv3.data.mot_io import (
     COL_CONF,
     COL_FRAME,
@@ -49,7 +55,14 @@ from mtmnv3.data.mot_io import (
 from mtmnv3.evaluation._sample import boxes_to_original, get_field, has_field, sample_tasks, to_numpy
 from mtmnv3.evaluation.clear_mot import MOTCounts, clear_mot_counts
 
-__all__ = ["MOTMetric", "evaluate_mot", "evaluate_mot_files", "MOT_METRIC_KEYS", "MOT_BACKENDS"]
+__all__ = [
+    "MOTMetric",
+    "evaluate_mot",
+    "evaluate_mot_files",
+    "MOT_METRIC_KEYS",
+    "MOT_BACKENDS",
+    "MOT_EVAL_PROTOCOLS",
+]
 
 #: Where MOTA, IDF1, IDSW, MOTP, FP and FN come from (HOTA is trackeval's either way).
 MOT_BACKENDS = ("numpy", "motmetrics")
@@ -58,6 +71,17 @@ MOT_BACKENDS = ("numpy", "motmetrics")
 MATCH_IOU_THRESHOLD = 0.5
 #: Ground-truth mark (column 6) value of a box that is not evaluated.
 GT_IGNORE_MARK = 0
+#: Ground-truth class column (MOT16/17).
+GT_CLASS_COLUMN = 7
+_MOT17_IDS = {name: k for k, name in MOT17_CLASSES.items()}
+#: protocol -> (evaluated class ids, distractor class ids); None: class-agnostic, mark 0 ignored.
+MOT_EVAL_PROTOCOLS: dict[str | None, tuple[tuple[int, ...], tuple[int, ...]] | None] = {
+    None: None,
+    "mot17": (
+        tuple(_MOT17_IDS[c] for c in MOT17_EVAL_CLASSES),
+        tuple(_MOT17_IDS[c] for c in MOT17_DISTRACTOR_CLASSES),
+    ),
+}
 #: Tolerance of the IoU threshold comparisons (as in trackeval).
 IOU_EPS = float(np.finfo(float).eps)
 #: Keys of :func:`evaluate_mot`'s result, in table order.
@@ -130,8 +154,21 @@ def _by_frame(rows: np.ndarray, frames: list[int]) -> dict[int, np.ndarray]:
     return {f: rows[a:b] for f, a, b in zip(frames, starts, ends)}
 
 
-def _preprocess_sequence(seq: str, gt: np.ndarray, results: np.ndarray) -> list[_Frame]:
-    """Split a sequence into frames, drop ignored gt and the results that match them."""
+def _preprocess_sequence(
+    seq: str, gt: np.ndarray, results: np.ndarray, protocol: str | None = None
+) -> list[_Frame]:
+    """Split a sequence into frames, drop ignored gt and the results that match them.
+
+    Without a protocol, gt boxes with mark 0 are ignore regions. With one,
+    results matched to a distractor-class box are dropped and only boxes of
+    the evaluated classes with a non-zero mark are evaluated.
+    """
+    classes = MOT_EVAL_PROTOCOLS[protocol]
+    if classes is not None and len(gt) and gt.shape[1] <= GT_CLASS_COLUMN:
+        raise ValueError(
+            f"sequence {seq!r}: protocol {protocol!r} needs the ground truth's class column "
+            f"(column {GT_CLASS_COLUMN + 1}); the rows have {gt.shape[1]} columns"
+        )
     _check_unique_ids(gt, seq, "ground-truth")
     _check_unique_ids(results, seq, "result")
     frames = sorted({int(f) for f in gt[:, COL_FRAME]} | {int(f) for f in results[:, COL_FRAME]})
@@ -141,7 +178,13 @@ def _preprocess_sequence(seq: str, gt: np.ndarray, results: np.ndarray) -> list[
     for f in frames:
         g, r = gt_by_frame[f], res_by_frame[f]
         iou = _iou(g, r)
-        ignored = g[:, COL_CONF] == GT_IGNORE_MARK if g.shape[1] > COL_CONF else np.zeros(len(g), bool)
+        marked = g[:, COL_CONF] == GT_IGNORE_MARK if g.shape[1] > COL_CONF else np.zeros(len(g), bool)
+        if classes is None:
+            ignored, keep_gt = marked, ~marked
+        else:
+            evaluated, distractors = classes
+            ignored = np.isin(g[:, GT_CLASS_COLUMN], distractors)
+            keep_gt = ~marked & np.isin(g[:, GT_CLASS_COLUMN], evaluated)
         keep_res = np.ones(len(r), bool)
         if ignored.any() and len(r):
             # Step 1: one-to-one match of results to all gt at the match threshold.
@@ -150,7 +193,6 @@ def _preprocess_sequence(seq: str, gt: np.ndarray, results: np.ndarray) -> list[
             matched = scores[rows, cols] > IOU_EPS
             # Step 2: results matched to an ignored gt box are neither TP nor FP.
             keep_res[cols[matched & ignored[rows]]] = False
-        keep_gt = ~ignored
         out.append(
             _Frame(
                 frame=f,
@@ -206,6 +248,7 @@ def evaluate_mot(
     results: Mapping[str, np.ndarray],
     backend: str = "numpy",
     hota: bool = True,
+    protocol: str | None = None,
 ) -> dict[str, float | int]:
     """MOTA, IDF1, HOTA and friends over sequences of MOTChallenge-format rows.
 
@@ -220,6 +263,9 @@ def evaluate_mot(
             ``'motmetrics'``: what counts MOTA, IDF1, IDSW, MOTP, FP and FN.
         hota: also compute HOTA, DetA and AssA (trackeval; the slowest part);
             ``False`` leaves these three keys out.
+        protocol: None (class-agnostic; ``mark == 0`` boxes are ignore
+            regions) or ``'mot17'`` (the class column decides, as TrackEval
+            does for MOT16/17: see the module docstring).
 
     Returns:
         Over all sequences combined: ``MOTA``, ``IDF1``, ``HOTA``, ``MOTP``
@@ -234,6 +280,10 @@ def evaluate_mot(
     """
     if backend not in MOT_BACKENDS:
         raise ValueError(f"MOT metrics backend must be one of {MOT_BACKENDS}, got {backend!r}")
+    if protocol not in MOT_EVAL_PROTOCOLS:
+        raise ValueError(
+            f"MOT evaluation protocol must be one of {list(MOT_EVAL_PROTOCOLS)}, got {protocol!r}"
+        )
     if not isinstance(gt, Mapping) or not isinstance(results, Mapping):
         raise TypeError(
             f"gt and results must map sequence names to arrays, got {type(gt).__name__} "
@@ -254,6 +304,7 @@ def evaluate_mot(
             str(name),
             _check_rows(gt[name], f"gt[{name!r}]"),
             _check_rows(results[name], f"results[{name!r}]"),
+            protocol,
         )
         if backend == "numpy":
             counts += clear_mot_counts((fr.gt_ids, fr.result_ids, _distances(fr)) for fr in frames)
@@ -321,6 +372,7 @@ def evaluate_mot_files(
     gt_dir_or_files: str | os.PathLike | Mapping[str, Any] | Iterable[Any],
     result_files: str | os.PathLike | Mapping[str, Any] | Iterable[Any],
     backend: str = "numpy",
+    protocol: str | None = None,
 ) -> dict[str, float | int]:
     """:func:`evaluate_mot` on MOTChallenge text files.
 
@@ -333,6 +385,7 @@ def evaluate_mot_files(
             read as ``<folder>/<seq>.txt``. Every ground-truth sequence needs
             a result file.
         backend: See :func:`evaluate_mot`.
+        protocol: See :func:`evaluate_mot`.
 
     Returns:
         The metrics of :func:`evaluate_mot`.
@@ -360,7 +413,7 @@ def evaluate_mot_files(
         )
     gt = {name: load_mot_txt(p) for name, p in gt_files.items()}
     results = {name: load_mot_txt(p) for name, p in res_files.items()}
-    return evaluate_mot(gt, results, backend=backend)
+    return evaluate_mot(gt, results, backend=backend, protocol=protocol)
 
 
 def _instance_rows(

@@ -288,3 +288,82 @@ def test_bad_layout_names_path_and_layout(mot17, tmp_path, where, match):
 
 def test_mot17_class_table_complete():
     assert sorted(MOT17_CLASSES) == list(range(1, 13))
+
+
+def _tracks(rows, plan):
+    """Result rows ``frame,id,left,top,w,h,conf,-1,-1,-1`` from ``{track id: [(gt id, frames, dx)]}``."""
+    out = []
+    for track, parts in plan.items():
+        for ident, frames, shift in parts:
+            for t in frames:
+                x1, y1, x2, y2 = _box(rows, ident, t)
+                out.append([t, track, x1 + 1 + shift, y1 + 1, x2 - x1, y2 - y1, 0.9, -1, -1, -1])
+    return np.array(out, np.float64)
+
+
+def test_mot17_evaluation_protocol_matches_trackeval(mot17, tmp_path):
+    """evaluate_mot(protocol='mot17') against TrackEval's own MOTChallenge preprocessing and metrics."""
+    from trackeval.datasets import MotChallenge2DBox
+    from trackeval.metrics import CLEAR, HOTA, Identity
+
+    from mtmnv3.data.mot_io import load_mot_txt, write_mot_txt
+    from mtmnv3.evaluation import evaluate_mot
+
+    results = {
+        "MOT17-02-FRCNN": _tracks(
+            SEQ02,
+            {
+                1: [(1, range(1, 7), 0)],  # a pedestrian, followed
+                2: [(2, range(1, 4), 1)],  # another, then an identity switch
+                3: [(2, range(4, 7), 0)],
+                4: [(3, range(1, 7), 0)],  # on a static person (a distractor): dropped
+                5: [(4, range(1, 7), 0)],  # on a car: a false positive
+                6: [(5, range(1, 4), 0)],  # on a consider=0 pedestrian: not evaluated, so a false positive
+                7: [(14, range(1, 2), 0)],  # on a reflection: dropped
+                8: [(7, range(1, 2), 0)],  # on a bicycle: a false positive
+            },
+        ),
+        "MOT17-04-FRCNN": _tracks(SEQ04, {9: [(3, range(2, 7), 2)], 10: [(2, range(1, 7), 0)]}),
+    }
+    trackers = tmp_path / "trackers"
+    for name, rows in results.items():
+        write_mot_txt(trackers / "mine" / "data" / f"{name}.txt", rows)
+    dataset = MotChallenge2DBox(
+        {
+            "GT_FOLDER": str(mot17 / "train"),
+            "TRACKERS_FOLDER": str(trackers),
+            "BENCHMARK": "MOT17",
+            "SPLIT_TO_EVAL": "train",
+            "TRACKERS_TO_EVAL": ["mine"],
+            "SEQ_INFO": dict.fromkeys(results),
+            "SKIP_SPLIT_FOL": True,
+            "PRINT_CONFIG": False,
+        }
+    )
+    metrics = {
+        "HOTA": HOTA(),
+        "CLEAR": CLEAR({"PRINT_CONFIG": False}),
+        "Identity": Identity({"PRINT_CONFIG": False}),
+    }
+    per_seq = {k: {} for k in metrics}
+    for name in results:
+        data = dataset.get_preprocessed_seq_data(dataset.get_raw_seq_data("mine", name), "pedestrian")
+        for k, m in metrics.items():
+            per_seq[k][name] = m.eval_sequence(data)
+    ref = {k: m.combine_sequences(per_seq[k]) for k, m in metrics.items()}
+    gt = {name: load_mot_txt(mot17 / "train" / name / "gt" / "gt.txt") for name in results}
+    ours = evaluate_mot(
+        gt, {n: load_mot_txt(trackers / "mine" / "data" / f"{n}.txt") for n in results}, protocol="mot17"
+    )
+    assert ours["FP"] == ref["CLEAR"]["CLR_FP"] == 6 + 3 + 1
+    assert ours["FN"] == ref["CLEAR"]["CLR_FN"] and ours["IDSW"] == ref["CLEAR"]["IDSW"] == 1
+    assert ours["MOTA"] == pytest.approx(ref["CLEAR"]["MOTA"])
+    assert ours["IDF1"] == pytest.approx(ref["Identity"]["IDF1"])
+    assert ours["HOTA"] == pytest.approx(float(np.mean(ref["HOTA"]["HOTA"])))
+    # class-agnostic (no protocol): every mark-0 box is an ignore region, classes do not count
+    assert (
+        evaluate_mot(gt, {n: load_mot_txt(trackers / "mine" / "data" / f"{n}.txt") for n in results})["FP"]
+        == 0
+    )
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        evaluate_mot(gt, gt, protocol="mot20")
