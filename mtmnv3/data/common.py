@@ -28,6 +28,7 @@ synthetic data, the scene knobs of its sequence (see ``SCENE_META_KEYS``).
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections import Counter
@@ -65,6 +66,8 @@ SCENE_META_KEYS = (
     "motion_blur",
     "noise_std",
 )
+#: The marker a complete JPEG file ends with.
+_JPEG_EOI = b"\xff\xd9"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -83,16 +86,46 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        DataError: the file cannot be decoded (corrupt or not an image).
+        DataError: the file cannot be decoded (empty, truncated, corrupt or
+            not an image).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
     buf = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if not buf.size:
+        raise DataError(f"cannot decode image (empty file): {path}")
+    if _jpeg_truncated(buf):
+        raise DataError(
+            f"cannot decode image (truncated JPEG: it ends before its end-of-image marker): {path}"
+        )
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
-        raise DataError(f"cannot decode image (corrupt or not an image): {path}")
+        raise DataError(f"cannot decode image (truncated, corrupt or not an image): {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_truncated(buf: np.ndarray) -> bool:
+    """A JPEG cut short (an interrupted download or copy), which some OpenCV
+    builds decode without error, grey below the cut.
+
+    A JPEG ends with its end-of-image marker; files that carry data after it
+    (e.g. a phone's motion photo) are checked by decoding them fully with Pillow.
+    """
+    if buf.size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return False  # not a JPEG
+    if buf[-256:].tobytes().rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI):
+        return False
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with torchvision
+        return True
+    try:
+        with Image.open(io.BytesIO(buf.tobytes())) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError):
+        return True
+    return False
 
 
 def empty_annotations() -> dict[str, np.ndarray]:

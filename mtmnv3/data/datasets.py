@@ -22,6 +22,8 @@ import contextlib
 import io
 import json
 import os
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,44 +59,76 @@ def _check_files_exist(paths: list[str], what: str) -> None:
 
 @DATASETS.register_module()
 class ImageFolderDataset(MultiTaskBaseDataset):
-    """Classification from ``data_root/<class name>/<image>`` folders.
+    """Classification from ``<folder>/<class name>/<image>`` folders (torchvision's ImageFolder layout).
 
-    Classes are the sorted sub-folder names (or ``classes``). Files whose
-    extension is not an image extension are skipped with a counting warning.
+    ``<folder>`` is ``data_root`` joined with ``data_prefix['img_path']``
+    (``'img'`` is accepted too, mmdet's name), so one root serves every
+    split the mmdet way: ``data_root='ROOT', data_prefix=dict(img_path='train')``
+    reads ``ROOT/train/<class>/*.jpg``. Classes are the sorted sub-folder
+    names (hidden folders such as ``.ipynb_checkpoints`` left out), or
+    ``classes``. Files whose extension is not an image extension are skipped
+    with a counting warning.
 
     Args:
-        data_root: the folder of class folders.
-        classes: class names to use (each must be a sub-folder); default all.
+        data_root: the dataset root (the folder of class folders when
+            ``data_prefix`` is not given).
+        classes: class names to use, in label order (each must be a
+            sub-folder); default all, sorted.
+        data_prefix: ``dict(img_path=SPLIT)``: the split's folder under ``data_root``.
         pipeline: transforms.
         **kwargs: forwarded to mmengine's ``BaseDataset``.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        DataError: the folder is not in the ImageFolder layout (images but no
+            class folders, split folders one level up, no images); the
+            message names the folder and the layout expected.
     """
 
     def __init__(
-        self, data_root: str, classes: tuple[str, ...] | None = None, pipeline: list | None = None, **kwargs
+        self,
+        data_root: str,
+        classes: Sequence[str] | None = None,
+        data_prefix: dict | None = None,
+        pipeline: list | None = None,
+        **kwargs,
     ) -> None:
-        root = Path(data_root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"ImageFolder root not found: {data_root}")
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        data_prefix = dict(data_prefix or {})
+        if "img" in data_prefix and "img_path" not in data_prefix:
+            data_prefix["img_path"] = data_prefix.pop("img")
+        data_prefix.setdefault("img_path", "")
+        folder = Path(data_root) / data_prefix["img_path"]
+        layout = _imagefolder_layout(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"ImageFolder root not found: {folder}; {layout}")
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        _check_imagefolder_layout(folder, found, layout)
         if classes is None:
             classes = tuple(found)
         else:
+            if isinstance(classes, str):
+                raise TypeError(f"classes must be a sequence of folder names, got the string {classes!r}")
             missing = [c for c in classes if c not in found]
             if missing:
-                raise ValueError(f"classes {missing} have no folder in {data_root}")
+                raise ValueError(
+                    f"classes {missing} have no folder in {folder}; its class folders are {found}"
+                )
             classes = tuple(classes)
         if not classes:
-            raise DataError(f"{data_root}: no class folders")
+            raise DataError(f"{folder}: no class folders; {layout}")
+        self.img_folder = os.fspath(folder)
         metainfo = dict(kwargs.pop("metainfo", None) or {})
         metainfo.setdefault("classes", classes)
         metainfo.setdefault("cls_classes", classes)
-        super().__init__(data_root=data_root, pipeline=pipeline, metainfo=metainfo, **kwargs)
+        super().__init__(
+            data_root=data_root, data_prefix=data_prefix, pipeline=pipeline, metainfo=metainfo, **kwargs
+        )
 
     def load_data_list(self) -> list[dict]:
-        skips = SkipCounter(self.data_root)
+        skips = SkipCounter(self.img_folder)
         data = []
         for label, name in enumerate(self.metainfo["cls_classes"]):
-            for path in sorted((Path(self.data_root) / name).rglob("*")):
+            for path in sorted((Path(self.img_folder) / name).rglob("*")):
                 if not path.is_file():
                     continue
                 if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -111,9 +145,38 @@ class ImageFolderDataset(MultiTaskBaseDataset):
         skips.warn()
         if not data:
             raise DataError(
-                f"{self.data_root}: no images in the class folders {list(self.metainfo['cls_classes'])}"
+                f"{self.img_folder}: no images in the class folders {list(self.metainfo['cls_classes'])}; "
+                f"{_imagefolder_layout(Path(self.img_folder))}"
             )
         return data
+
+
+#: Folder names that are splits, not classes (a root pointed one level too high).
+_SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
+
+
+def _imagefolder_layout(folder: Path) -> str:
+    return (
+        f"expected the ImageFolder layout {folder}/<class name>/<image> "
+        "(e.g. data_root=ROOT with data_prefix=dict(img_path='train') reads ROOT/train/cat/0001.jpg)"
+    )
+
+
+def _check_imagefolder_layout(folder: Path, found: list[str], layout: str) -> None:
+    """Refuse the usual wrong roots: a folder of images, or one holding the split folders."""
+    if not found:
+        images = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if images:
+            raise DataError(
+                f"{folder} holds {len(images)} images (e.g. {images[0]}) but no class folders; {layout}"
+            )
+    elif set(found) <= _SPLIT_NAMES and all(
+        any(c.is_dir() for c in (folder / name).iterdir()) for name in found
+    ):
+        raise DataError(
+            f"{folder} holds the split folders {found}, not class folders; point at one split with "
+            f"data_prefix=dict(img_path='{found[0]}') (or data_root={folder / found[0]}); {layout}"
+        )
 
 
 @DATASETS.register_module()
@@ -184,15 +247,31 @@ class ClassificationListDataset(MultiTaskBaseDataset):
 class CocoDetDataset(MultiTaskBaseDataset):
     """Detection from a COCO json (read with pycocotools).
 
-    Category ids map to contiguous labels in increasing id order. An
-    annotation with ``iscrowd`` or ``ignore`` set is kept with
-    ``gt_ignore=True``. ``file_name`` is joined with
-    ``data_prefix['img_path']`` (default ``data_root``).
+    The COCO layout (mmdet's ``CocoDataset`` arguments)::
+
+        ROOT/annotations/instances_train2017.json   ann_file='annotations/instances_train2017.json'
+        ROOT/train2017/000000000009.jpg ...         data_prefix=dict(img='train2017/')
+
+    with ``data_root=ROOT``; ``file_name`` is joined with the image folder
+    ``data_prefix['img_path']`` (or ``'img'``, mmdet's name; default
+    ``data_root``). Category ids map to contiguous labels in increasing id
+    order, or, with ``classes`` (or mmdet's ``metainfo=dict(classes=...)``),
+    to ``0..K-1`` in the order given: annotations of the other categories
+    are dropped (one ``UserWarning`` counts them per class, they are never
+    merged into a kept class); a name the json does not have raises,
+    listing the json's names. An annotation with ``iscrowd`` or ``ignore``
+    set is kept with ``gt_ignore=True``: an ignore region, neither a
+    positive in training nor a miss in evaluation.
+
+    ``filter_cfg=dict(filter_empty_gt=True, min_size=32)`` (mmdet's
+    convention, training splits only) leaves out images without a
+    non-ignored box and images smaller than ``min_size`` pixels.
 
     Args:
         ann_file: COCO json (joined with ``data_root``).
         data_root: dataset root.
-        data_prefix: ``dict(img_path=...)`` image folder.
+        data_prefix: ``dict(img_path=...)`` (or ``dict(img=...)``) image folder.
+        classes: category names to keep, in label order (default: all).
         pipeline: transforms.
         **kwargs: forwarded to mmengine's ``BaseDataset``.
     """
@@ -205,15 +284,37 @@ class CocoDetDataset(MultiTaskBaseDataset):
         ann_file: str,
         data_root: str = "",
         data_prefix: dict | None = None,
+        classes: Sequence[str] | None = None,
         pipeline: list | None = None,
         **kwargs,
     ) -> None:
+        data_prefix = dict(data_prefix or {})
+        if "img" in data_prefix and "img_path" not in data_prefix:
+            data_prefix["img_path"] = data_prefix.pop("img")
+        data_prefix.setdefault("img_path", "")
+        if classes is not None:
+            if isinstance(classes, str) or not classes:
+                raise TypeError(f"classes must be a non-empty sequence of category names, got {classes!r}")
+            metainfo = dict(kwargs.pop("metainfo", None) or {})
+            if "classes" in metainfo and tuple(metainfo["classes"]) != tuple(classes):
+                raise ValueError(
+                    f"classes {tuple(classes)} and metainfo classes {tuple(metainfo['classes'])} differ; give one"
+                )
+            metainfo["classes"] = tuple(classes)
+            kwargs["metainfo"] = metainfo
         super().__init__(
             ann_file=ann_file,
             data_root=data_root,
-            data_prefix=data_prefix or {"img_path": ""},
+            data_prefix=data_prefix,
             pipeline=pipeline,
             **kwargs,
+        )
+
+    def _layout(self) -> str:
+        return (
+            "expected the COCO layout ROOT/annotations/instances_<split>.json with the images under "
+            "ROOT/<split>/ (data_root=ROOT, ann_file='annotations/instances_train2017.json', "
+            f"data_prefix=dict(img='train2017/')); got data_root={self.data_root!r}"
         )
 
     def _load_coco(self):
@@ -221,12 +322,17 @@ class CocoDetDataset(MultiTaskBaseDataset):
 
         path = Path(self.ann_file)
         if not path.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {path}")
+            where = (
+                "" if not self.data_root or Path(self.data_root).is_dir() else " (data_root does not exist)"
+            )
+            raise FileNotFoundError(f"COCO annotation file not found: {path}{where}; {self._layout()}")
         try:
             with open(path, encoding="utf-8") as f:
                 dataset = json.load(f)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
+        if not isinstance(dataset, dict):
+            raise DataError(f"{path}: expected a COCO json object, got a {type(dataset).__name__}")
         for key in ("images", "annotations", "categories"):
             if not isinstance(dataset.get(key), list):
                 raise DataError(f"{path}: missing or non-list '{key}'")
@@ -240,18 +346,44 @@ class CocoDetDataset(MultiTaskBaseDataset):
         """Dataset-specific per-image fields (overridden by MultiTaskDataset)."""
         return {"tasks": self.TASKS}
 
-    def load_data_list(self) -> list[dict]:
-        coco = self._load_coco()
+    def _class_map(self, coco) -> tuple[dict[int, int], tuple[str, ...]]:
+        """Category id -> label for the kept categories, and the class names in label order."""
         path = self.ann_file
         cat_ids = sorted(coco.getCatIds())
         if not cat_ids:
             raise DataError(f"{path}: no categories")
-        cat_to_label = {c: i for i, c in enumerate(cat_ids)}
-        classes = tuple(coco.cats[c].get("name", str(c)) for c in cat_ids)
-        self._metainfo.setdefault("classes", classes)
+        names = {c: str(coco.cats[c].get("name", c)) for c in cat_ids}
+        wanted = self._metainfo.get("classes")
+        if wanted is None:
+            return {c: i for i, c in enumerate(cat_ids)}, tuple(names[c] for c in cat_ids)
+        wanted = tuple(str(w) for w in wanted)
+        dupes = sorted({w for w in wanted if wanted.count(w) > 1})
+        if dupes:
+            raise ValueError(f"classes {list(wanted)} name {dupes} more than once")
+        by_name: dict[str, list[int]] = {}
+        for c in cat_ids:
+            by_name.setdefault(names[c], []).append(c)
+        unknown = [w for w in wanted if w not in by_name]
+        if unknown:
+            raise ValueError(
+                f"classes {unknown} are not categories of {path}; its categories are "
+                f"{[names[c] for c in cat_ids]}"
+            )
+        ambiguous = [w for w in wanted if len(by_name[w]) > 1]
+        if ambiguous:
+            raise DataError(f"{path}: category names {ambiguous} belong to several category ids")
+        return {by_name[w][0]: i for i, w in enumerate(wanted)}, wanted
+
+    def load_data_list(self) -> list[dict]:
+        coco = self._load_coco()
+        path = self.ann_file
+        cat_to_label, classes = self._class_map(coco)
+        self._metainfo["classes"] = classes
         self._coco_extra_meta(coco)
         prefix = self.data_prefix.get("img_path", "") or self.data_root
         skips = SkipCounter(path)
+        dropped: Counter[str] = Counter()
+        self._image_sizes: dict[int, tuple[float, float]] = {}  # img_id -> (w, h), for filter_cfg
         data = []
         for img_id in sorted(coco.imgs):
             img = coco.imgs[img_id]
@@ -259,6 +391,7 @@ class CocoDetDataset(MultiTaskBaseDataset):
                 if key not in img:
                     raise DataError(f"{path}: image id {img_id} has no '{key}'")
             w, h = float(img["width"]), float(img["height"])
+            self._image_sizes[int(img_id)] = (w, h)
             rows = []
             for ann in coco.imgToAnns.get(img_id, []):
                 where = f"{path} (annotation id {ann.get('id')})"
@@ -269,8 +402,12 @@ class CocoDetDataset(MultiTaskBaseDataset):
                     or not all(isinstance(v, (int, float)) for v in bbox)
                 ):
                     raise DataError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-                if ann.get("category_id") not in cat_to_label:
-                    raise DataError(f"{where}: unknown category_id {ann.get('category_id')!r}")
+                cat = ann.get("category_id")
+                if cat not in cat_to_label:
+                    if cat not in coco.cats:
+                        raise DataError(f"{where}: unknown category_id {cat!r}")
+                    dropped[str(coco.cats[cat].get("name", cat))] += 1
+                    continue
                 x, y, bw, bh = (float(v) for v in bbox)
                 if bw <= 0 or bh <= 0:
                     skips.add("boxes with non-positive size skipped", where)
@@ -284,7 +421,7 @@ class CocoDetDataset(MultiTaskBaseDataset):
                 rows.append(
                     (
                         (x1, y1, x2, y2),
-                        cat_to_label[ann["category_id"]],
+                        cat_to_label[cat],
                         int(ann.get("instance_id", -1)),
                         float(ann.get("visibility", 1.0)),
                         bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0)),
@@ -308,10 +445,46 @@ class CocoDetDataset(MultiTaskBaseDataset):
                 }
             )
         skips.warn()
+        if dropped:
+            counts = ", ".join(f"{name!r} {n}" for name, n in dropped.most_common(10))
+            more = f", ... ({len(dropped)} classes)" if len(dropped) > 10 else ""
+            warnings.warn(
+                f"{path}: {sum(dropped.values())} annotations of categories not in classes {list(classes)} "
+                f"dropped (not merged into a kept class): {counts}{more}",
+                UserWarning,
+                stacklevel=2,
+            )
         if not data:
             raise DataError(f"{path}: no images")
+        folder = Path(prefix)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"COCO image folder not found: {folder} (the images of {path} are read from it); "
+                f"{self._layout()}"
+            )
         _check_files_exist([d["img_path"] for d in data], os.fspath(path))
         return data
+
+    def filter_data(self) -> list[dict]:
+        """mmdet's ``filter_cfg``: ``filter_empty_gt`` drops images without a
+        non-ignored box, ``min_size`` images whose width or height is smaller
+        (never in ``test_mode``)."""
+        if self.test_mode or not self.filter_cfg:
+            return self.data_list
+        unknown = set(self.filter_cfg) - {"filter_empty_gt", "min_size"}
+        if unknown:
+            raise ValueError(f"filter_cfg keys {sorted(unknown)} unknown; use filter_empty_gt and min_size")
+        empty = bool(self.filter_cfg.get("filter_empty_gt", False))
+        min_size = float(self.filter_cfg.get("min_size", 0))
+        kept = [
+            d
+            for d in self.data_list
+            if not (empty and not np.any(~d["gt_ignore"]))
+            and min(self._image_sizes.get(d["img_id"], (min_size, min_size))) >= min_size
+        ]
+        if not kept:
+            raise DataError(f"{self.ann_file}: filter_cfg {dict(self.filter_cfg)} leaves no image")
+        return kept
 
     def _coco_extra_meta(self, coco) -> None:
         """Hook for subclasses to read dataset-level metainfo."""
