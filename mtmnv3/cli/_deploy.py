@@ -10,6 +10,7 @@ config's hash. A failed step leaves no file behind.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tempfile
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from mtmnv3.core.fileio import atomic_write_json
-from mtmnv3.runtime.export_meta import config_hash, load_export_meta, sidecar_path
+from mtmnv3.runtime.export_meta import config_hash, load_export_meta, sidecar_path, size_text
 from mtmnv3.runtime.frame_runner import EXPORT_SUFFIXES, export_for_backend
 from mtmnv3.runtime.sessions import check_backend, open_session
 
@@ -53,20 +54,53 @@ class DeployError(RuntimeError):
     """A deployed file failed its parity check or does not fit the config."""
 
 
+def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """A square ``int`` or ``(height, width)`` -> ``(height, width)``."""
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        return int(size), int(size)
+    h, w = size
+    return int(h), int(w)
+
+
+def _letterboxed_to(cfg: Any, size_hw: tuple[int, int]) -> Any:
+    """A copy of ``cfg`` whose evaluation pipelines letterbox into ``size_hw`` (``(height, width)``).
+
+    The held-out and calibration frames go through the config's test pipeline;
+    an export at another shape than the pipeline's gets them at its own shape.
+    """
+    from mtmnv3.engine import dataset_parts
+
+    cfg = copy.deepcopy(cfg)
+    for key in ("val_dataloader", "test_dataloader"):
+        loader = cfg.get(key)
+        if loader is None or "dataset" not in loader:
+            continue
+        for dataset in [loader["dataset"], *dataset_parts(loader["dataset"])]:
+            for t in dataset.get("pipeline") or ():
+                if isinstance(t, Mapping) and t.get("type") == "Letterbox":
+                    t["size"] = (size_hw[1], size_hw[0])
+                    t["keep_aspect"] = False
+    return cfg
+
+
 def held_out_frames(
-    cfg: Any, model: nn.Module, num: int, size: int, split: str = "test", seed: int = 0
+    cfg: Any, model: nn.Module, num: int, size: int | Sequence[int], split: str = "test", seed: int = 0
 ) -> tuple[list[np.ndarray], str]:
     """``num`` preprocessed frames of a split (normalised ``float32 (1, 3, H, W)``) and where they came from.
 
-    A config without that split's data (a model-only config) gets seeded random
+    ``size`` is a square ``int`` or ``(height, width)``: the frames are
+    letterboxed into it (aspect kept, padded) by the config's test pipeline. A
+    config without that split's data (a model-only config) gets seeded random
     inputs of ``size`` instead, and the source says ``'random'``.
     """
+    h, w = _size_hw(size)
     if cfg.get(f"{split}_dataloader") is None:
         rng = np.random.default_rng(seed)
-        return [rng.standard_normal((1, 3, size, size)).astype(np.float32) for _ in range(num)], "random"
+        return [rng.standard_normal((1, 3, h, w)).astype(np.float32) for _ in range(num)], "random"
     from mtmnv3.studies.quantization import calibration_arrays
 
-    return calibration_arrays(cfg, model, num_samples=num, split=split, seed=seed), split
+    frames = calibration_arrays(_letterboxed_to(cfg, (h, w)), model, num_samples=num, split=split, seed=seed)
+    return frames, split
 
 
 def output_parity(
@@ -97,7 +131,7 @@ def export_deployed(
     out: str | os.PathLike,
     config: str | os.PathLike,
     cfg: Any,
-    input_size: int,
+    input_size: int | Sequence[int],
     heads: Sequence[str] | str | None = None,
     int8: bool = False,
     calib_images: int = DEFAULT_CALIB_IMAGES,
@@ -113,7 +147,8 @@ def export_deployed(
         out: the model file (``.onnx``, ``.pte`` or ``.xml``); the sidecar is ``<out>.json``.
         config: the config file (its hash goes into the sidecar).
         cfg: the loaded config (held-out and calibration frames come from its splits).
-        input_size: the square input size.
+        input_size: the file's input shape: a square ``int`` or ``(height, width)``
+            (the held-out and calibration frames are letterboxed into it).
         heads: head names to export (default all).
         int8: quantize with the runtime's own tools, calibrated on ``calib_images`` training frames.
         calib_images: calibration frames for int8.
@@ -178,7 +213,7 @@ def _export_staged(
     backend: str,
     path: Path,
     heads: Sequence[str] | str | None,
-    input_size: int,
+    input_size: int | Sequence[int],
     int8: bool,
     calibration: Sequence[np.ndarray] | None,
     export_options: Mapping[str, Any],
@@ -206,9 +241,17 @@ def _export_staged(
 
 
 def check_model_file(
-    path: str | os.PathLike, config: str | os.PathLike, model: nn.Module, input_size: int
+    path: str | os.PathLike,
+    config: str | os.PathLike,
+    model: nn.Module,
+    input_size: int | Sequence[int],
+    asked_by: str = "the config's test size",
 ) -> dict:
     """The sidecar of a deployed file, after checking that it was made from this config and model.
+
+    ``input_size`` is the input shape asked for (by ``asked_by``, named in the
+    error): a square ``int`` or ``(height, width)``; a fixed-shape file must have
+    exactly that shape (a dynamic-size file takes any).
 
     Raises:
         FileNotFoundError: the file or its sidecar is missing.
@@ -229,9 +272,10 @@ def check_model_file(
             f"{os.fspath(path)} has heads {file_heads}; the config's model has {sorted(model.heads)}"
         )
     size = list(meta["input"]["size"])
-    if not meta["input"]["dynamic_size"] and size != [input_size, input_size]:
+    want = list(_size_hw(input_size))
+    if not meta["input"]["dynamic_size"] and size != want:
         raise DeployError(
-            f"{os.fspath(path)} takes {size[0]}x{size[1]} inputs; the config's test size is {input_size}"
+            f"{os.fspath(path)} takes {size_text(size)} (WxH) inputs; {asked_by} is {size_text(want)} (WxH)"
         )
     return meta
 
