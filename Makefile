@@ -43,8 +43,11 @@ train-demo: install
 	$(VENV)/bin/mtmnv3 demo --retrain --work-dir work_dirs/train-demo
 
 # CI runs `make test`: lint (ruff check + ruff format --check) first, then every test.
+# The tests run on every core (pytest-xdist; a file's tests stay on one worker, so
+# its module fixtures are built once); TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 test: lint mmdet
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: lint
 	$(PY) -m pytest -m "not slow"

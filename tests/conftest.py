@@ -1,5 +1,14 @@
+import os
+
 import pytest
 import torch
+
+# Under pytest-xdist each worker gets its share of the cores: oversubscribed
+# intra-op threads spin in OpenMP barriers and slow every worker down.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
 
 
 @pytest.fixture(autouse=True)

@@ -285,9 +285,14 @@ def close_distributed() -> None:
 SETUP_DUMPS = ("\n---", "Config:\n", "Hooks will be executed in the following order")
 
 
+#: mmengine's warning about its own internals (CheckpointHook builds a deprecated FileClient on every run).
+MMENGINE_INTERNAL_NOTICES = ('"HardDiskBackend" is the alias of "LocalBackend"',)
+
+
 class _SetupDumpFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(SETUP_DUMPS)
+        msg = str(record.msg)
+        return not (msg.startswith(SETUP_DUMPS) or msg.startswith(MMENGINE_INTERNAL_NOTICES))
 
 
 class QuietRunner(Runner):

@@ -40,6 +40,7 @@ def test_train_console_is_quiet_and_the_log_file_keeps_the_setup(trained):
     console = r.stdout + r.stderr
     assert "Failed to search registry" not in console and "Failed to import" not in console
     assert "Hooks will be executed" not in console and "System environment" not in console
+    assert "HardDiskBackend" not in console
     (log_file,) = work.glob("*/*.log")
     text = log_file.read_text()
     assert "Hooks will be executed" in text and "System environment" in text and "Config:" in text
