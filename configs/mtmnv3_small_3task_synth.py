@@ -1,7 +1,7 @@
-# MobileNetV3-small trunk, heads: classification + detection + re-ID embedding; built-in synthetic data, 4800 iterations.
+# MobileNetV3-small trunk, heads: classification + detection + re-ID embedding; built-in synthetic data, 19200 iterations (the shipped model).
 _base_ = [
     "./_base_/default_runtime.py",
-    "./_base_/schedules/iter_4800.py",
+    "./_base_/schedules/iter_19200.py",
     "./_base_/datasets/synth_multitask.py",
     "./_base_/models/heads_synth.py",
 ]

@@ -52,9 +52,9 @@ before anything is built, so a run differs from the file only by what the
 command line says:
 
 ```bash
-# a shorter run: the loop, its validation and the cosine decay's end (the second scheduler)
+# a shorter run: warm-up, cosine decay and the final validation follow the new length
 mtmnv3 train configs/mtmnv3_small_3task_synth.py --work-dir work_dirs/short \\
-    --cfg-options train_cfg.max_iters=1200 train_cfg.val_interval=1200 param_scheduler.1.end=1200
+    --cfg-options train_cfg.max_iters=1200
 # a trunk variant: no squeeze-and-excitation, ReLU6 instead of hard-swish
 mtmnv3 train configs/mtmnv3_small_3task_synth.py \\
     --cfg-options model.trunk.se=none model.trunk.activation=relu6
@@ -73,9 +73,12 @@ mtmnv3 train configs/mtmnv3_small_3task_synth.py \\
   a string. Quotes are dropped and so is white space inside a value, so a
   string value cannot contain a space.
 - A value is merged once the file is loaded: variables the file used are
-  already resolved. The schedules compute `train_cfg` and the scheduler's
-  `end` from `max_iters`, so a shorter run overrides all three (first
-  example); `--cfg-options max_iters=1200` alone changes nothing that runs.
+  already resolved (`--cfg-options max_iters=1200` changes nothing that
+  runs). `train_cfg.max_iters=N` is the one exception that carries its
+  consequences: every iteration-based scheduler's `begin`/`end` scale to the
+  new length (warm-up and decay keep their shares) and a final validation
+  stays at the end (`mtmnv3.engine.scale_schedule`); a scheduler key given on
+  the command line too wins.
 - The merged config is what the run saves next to its checkpoints
   (`work_dirs/NAME/CONFIG_NAME.py`), so the work dir records the overrides;
   evaluate with that file rather than the original when they change the model.

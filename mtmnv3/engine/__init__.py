@@ -20,6 +20,7 @@ from mtmnv3.engine.runner import (
     load_config,
     parse_runner_args,
     prepare_train_config,
+    scale_schedule,
     validate_config,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "dataset_parts",
     "input_size",
     "load_config",
+    "scale_schedule",
     "prepare_train_config",
     "validate_config",
     "add_runner_args",

@@ -21,6 +21,7 @@ __all__ = [
     "dataset_keys",
     "dataset_parts",
     "load_config",
+    "scale_schedule",
     "prepare_train_config",
     "validate_config",
     "build_runner",
@@ -53,12 +54,62 @@ def parse_runner_args(
     return args
 
 
+def _option(options: Mapping[str, Any], dotted: str) -> Any:
+    """The value ``options`` sets for ``dotted`` (flat ``a.b`` keys, as ``--cfg-options`` gives, or nested)."""
+    if dotted in options:
+        return options[dotted]
+    node: Any = options
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def scale_schedule(cfg: Config, max_iters: int) -> None:
+    """Fit an iteration-based schedule to ``max_iters``: every iteration-based
+    scheduler's ``begin``/``end`` scale by ``max_iters / train_cfg.max_iters``
+    (warm-up and decay keep their shares of the run), and a validation
+    interval equal to the run's length stays at its end.
+
+    ``--cfg-options train_cfg.max_iters=N`` applies this before merging, so
+    setting the length alone gives a whole schedule; a scheduler key given
+    on the command line too wins.
+    """
+    train_cfg = cfg.get("train_cfg") or {}
+    old = train_cfg.get("max_iters")
+    if not isinstance(old, int) or old <= 0 or max_iters == old:
+        return
+    if max_iters < 1:
+        raise ValueError(f"train_cfg.max_iters must be >= 1, got {max_iters}")
+    ratio = max_iters / old
+    schedulers = cfg.get("param_scheduler") or []
+    for sched in [schedulers] if isinstance(schedulers, Mapping) else schedulers:
+        if sched.get("by_epoch", True):
+            continue
+        for key in ("begin", "end"):
+            if isinstance(sched.get(key), int):
+                sched[key] = min(max_iters, max(0, round(sched[key] * ratio)))
+        if "end" in sched and sched["end"] <= sched.get("begin", 0):
+            sched["end"] = min(max_iters, sched.get("begin", 0) + 1)
+    if train_cfg.get("val_interval") == old:
+        train_cfg["val_interval"] = max_iters
+    train_cfg["max_iters"] = max_iters
+
+
 def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = None) -> Config:
-    """Load an mmengine config; ``cfg_options`` are merged on top (``--cfg-options``)."""
+    """Load an mmengine config; ``cfg_options`` are merged on top (``--cfg-options``).
+
+    ``train_cfg.max_iters`` among the options rescales the file's
+    iteration-based schedule first (:func:`scale_schedule`).
+    """
     if not osp.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     cfg = Config.fromfile(str(path))
     if cfg_options:
+        max_iters = _option(cfg_options, "train_cfg.max_iters")
+        if max_iters is not None:
+            scale_schedule(cfg, int(max_iters))
         cfg.merge_from_dict(cfg_options)
     return cfg
 

@@ -1,0 +1,36 @@
+"""--cfg-options train_cfg.max_iters=N gives a whole schedule of N iterations (warm-up and decay scaled)."""
+
+import pytest
+from _helpers import CONFIG
+
+from mtmnv3.engine import load_config, scale_schedule
+
+
+def test_max_iters_alone_scales_warmup_decay_and_validation():
+    base = load_config(CONFIG)
+    n_file = base.train_cfg.max_iters
+    cfg = load_config(CONFIG, {"train_cfg.max_iters": n_file // 4})
+    warm, cosine = cfg.param_scheduler
+    assert cfg.train_cfg.max_iters == cfg.train_cfg.val_interval == n_file // 4
+    assert cosine.end == n_file // 4  # the decay ends with the run, not 3/4 of the way past it
+    assert warm.end == round(base.param_scheduler[0].end / 4)
+    assert cosine.begin == warm.end
+
+
+def test_explicit_scheduler_options_win():
+    cfg = load_config(
+        CONFIG, {"train_cfg.max_iters": 20, "param_scheduler.0.end": 2, "param_scheduler.1.begin": 2}
+    )
+    assert (cfg.param_scheduler[0].end, cfg.param_scheduler[1].begin, cfg.param_scheduler[1].end) == (
+        2,
+        2,
+        20,
+    )
+
+
+def test_same_length_changes_nothing_and_bad_length_is_refused():
+    base = load_config(CONFIG)
+    same = load_config(CONFIG, {"train_cfg.max_iters": base.train_cfg.max_iters})
+    assert same.param_scheduler == base.param_scheduler
+    with pytest.raises(ValueError, match="max_iters must be >= 1"):
+        scale_schedule(load_config(CONFIG), 0)
