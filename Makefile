@@ -6,14 +6,18 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.installed
+# Each step of `make test` / `make demo` appends "STEP: N s" here; `make test` prints the split and clears it.
+TIMING := $(VENV)/.timing
+NOW = $$(date +%s)
 FASHION_MNIST_PKG := dataset-fashion-mnist
 
 .PHONY: install demo train-demo test test-fast lint data-packages clean mmdet
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes,docs]'
-	@touch $(STAMP)
+	@t0=$(NOW); test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	echo "$(PIP) install -c $(CONSTRAINTS) -e '.[dev,runtimes,docs]'"; \
+	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes,docs]' && \
+	touch $(STAMP) && echo "install: $$(( $(NOW) - t0 )) s" | tee -a $(TIMING)
 
 # Real Fashion-MNIST images for the scene generator (best effort: needs apt-get and root).
 data-packages:
@@ -29,7 +33,8 @@ install: $(STAMP) data-packages
 # MMDetection 3.3.0 with mmcv 2.1.0 compiled for this torch (the first run builds
 # mmcv, about 9 minutes on 2 cores; the wheel is cached outside the repo).
 mmdet: $(STAMP)
-	PYTHON=$(PY) tools/install_mmdet.sh
+	@t0=$(NOW); PYTHON=$(PY) tools/install_mmdet.sh && \
+	echo "mmdet (mmcv build or cached wheel): $$(( $(NOW) - t0 )) s" | tee -a $(TIMING)
 
 # The main job: the released default 3-task model (weights/), evaluated, running the
 # budgeted tracking demo on a held-out video; outputs under work_dirs/demo/.
@@ -47,7 +52,9 @@ train-demo: install
 # its module fixtures are built once); TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= auto
 test: lint mmdet
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	@t0=$(NOW); $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
+	echo "tests: $$(( $(NOW) - t0 )) s" >> $(TIMING); \
+	echo "time split of this make test:"; sed 's/^/  /' $(TIMING); rm -f $(TIMING); exit $$rc
 
 test-fast: lint
 	$(PY) -m pytest -m "not slow"
