@@ -40,7 +40,8 @@ mmdet: $(STAMP)
 # budgeted tracking demo on a held-out video; outputs under work_dirs/demo/.
 # (`mtmnv3 demo CONFIG CHECKPOINT --source ...` runs the live demo instead.)
 demo: install
-	$(VENV)/bin/mtmnv3 demo
+	@t0=$(NOW); $(VENV)/bin/mtmnv3 demo; rc=$$?; echo "demo job: $$(( $(NOW) - t0 )) s" >> $(TIMING); \
+	echo "time split of this make demo:"; sed 's/^/  /' $(TIMING); rm -f $(TIMING); exit $$rc
 
 # Retrain the released model from scratch with the same recipe (about two hours on
 # 2 cores) and compare it with its model card: work_dirs/train-demo/compare.md.
