@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
+from mmengine.config import Config
+from mmengine.config import DictAction as _MMEngineDictAction
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
@@ -33,6 +34,49 @@ __all__ = [
 
 #: Launchers mmengine's Runner accepts (``--launcher``).
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+
+
+class DictAction(_MMEngineDictAction):
+    """mmengine's ``--cfg-options`` parser, plus values written ``dict(key=value, ...)``.
+
+    mmengine parses ``[...]`` and ``(...)`` values but not ``dict(...)`` (it
+    recurses without end on one), the form mmdet's documentation uses for
+    ``"model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH)"``.
+    Each ``key=value`` inside is parsed like a top-level value: quotes dropped,
+    numbers, booleans and None converted, lists, tuples and ``dict(...)`` nested.
+    """
+
+    @staticmethod
+    def _parse_iterable(val: str) -> Any:
+        text = val.strip().strip("'\"").strip()
+        if not (text.startswith("dict(") and text.endswith(")")):
+            return _MMEngineDictAction._parse_iterable(val)
+        out: dict[str, Any] = {}
+        for item in _split_top_level(text[len("dict(") : -1]):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise ValueError(f"cannot parse {val!r}: dict(...) takes key=value pairs, got {item!r}")
+            out[key.strip()] = DictAction._parse_iterable(value)
+        return out
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at the commas outside brackets and quotes; empty items dropped."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item.strip()]
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:

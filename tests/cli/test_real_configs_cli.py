@@ -136,8 +136,8 @@ def test_imagefolder_config_with_imagenet_init_from_a_local_torchvision_file(tmp
     opts = [
         "model.heads.cls.num_classes=3",
         "model.heads.cls.hidden_channels=32",
-        "model.trunk.init_cfg.type=Pretrained",
-        f"model.trunk.init_cfg.checkpoint={weights}",
+        # the form mmdet's documentation uses (model.trunk here: the package's configs' key)
+        f"model.trunk.init_cfg=dict(type='Pretrained', checkpoint={weights})",
         f"train_dataloader.dataset.pipeline.2.size={SIZE}",
         f"val_dataloader.dataset.pipeline.0.size={SIZE}",
         f"test_dataloader.dataset.pipeline.0.size={SIZE}",
@@ -194,3 +194,35 @@ def test_wrong_imagenet_file_fails_before_training_naming_keys(tmp_path):
         and "first keys that did not match: ['blocks.1.block.1.fc1.weight'" in r.stderr
     )
     assert not list((tmp_path / "work").glob("iter_*.pth"))
+
+
+def test_cfg_options_take_dict_values():
+    """``key=dict(...)`` (mmengine's own parser recurses without end on it), and the dotted form."""
+    import argparse
+
+    from mtmnv3.engine import DictAction, load_config
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    args = parser.parse_args(
+        [
+            "--cfg-options",
+            "model.trunk.init_cfg=dict(type='Pretrained', checkpoint=/w/mnv3.pth, strict=False)",
+            "train_dataloader.dataset.classes=(person,car)",
+            "a=dict(b=[1, 2], c=dict(d=None))",
+        ]
+    )
+    assert args.cfg_options == {
+        "model.trunk.init_cfg": {"type": "Pretrained", "checkpoint": "/w/mnv3.pth", "strict": False},
+        "train_dataloader.dataset.classes": ("person", "car"),
+        "a": {"b": [1, 2], "c": {"d": None}},
+    }
+    with pytest.raises(ValueError, match="dict\\(...\\) takes key=value pairs"):
+        parser.parse_args(["--cfg-options", "a=dict(1, 2)"])
+    cfg = load_config(CLS_CONFIG, args.cfg_options)
+    assert cfg.model.trunk.init_cfg == dict(type="Pretrained", checkpoint="/w/mnv3.pth", strict=False)
+    assert cfg.train_dataloader.dataset.classes == ("person", "car")
+    dotted = {"model.trunk.init_cfg.type": "Pretrained", "model.trunk.init_cfg.checkpoint": "/w/mnv3.pth"}
+    assert load_config(COCO_CONFIG, dotted).model.trunk.init_cfg == dict(
+        type="Pretrained", checkpoint="/w/mnv3.pth"
+    )
