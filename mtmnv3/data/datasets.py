@@ -13,7 +13,11 @@ Bad data policy (never a silent wrong label):
   ``DataError`` naming the file and line (or annotation id);
 * boxes partly outside the image are clipped, boxes entirely outside it or
   with non-positive size are skipped; one ``UserWarning`` per file counts them;
-* an empty sequence or a dataset without samples raises ``DataError``.
+* an empty sequence or a dataset without samples raises ``DataError``;
+* a folder that is not in the layout a loader reads raises naming the folder
+  and the layout expected;
+* with a COCO class subset, annotations of the other categories are dropped
+  and counted per class in one ``UserWarning``, never merged into a kept class.
 """
 
 from __future__ import annotations
