@@ -1,8 +1,11 @@
 """The live demo behind ``mtmnv3 demo CONFIG CHECKPOINT --source ...``: frames -> model -> tracker -> overlay.
 
 Sources: a camera index, a video file, a folder of images, or an rtsp/http(s)
-stream (see :func:`mtmnv3.runtime.video.open_source`). Outputs are written
-atomically, so a failed run leaves no half-written files.
+stream (see :func:`mtmnv3.runtime.video.open_source`). ``--size`` (and the
+budget's ``--resolutions``) are long sides: frames run at the smallest
+rectangle that keeps the source's aspect (a 1920x1080 video at 320 runs at
+320x192), on every runtime; the exported files get that shape. Outputs are
+written atomically, so a failed run leaves no half-written files.
 """
 
 from __future__ import annotations
@@ -161,7 +164,10 @@ def _class_names(meta: dict[str, Any]) -> tuple[list[str] | None, list[str] | No
 def default_sizes(
     config: str, size: int | None, resolutions: list[int] | None, cfg_options: dict | None = None
 ) -> tuple[int, list[int]]:
-    """The input size (the config's test input size unless given) and the budget's size ladder."""
+    """The input size (the config's test input size unless given) and the budget's size ladder.
+
+    Both are long sides (multiples of 32): each frame runs at the rectangle that keeps its aspect.
+    """
     if size is None:
         from mtmnv3.engine import input_size, load_config
 
@@ -169,6 +175,20 @@ def default_sizes(
     if resolutions is None:
         resolutions = sorted({max(32, int(round(size * f / 32)) * 32) for f in (1.0, 0.75)}, reverse=True)
     return size, list(resolutions)
+
+
+def _calibration_at(cfg: Any, model: Any):
+    """int8 calibration of the demo's exports: training frames letterboxed into each export's ``(height, width)``."""
+    from mtmnv3.cli._deploy import DEFAULT_CALIB_IMAGES, held_out_frames
+
+    made: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def frames(shape: tuple[int, int]) -> list[np.ndarray]:
+        if shape not in made:
+            made[shape] = held_out_frames(cfg, model, DEFAULT_CALIB_IMAGES, shape, split="train")[0]
+        return made[shape]
+
+    return frames
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,6 +199,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from mtmnv3.core.registry import BUDGET_POLICIES
     from mtmnv3.data.mot_io import write_mot_txt
     from mtmnv3.runtime.budget import BudgetLog, BudgetScheduler, ModelLayout
+    from mtmnv3.runtime.export_meta import size_text
     from mtmnv3.runtime.frame_runner import build_frame_runner
     from mtmnv3.runtime.loop import PerceptionLoop, calibrate_costs, summarize
     from mtmnv3.tracking import build_tracker
@@ -200,15 +221,16 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     det_classes, cls_classes = _class_names(meta)
     layout = ModelLayout.from_model(model)
     sizes = args.resolutions if args.budget_ms is not None else [args.size]
+    # Sizes are long sides: the frames run at the rectangle that keeps the source's aspect.
+    frame_hw = (source.size[1], source.size[0])
     calibration = None
     if args.int8:
-        from mtmnv3.cli._deploy import DEFAULT_CALIB_IMAGES, held_out_frames
         from mtmnv3.engine import load_config
 
         cfg = load_config(args.config, options or None)
         if cfg.get("train_dataloader") is None:
             raise DemoError("--int8 calibrates on the config's training frames; the config has none")
-        calibration, _ = held_out_frames(cfg, model, DEFAULT_CALIB_IMAGES, max(sizes), split="train")
+        calibration = _calibration_at(cfg, model)
     runner = build_frame_runner(
         model,
         args.backend,
@@ -218,9 +240,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         calibration=calibration,
     )
     scheduler = None
+    probe = np.full((*frame_hw, 3), 114, np.uint8)  # a grey frame of the source's shape
     if args.budget_ms is not None:
-        probe = np.full((sizes[0], sizes[0], 3), 114, np.uint8)
-        estimator = calibrate_costs(runner, layout, sizes, model.trunk.stage_macs(sizes[0], sizes[0]), probe)
+        macs = model.trunk.stage_macs(*runner.input_shape(frame_hw, sizes[0]))
+        estimator = calibrate_costs(runner, layout, sizes, macs, probe)
         policy = BUDGET_POLICIES.build(
             dict(
                 type=POLICIES[args.policy],
@@ -231,7 +254,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         )
         scheduler = BudgetScheduler(policy, estimator, layout, BudgetLog())
     else:
-        runner.predict(np.full((args.size, args.size, 3), 114, np.uint8), input_size=args.size)  # warm-up
+        runner.predict(probe, input_size=args.size)  # warm-up (and, on a fixed-shape runtime, the export)
     from mtmnv3.engine import load_config
 
     tracker_cfg = dict(
@@ -291,6 +314,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             budget_ms=args.budget_ms,
             policy=args.policy if args.budget_ms is not None else None,
             association="iou" if args.iou_only else "embedding+iou",
+            input_size=size_text(runner.input_shape(frame_hw, args.size)),
             source=_source_name(args),
         ),
     )

@@ -12,7 +12,7 @@ from _helpers import CONFIG, run_tool, tiny_options
 
 from mtmnv3.data.mot_io import load_mot_txt
 from mtmnv3.runtime.sessions import installed_backends
-from mtmnv3.runtime.video import VideoFileReader, write_sequence_video
+from mtmnv3.runtime.video import AtomicVideoWriter, VideoFileReader, write_sequence_video
 
 #: The tiny model's architecture overrides (the demo must build the same model).
 MODEL_OPTIONS = [o for o in tiny_options("unused") if o.startswith("model.")]
@@ -58,6 +58,28 @@ def test_demo_on_a_video_writes_everything(tiny_model, backend):
     assert rows.shape[1] == 10 and (rows.size == 0 or rows[:, 0].max() <= n)
     log = json.loads((out / "budget.json").read_text())
     assert len(log["records"]) == n and all(rec["plan"]["mode"] == "full" for rec in log["records"])
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("executorch", marks=pytest.mark.slow)])
+def test_demo_on_a_wide_video_keeps_its_aspect(tiny_model, backend):
+    """A 2:1 video runs at 96x64 (not 96x96) on every runtime, a fixed-shape export included; boxes in its pixels."""
+    if backend not in installed_backends():
+        pytest.skip(f"{backend} is not installed")
+    tmp, _, ckpt, video, n, _ = tiny_model
+    wide = tmp / f"wide_{backend}.avi"
+    with AtomicVideoWriter(wide, fps=10.0) as writer:
+        for frame in VideoFileReader(video):
+            writer.write(np.concatenate([frame.image, frame.image[:, ::-1]], axis=1))
+    w, h = VideoFileReader(wide).size
+    assert w == 2 * h
+    r, out = demo(tmp / f"wide_{backend}", ckpt, wide, "--backend", backend)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == n and summary["input_size"] == "96x64"
+    assert VideoFileReader(out / "demo.mp4").size == (w, h)
+    rows = load_mot_txt(out / "mot.txt")
+    if rows.size:  # MOT rows: frame, id, left, top, width, height, ...: source pixels, not network pixels
+        assert rows[:, 2].max() < w and rows[:, 3].max() < h
 
 
 def test_demo_under_a_budget_records_plans_and_staleness(tiny_model):

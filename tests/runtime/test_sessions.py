@@ -128,7 +128,10 @@ def test_every_installed_runtime_matches_torch(model, tmp_path, backend):
     assert len(got.bboxes) == len(want.bboxes) > 0
     np.testing.assert_allclose(got.bboxes, want.bboxes, atol=BOX_ATOL)
     np.testing.assert_allclose(got.class_probs, want.class_probs, atol=PROB_ATOL)
-    # A head subset and another size are exported on demand.
+    # A head subset and another size are exported on demand, at the rectangle that keeps the
+    # frame's aspect (48x80 at long side 128: 128x96, w x h).
     det_only = runner.predict(frame(), heads=["det"], input_size=2 * SIZE)
     assert det_only.class_probs is None and det_only.embeddings is None
+    key = ("det",) if backend == "openvino" else ("det", 96, 128)  # OpenVINO files take any size
+    assert runner._runners[key].input_size == (96, 128)
     runner.close()
