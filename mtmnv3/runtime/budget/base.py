@@ -40,8 +40,11 @@ class BudgetPolicy(ABC):
         budget_ms: the per-frame deadline in ms (> 0).
         priorities: task -> weight >= 0 for ``cls``/``det``/``emb``; tasks left
             out keep :data:`DEFAULT_PRIORITIES`; weight 0 never runs the task.
-        resolutions: allowed square input sizes in pixels (non-empty); kept
-            sorted from largest to smallest.
+        resolutions: allowed input sizes in pixels (non-empty), each the long
+            side of the input: the frame runner letterboxes a frame into the
+            smallest rectangle that keeps its aspect at that long side, both
+            sides multiples of 32 (so a smaller size scales both sides of a
+            rectangular input); kept sorted from largest to smallest.
         cls_period: run classification at most every ``cls_period`` frames (>= 1).
         safety_margin: plan to ``budget_ms * (1 - safety_margin)``, in [0, 1).
     """

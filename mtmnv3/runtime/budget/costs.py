@@ -26,7 +26,9 @@ Cold start.
     * A unit without a prior takes its first measurement as its estimate.
     * A unit never seen at a resolution is derived from the same unit at the
       nearest known resolution, scaled by ``(res / known) ** resolution_exponent``
-      (compute grows with the pixel count); a prior key without ``@res``
+      (compute grows with the pixel count; a resolution is the long side of an
+      input of the frames' aspect, so the pixel count grows with its square
+      whether the input is a square or a rectangle); a prior key without ``@res``
       (a role such as ``'det'``) means the unit at ``ref_resolution`` (or at every resolution
       when ``ref_resolution`` is None).
     * Otherwise ``unknown_ms`` is used, or ``KeyError`` when it is None.

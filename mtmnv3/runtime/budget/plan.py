@@ -1,7 +1,8 @@
 """Frame plans, frame records and the budget log.
 
 A :class:`FramePlan` says what one frame computes: which heads run, how many
-trunk stages run, at which input resolution, and the tracking mode. It
+trunk stages run, at which input resolution (the long side of the input;
+the frame runner keeps the frame's aspect), and the tracking mode. It
 expands into named cost *units* (see :func:`stage_unit`, :func:`head_unit`)
 that the :class:`~.costs.CostEstimator` prices. A :class:`ModelLayout` knows
 how deep into the trunk each head reaches, so plans can be built and checked
@@ -226,7 +227,8 @@ class FramePlan:
             neither; ``skip`` runs nothing at all).
         heads: heads that run, a subset of :data:`TASKS` (stored in canonical order).
         depth: trunk stages that run (0..num_stages); a head needing more cannot run.
-        resolution: square input size in pixels.
+        resolution: input size in pixels: the long side of the input (the
+            frame runner keeps the frame's aspect, e.g. 320 -> 320x192 for 16:9).
     """
 
     mode: str
