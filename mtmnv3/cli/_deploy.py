@@ -36,6 +36,7 @@ __all__ = [
     "export_deployed",
     "held_out_frames",
     "output_parity",
+    "with_input_shape",
 ]
 
 #: ``--format`` -> the runtime that runs the file.
@@ -62,7 +63,7 @@ def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _letterboxed_to(cfg: Any, size_hw: tuple[int, int]) -> Any:
+def with_input_shape(cfg: Any, size_hw: tuple[int, int]) -> Any:
     """A copy of ``cfg`` whose evaluation pipelines letterbox into ``size_hw`` (``(height, width)``).
 
     The held-out and calibration frames go through the config's test pipeline;
@@ -99,7 +100,7 @@ def held_out_frames(
         return [rng.standard_normal((1, 3, h, w)).astype(np.float32) for _ in range(num)], "random"
     from mtmnv3.studies.quantization import calibration_arrays
 
-    frames = calibration_arrays(_letterboxed_to(cfg, (h, w)), model, num_samples=num, split=split, seed=seed)
+    frames = calibration_arrays(with_input_shape(cfg, (h, w)), model, num_samples=num, split=split, seed=seed)
     return frames, split
 
 

@@ -89,6 +89,20 @@ def test_frame_size_derives_the_rectangle_from_a_sample_frame(setup, tmp_path, c
     assert "input 128x96 (WxH)" in capsys.readouterr().out
 
 
+def test_held_out_frames_are_letterboxed_into_the_rectangle(setup):
+    from mtmnv3.cli._deploy import held_out_frames, with_input_shape
+    from mtmnv3.engine import load_config
+
+    ckpt, opts = setup
+    cfg = load_config(CONFIG, _options(opts))
+    shaped = with_input_shape(cfg, (64, 128))
+    assert shaped.test_dataloader.dataset.pipeline[0]["size"] == (128, 64)
+    assert cfg.test_dataloader.dataset.pipeline[0]["size"] == 96  # the config itself is left alone
+    model = init_model(CONFIG, ckpt, _options(opts))
+    frames, source = held_out_frames(cfg, model, 2, (64, 128))
+    assert source == "test" and [f.shape for f in frames] == [(1, 3, 64, 128)] * 2
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
