@@ -1,8 +1,13 @@
 """``mtmnv3 test``: evaluate a checkpoint on a config's test split and print the per-task metrics table.
 
 ``--track`` also runs the tracker (detection + embedding heads, ByteTrack-style
-association) over MOTChallenge sequences -- the config's built-in test split,
-or ``--mot-dir`` -- and reports MOTA, IDF1, HOTA and ID switches.
+association) over MOTChallenge sequences -- the config's test split (the
+built-in data's, or a ``MOTChallengeDataset``'s sequences and frames), or
+``--mot-dir`` -- writes one MOTChallenge result file per sequence
+(``--out-dir DIR``: ``DIR/<seq>.txt``, the submission layout, boxes in the
+frames' pixels) and, where the sequences have ground truth, reports MOTA,
+IDF1, HOTA and ID switches (a MOT17 test split has none: the files are
+written and nothing is scored).
 
 ``--splits`` evaluates on several held-out splits of the built-in data (the
 test split generated again with each seed) and prints every split's metrics
@@ -54,6 +59,9 @@ EVAL_RESULT_FORMAT = "mtmnv3.EvalResult"
 
 EXAMPLE = """\
 mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --track --work-dir work_dirs/eval
+mtmnv3 test configs/mtmnv3_small_detemb_mot17.py work_dirs/mot17/iter_6000.pth --track --out-dir submit \
+    --cfg-options test_dataloader.dataset.data_root=data/MOT17 test_dataloader.dataset.split=test \
+    test_dataloader.dataset.half=None
 mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --splits 0 1 2 3
 mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --backend openvino --int8"""
 
@@ -88,7 +96,12 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     )
     p.add_argument("--model-file", help="with --backend: evaluate this deployed file (from mtmnv3 export)")
     p.add_argument("--threads", type=int, default=2, help="runtime threads with --backend (default 2)")
-    p.add_argument("--results-dir", help="where MOT result files go (default: WORK_DIR/mot_results)")
+    p.add_argument(
+        "--out-dir",
+        "--results-dir",
+        dest="results_dir",
+        help="where MOT result files go, one <seq>.txt per sequence (default: WORK_DIR/mot_results)",
+    )
     p.add_argument(
         "--splits",
         nargs="+",
@@ -174,13 +187,27 @@ def _evaluate(args: argparse.Namespace, cfg, results_subdir: str | None = None) 
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return None
-    metrics = dict(runner.test())
+    try:
+        dataset = runner.test_dataloader.dataset
+        labelled = _has_ground_truth(dataset)
+        if not labelled and not args.track:
+            raise ValueError(
+                "the test split has no ground truth: nothing to evaluate; give --track --out-dir DIR "
+                "to write MOTChallenge result files"
+            )
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    if labelled:
+        metrics = dict(runner.test())
+    else:
+        print("the test split has no ground truth: per-task metrics skipped")
+        metrics = {}
     if args.track:
         try:
-            mot_dir = _mot_dir(args, runner.test_dataloader.dataset)
-            metrics.update(
-                _track(args, cfg, TorchFrameRunner(model, _track_size(args, cfg)), mot_dir, results_subdir)
-            )
+            mot_source, protocol = _mot_source(args, dataset)
+            frame_runner = TorchFrameRunner(model, _track_size(args, cfg))
+            metrics.update(_track(args, cfg, frame_runner, mot_source, results_subdir, protocol))
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return None
@@ -211,38 +238,89 @@ def _evaluate_deployed(args: argparse.Namespace, cfg, results_subdir: str | None
             meta = export_deployed(
                 model, fmt, path, args.config, cfg, size, int8=args.int8, threads=args.threads
             )
-        raw_fn, _ = deployed_raw_fn(path, args.threads)
-        metrics = evaluate_raw_fn(raw_fn, model, meta["outputs"], cfg, split="test", batch_size=1)
-        print(f"{meta.get('precision', 'fp32')} {args.backend} file {path}:")
-        print(format_metrics_table(metrics))
+        dataset = Runner.build_dataloader(dict(cfg.test_dataloader, num_workers=0)).dataset
+        labelled = _has_ground_truth(dataset)
+        if not labelled and not args.track:
+            raise ValueError(
+                "the test split has no ground truth: nothing to evaluate; give --track --out-dir DIR "
+                "to write MOTChallenge result files"
+            )
+        metrics = {}
+        if labelled:
+            raw_fn, _ = deployed_raw_fn(path, args.threads)
+            metrics = evaluate_raw_fn(raw_fn, model, meta["outputs"], cfg, split="test", batch_size=1)
+            print(f"{meta.get('precision', 'fp32')} {args.backend} file {path}:")
+            print(format_metrics_table(metrics))
         if args.track:
-            dataset = Runner.build_dataloader(dict(cfg.test_dataloader, num_workers=0)).dataset
             frame_runner = DeployedFrameRunner(path, model, threads=args.threads)
-            metrics.update(_track(args, cfg, frame_runner, _mot_dir(args, dataset), results_subdir))
+            mot_source, protocol = _mot_source(args, dataset)
+            metrics.update(_track(args, cfg, frame_runner, mot_source, results_subdir, protocol))
     except (FileNotFoundError, KeyError, ValueError, TypeError, ImportError, DeployError) as e:
         print(f"error: {e}", file=sys.stderr)
         return None
     return metrics
 
 
-def _mot_dir(args: argparse.Namespace, dataset) -> str:
-    """``--mot-dir``, or the built-in test split's MOTChallenge folder."""
+def _parts(dataset) -> list:
+    """A ``ConcatDataset``'s parts, else the dataset itself."""
+    return list(getattr(dataset, "datasets", None) or [dataset])
+
+
+def _mot_dataset(dataset):
+    """The ``MOTChallengeDataset`` (part) of the test split, or None."""
+    from mtmnv3.data.motchallenge import MOTChallengeDataset
+
+    return next((d for d in _parts(dataset) if isinstance(d, MOTChallengeDataset)), None)
+
+
+def _has_ground_truth(dataset) -> bool:
+    """False when every part of the test split is MOTChallenge sequences without ``gt/gt.txt``."""
+    return any(getattr(d, "has_gt", True) for d in _parts(dataset))
+
+
+def _mot_source(args: argparse.Namespace, dataset) -> tuple:
+    """``(what to track, evaluation protocol)``: ``--mot-dir``, the test split's MOTChallenge
+    sequences (their frames, e.g. a validation half), or the built-in test split's folder."""
+    mot = _mot_dataset(dataset)
+    protocol = getattr(mot, "protocol", None)
     if args.mot_dir is not None:
-        return args.mot_dir
-    synth_dir = getattr(dataset, "synth_dir", None)
+        # one copy of each MOT17 sequence, as the config's dataset reads them
+        if mot is not None and mot.prefer_detector is not None:
+            from mtmnv3.data.motchallenge import mot_sequences
+
+            return mot_sequences(args.mot_dir, prefer_detector=mot.prefer_detector), protocol
+        return args.mot_dir, protocol
+    if mot is not None:
+        return mot.sequences, protocol
+    synth_dir = next((d.synth_dir for d in _parts(dataset) if getattr(d, "synth_dir", None)), None)
     if synth_dir is None:
-        raise ValueError("the test split is not the built-in synthetic data; give --mot-dir")
-    return os.path.join(synth_dir, "mot")
+        raise ValueError(
+            "the test split is neither the built-in synthetic data nor a MOTChallengeDataset; give --mot-dir"
+        )
+    return os.path.join(synth_dir, "mot"), None
 
 
 def _track_size(args: argparse.Namespace, cfg) -> int:
-    return int(args.track_size or input_size(cfg.test_dataloader.dataset))
+    """``--track-size``, or the input size of the test split's tracking data (its MOTChallenge part)."""
+    if args.track_size:
+        return int(args.track_size)
+    dataset = cfg.test_dataloader.dataset
+    parts = dataset.get("datasets") if dataset.get("type") == "ConcatDataset" else None
+    if parts:
+        dataset = next((d for d in parts if d.get("type") == "MOTChallengeDataset"), parts[0])
+    return int(input_size(dataset))
 
 
 def _track(
-    args: argparse.Namespace, cfg, frame_runner, mot_dir: str, results_subdir: str | None = None
+    args: argparse.Namespace,
+    cfg,
+    frame_runner,
+    mot_source,
+    results_subdir: str | None = None,
+    protocol: str | None = None,
 ) -> dict:
-    """MOTA, IDF1, HOTA, ... of ``frame_runner`` plus the config's tracker over a MOTChallenge folder."""
+    """Result files, and MOTA, IDF1, HOTA, ... where there is ground truth, of ``frame_runner``
+    plus the config's tracker over MOTChallenge sequences."""
     from mtmnv3.apis.inference import track_mot_sequences
     from mtmnv3.evaluation import format_metrics_table
 
@@ -253,8 +331,19 @@ def _track(
     tracker_cfg.pop("type", None)
     tracker_cfg["use_embeddings"] = not args.iou_only
     mot = track_mot_sequences(
-        frame_runner, mot_dir, results_dir, tracker_cfg, input_size=frame_runner.input_size
+        frame_runner,
+        mot_source,
+        results_dir,
+        tracker_cfg,
+        input_size=frame_runner.input_size,
+        protocol=protocol,
     )
+    if not mot:
+        print(
+            f"no ground truth: MOTChallenge result files written to {results_dir} "
+            "(one <seq>.txt per sequence: the submission layout)"
+        )
+        return {}
     mot = {f"mot/{k}": float(v) for k, v in mot.items()}
     print(format_metrics_table(mot))
     print(f"MOT results written to {results_dir}")
