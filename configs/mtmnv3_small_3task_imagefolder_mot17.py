@@ -2,10 +2,9 @@
 # and re-ID embedding (MOT17), one trunk; 6000 iterations. docs/own-data/mot17.md, "Three tasks".
 # Classification data: CLS_ROOT/{train,val}/<class name>/<image> (one folder per class, sorted names
 # are the labels). Set the roots with
-#   --cfg-options train_dataloader.dataset.datasets.0.data_root=CLS_ROOT/train \
+#   --cfg-options train_dataloader.dataset.datasets.0.data_root=CLS_ROOT \
 #                 train_dataloader.dataset.datasets.1.data_root=MOT17 \
-#                 val_dataloader.dataset.datasets.0.data_root=CLS_ROOT/val \
-#                 val_dataloader.dataset.datasets.1.data_root=MOT17 (test_dataloader likewise)
+#                 (val_dataloader and test_dataloader likewise)
 # and model.heads.cls.num_classes to the number of class folders.
 _base_ = ["./mtmnv3_small_detemb_mot17.py"]
 input_size = {{_base_.input_size}}
@@ -33,7 +32,7 @@ cls_test_pipeline = [
 ]
 # The ImageFolder part comes first: a ConcatDataset takes the first part's metainfo, and its
 # metainfo names the detection classes (classes) and the classification classes (cls_classes).
-cls_part = dict(type="ImageFolderDataset", metainfo=dict(classes=("pedestrian",)))
+cls_part = dict(type="ImageFolderDataset", data_root=cls_data_root, metainfo=dict(classes=("pedestrian",)))
 # Parts mix in proportion to their sizes (shuffled together); a large classification set can be
 # subsampled, or the MOT17 part repeated, to balance them.
 concat = dict(type="ConcatDataset", ignore_keys=["cls_classes", "videos", "num_ids"])
@@ -42,7 +41,7 @@ train_dataloader = dict(
         _delete_=True,
         **concat,
         datasets=[
-            dict(**cls_part, data_root=f"{cls_data_root}/train", pipeline=cls_train_pipeline),
+            dict(**cls_part, data_prefix=dict(img_path="train"), pipeline=cls_train_pipeline),
             {{_base_.train_dataloader.dataset}},
         ],
     )
@@ -52,7 +51,7 @@ val_dataloader = dict(
         _delete_=True,
         **concat,
         datasets=[
-            dict(**cls_part, data_root=f"{cls_data_root}/val", pipeline=cls_test_pipeline),
+            dict(**cls_part, data_prefix=dict(img_path="val"), pipeline=cls_test_pipeline),
             {{_base_.val_dataloader.dataset}},
         ],
     )
@@ -62,7 +61,7 @@ test_dataloader = dict(
         _delete_=True,
         **concat,
         datasets=[
-            dict(**cls_part, data_root=f"{cls_data_root}/val", pipeline=cls_test_pipeline),
+            dict(**cls_part, data_prefix=dict(img_path="val"), pipeline=cls_test_pipeline),
             {{_base_.test_dataloader.dataset}},
         ],
     )

@@ -73,7 +73,7 @@ def three_task_options(mot_root, cls_root, max_iters=ITERS):
         key = f"{split}_dataloader.dataset.datasets"
         at = 2 if split == "train" else 0
         opts += [
-            f"{key}.0.data_root={cls_root}/{'train' if split == 'train' else 'val'}",
+            f"{key}.0.data_root={cls_root}",
             f"{key}.1.data_root={mot_root}",
             f"{key}.0.pipeline.{at}.size={SIZE}",
             f"{key}.1.pipeline.{at}.size={SIZE}",
