@@ -59,9 +59,7 @@ EVAL_RESULT_FORMAT = "mtmnv3.EvalResult"
 
 EXAMPLE = """\
 mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --track --work-dir work_dirs/eval
-mtmnv3 test configs/mtmnv3_small_detemb_mot17.py work_dirs/mot17/iter_6000.pth --track --out-dir submit \
-    --cfg-options test_dataloader.dataset.data_root=data/MOT17 test_dataloader.dataset.split=test \
-    test_dataloader.dataset.half=None
+mtmnv3 test configs/mtmnv3_small_detemb_mot17.py mot17.pth --track --out-dir submit --cfg-options test_dataloader.dataset.split=test test_dataloader.dataset.half=None
 mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --splits 0 1 2 3
 mtmnv3 test configs/mtmnv3_small_3task_synth.py work_dirs/demo/model.pth --backend openvino --int8"""
 
