@@ -82,6 +82,23 @@ def test_configs_page_is_current():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_cli_page_is_current():
+    """docs/cli.md's help blocks equal each subcommand's --help (tools/gen_cli_docs.py), one section each."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_cli_docs.py"), "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    from mtmnv3.cli import COMMANDS
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for name in COMMANDS:
+        assert f"\n## {name}\n" in page and f"(#{name})" in page, name
+
+
 def test_configs_page_lists_every_config():
     page = (ROOT / "docs" / "configs.md").read_text(encoding="utf-8")
     for path in sorted((ROOT / "configs").rglob("*.py")):
