@@ -47,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
         runner = build_runner(cfg)
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         return report(e)
+    from mtmnv3.data.common import DataError
+
     try:
         runner.train()
     except FloatingPointError as e:
         print(f"error: training stopped: {e}", file=sys.stderr)
         return 1
+    except (DataError, FileNotFoundError) as e:  # the Runner builds the datasets lazily, inside train()
+        return report(e)
     close_distributed()
     return 0
 

@@ -203,3 +203,14 @@ def test_three_task_config_trains_and_tracks(mot17, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "top1" in r.stdout and "MOTA" in r.stdout
     assert {p.stem for p in (tmp_path / "res").glob("*.txt")} >= {"MOT17-02-FRCNN", "MOT17-04-FRCNN"}
+
+
+def test_train_on_a_wrong_root_is_a_clear_error(tmp_path):
+    """The Runner builds its datasets inside train(): the layout error still comes without a traceback."""
+    bad = tmp_path / "no_such_MOT17"
+    r = run_tool(
+        "train", CONFIG, "--work-dir", tmp_path / "work",
+        "--cfg-options", *model_options(), f"train_dataloader.dataset.data_root={bad}",
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "MOTChallenge root not found" in r.stderr and "Traceback" not in r.stderr
