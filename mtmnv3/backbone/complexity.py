@@ -7,11 +7,14 @@ scale, residual adds) are not counted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import nn
 
 from mtmnv3.core.layers import SqueezeExcite
 
-__all__ = ["conv_output_size", "module_macs", "num_params"]
+__all__ = ["conv_output_size", "module_macs", "num_params", "traced_block_macs"]
 
 
 def conv_output_size(size: int, conv: nn.Conv2d, dim: int) -> int:
@@ -50,3 +53,69 @@ def module_macs(module: nn.Module, height: int, width: int) -> tuple[int, int, i
 def num_params(module: nn.Module) -> int:
     """Number of parameters (buffers excluded)."""
     return sum(p.numel() for p in module.parameters())
+
+
+def traced_block_macs(
+    blocks: Sequence[nn.Module], height: int, width: int, in_channels: int = 3
+) -> list[tuple[int, tuple[int, ...]]]:
+    """MACs of each block of a sequence, counted on one forward pass, and its output shape.
+
+    For blocks whose layers do not run one after another in registration order
+    (branches, attention over patches), where :func:`module_macs` cannot tell
+    the sizes: the blocks run in sequence on one ``in_channels x height x width``
+    input (no gradients, every module in eval mode for the pass, then put back),
+    and hooks count each convolution's and linear layer's MACs from its real
+    output (a linear layer applied per token counts once per token). Same
+    convention as :func:`module_macs`: element-wise ops and attention's matrix
+    products are not counted.
+
+    Returns:
+        Per block, ``(macs, output shape)`` with the batch dimension (1) included.
+
+    Raises:
+        TypeError: a block returns something other than one tensor.
+    """
+    counted = [0]
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            counted[0] += output.numel() * (module.in_channels // module.groups) * k
+        elif isinstance(module, nn.Linear):
+            counted[0] += output.numel() * module.in_features
+
+    modes = {m: m.training for block in blocks for m in block.modules()}
+    hooks = [
+        m.register_forward_hook(count)
+        for block in blocks
+        for m in block.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    param = next((p for block in blocks for p in block.parameters()), None)
+    x = torch.zeros(
+        1,
+        in_channels,
+        height,
+        width,
+        device=None if param is None else param.device,
+        dtype=None if param is None else param.dtype,
+    )
+    out: list[tuple[int, tuple[int, ...]]] = []
+    try:
+        for m in modes:
+            m.training = False
+        with torch.no_grad():
+            for i, block in enumerate(blocks):
+                counted[0] = 0
+                x = block(x)
+                if not isinstance(x, torch.Tensor):
+                    raise TypeError(
+                        f"block {i} ({type(block).__name__}) returned a {type(x).__name__}, not a tensor"
+                    )
+                out.append((counted[0], tuple(x.shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return out

@@ -1,14 +1,18 @@
-"""MMDetection 3.x adapter: the trunk as an mmdet backbone.
+"""MMDetection 3.x adapter: the trunks as mmdet backbones.
 
 Pull it into an mmdet config with::
 
     custom_imports = dict(imports=['mtmnv3.backbone.mmdet_adapter'], allow_failed_imports=False)
     model = dict(backbone=dict(type='MobileNetV3Trunk', arch='large', out_indices=(2, 3, 4)))
+    # or a successor trunk from timm:
+    model = dict(backbone=dict(type='TimmTrunk', name='mobilenetv4_conv_small', out_indices=(2, 3, 4)))
 
-Importing this module registers :class:`MMDetMobileNetV3Trunk` in mmdet's
-``MODELS`` registry under the name ``MobileNetV3Trunk``. It takes the same
-arguments as :class:`mtmnv3.MobileNetV3Trunk`, publishes the same
-``feature_info`` and returns a tuple of the ``out_indices`` stage outputs.
+Importing this module registers :class:`MMDetMobileNetV3Trunk` and
+:class:`MMDetTimmTrunk` in mmdet's ``MODELS`` registry under the names
+``MobileNetV3Trunk`` and ``TimmTrunk``. Each takes the same arguments as the
+package's trunk (:class:`mtmnv3.MobileNetV3Trunk`,
+:class:`mtmnv3.backbone.TimmTrunk`), publishes the same ``feature_info`` and
+returns a tuple of the ``out_indices`` stage outputs.
 
 Pretrained weights load through mmengine's usual
 ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)``, but with
@@ -31,6 +35,7 @@ from __future__ import annotations
 import os
 
 from mtmnv3.backbone.pretrained import PRETRAINED_KEYS, PRETRAINED_TYPE, load_pretrained_trunk, select_prefix
+from mtmnv3.backbone.timm_trunk import TimmTrunk
 from mtmnv3.backbone.trunk import MobileNetV3Trunk
 from mtmnv3.core.checkpoint import allow_mmengine_checkpoint_globals
 
@@ -44,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = [
     "MMDetMobileNetV3Trunk",
+    "MMDetTimmTrunk",
     "PRETRAINED_KEYS",
     "PRETRAINED_TYPE",
     "load_trunk_weights",
@@ -58,7 +64,7 @@ allow_mmengine_checkpoint_globals()
 
 
 def load_trunk_weights(
-    trunk: MobileNetV3Trunk,
+    trunk: MobileNetV3Trunk | TimmTrunk,
     checkpoint: str | os.PathLike,
     prefix: str | None = None,
     map_location: str | None = "cpu",
@@ -79,11 +85,17 @@ def load_trunk_weights(
             ``False`` loads what matches and raises only when fewer than 95 %
             of the trunk's tensors do.
 
+    A :class:`TimmTrunk` also reads a timm state dict of its model (prefix
+    ``None`` or ``''``; the classifier's tensors are ignored).
+
     Raises:
         FileNotFoundError: the checkpoint file does not exist.
         ValueError: the file is unreadable, the prefix matches nothing, or keys
             or shapes do not match (another arch, width or SE setting).
     """
+    if isinstance(trunk, TimmTrunk):
+        trunk.load_pretrained(checkpoint, prefix=prefix, map_location=map_location, strict=strict)
+        return
     load_pretrained_trunk(trunk, checkpoint, prefix=prefix, map_location=map_location, strict=strict)
 
 
@@ -97,6 +109,19 @@ class MMDetMobileNetV3Trunk(MobileNetV3Trunk):
     match); without ``prefix`` a torchvision ``mobilenet_v3_*`` file, a
     multi-task checkpoint or an mmdet detector's is recognised from its keys.
     Other ``init_cfg`` types go to mmengine's initialisers as usual.
+    """
+
+    #: Pretrained ``init_cfg`` entries load strictly unless they set ``strict=False``.
+    pretrained_strict_default = True
+
+
+@MMDET_MODELS.register_module(name="TimmTrunk")
+class MMDetTimmTrunk(TimmTrunk):
+    """:class:`mtmnv3.backbone.TimmTrunk` as an mmdet backbone (same arguments).
+
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` loads a timm state dict
+    of the model (its classifier ignored), a multi-task checkpoint or an mmdet
+    detector's, strictly unless it sets ``strict=False``.
     """
 
     #: Pretrained ``init_cfg`` entries load strictly unless they set ``strict=False``.
