@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mtmnv3.backbone.variants import TRUNK_VARIANTS, create_trunk
+from mtmnv3.backbone.variants import TIMM_VARIANTS, TRUNK_VARIANTS, create_trunk
 from mtmnv3.cli._common import command_line, new_parser, report
 from mtmnv3.core.fileio import atomic_open
 from mtmnv3.core.profiling import format_table, num_threads, stage_latency
@@ -96,9 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ---- the trunk summary ---------------------------------------------------------------------------
 def _trunk_summary(args: argparse.Namespace) -> int:
-    unknown = [v for v in args.variants if v not in TRUNK_VARIANTS]
+    unknown = [v for v in args.variants if v not in TRUNK_VARIANTS and v not in TIMM_VARIANTS]
     if unknown:
-        print(f"error: unknown variants {unknown}; known: {sorted(TRUNK_VARIANTS)}", file=sys.stderr)
+        print(
+            f"error: unknown variants {unknown}; known: {sorted(TRUNK_VARIANTS)} "
+            f"and the timm successors {sorted(TIMM_VARIANTS)}",
+            file=sys.stderr,
+        )
         return 2
     if args.size < 32 or args.threads < 1 or args.repeats < 1:
         print(
