@@ -91,14 +91,17 @@ def test_the_demo_job_runs_in_process():
     assert "subprocess" not in source and "tools/" not in source
 
 
+#: Documentation generators: maintenance scripts beside the wrappers, checked by tests/test_docs.py.
+DOC_GENERATORS = ["gen_cli_docs.py", "gen_config_docs.py"]
+
+
 def test_tools_keeps_only_the_thin_wrappers():
-    assert sorted(p.name for p in (ROOT / "tools").iterdir() if p.suffix == ".py") == [
-        "demo.py",
-        "test.py",
-        "train.py",
-    ]
+    assert sorted(p.name for p in (ROOT / "tools").iterdir() if p.suffix == ".py") == sorted(
+        ["demo.py", "test.py", "train.py", *DOC_GENERATORS]
+    )
     for script in (ROOT / "tools").glob("*.py"):
-        assert len(script.read_text().splitlines()) < 12, script
+        if script.name not in DOC_GENERATORS:
+            assert len(script.read_text().splitlines()) < 12, script
 
 
 # ---- --source -------------------------------------------------------------------------------------
