@@ -27,6 +27,16 @@ content, so it stays correct under the lighting, blur, noise, resolution and
 background-domain shifts used in robustness studies (a lighting or domain
 label would not).
 
+**Moving camera** (off by default): ``camera_speed`` pans the camera (a
+steady pan, or a back-and-forth sweep with ``camera_period``) and
+``camera_shake`` adds a random jitter of a few pixels per frame. Unlike the
+backdrop drift of ``camera_pan``, the whole scene moves in the image, objects
+with the background, as a real moving camera shows it; objects keep their
+own motion in the world and enter and leave through the image borders.
+``SynthFrame.camera_offset`` is the camera's displacement since the first
+frame. The camera draws from its own random stream, so turning it on keeps
+the objects (their classes, looks, sizes and world motion).
+
 Degradations are applied per sequence, after rendering and in this order:
 lighting (gamma, contrast, brightness, colour cast), motion blur, resolution
 (down then up) and noise. They never move objects, so annotations hold; the
@@ -52,9 +62,11 @@ __all__ = [
     "NO_OBJECT_CLASS_NAME",
     "SceneConfig",
     "SynthFrame",
+    "camera_path",
     "cls_class_names",
     "generate_sequence",
     "make_background",
+    "noisy_detections",
     "sequence_meta",
 ]
 
@@ -74,6 +86,10 @@ SEED_STREAM_SCENE = 1
 SEED_STREAM_DEGRADE = 2
 SEED_STREAM_META = 3
 SEED_STREAM_BACKGROUND = 4
+SEED_STREAM_CAMERA = 5
+#: Moving-camera knobs; left at these defaults they are not written by
+#: :meth:`SceneConfig.to_dict`, so the knob hashes of existing data stay the same.
+CAMERA_DEFAULTS = {"camera_speed": 0.0, "camera_period": 0, "camera_shake": 0.0}
 
 
 def _pair(value, name: str, lo: float, hi: float = math.inf, ordered: bool = True) -> tuple[float, float]:
@@ -115,7 +131,17 @@ class SceneConfig:
             Short sequences then sample the whole life of a scene (objects
             entering, leaving, respawned) instead of only its first frames,
             where every object has just been placed inside the view.
-        camera_pan: background pan speed, pixels per frame.
+        camera_pan: background pan speed, pixels per frame: the backdrop
+            drifts inside a small margin while objects keep their image
+            motion (not a moving camera; see ``camera_speed``).
+        camera_speed: moving camera, pixels per frame (0 = still): the whole
+            scene, background and objects, moves in the image.
+        camera_period: frames of one back-and-forth sweep of the moving
+            camera (speed ``camera_speed * cos(2 pi t / period)``); 0 = a
+            steady pan in one direction.
+        camera_shake: camera shake, pixels: every frame the view jumps by an
+            independent random offset, uniform in ``[-shake, shake]`` on each
+            axis (rounded to whole pixels).
         brightness: additive brightness in [-1, 1] (fraction of full scale).
         contrast: contrast gain around mid-grey (> 0).
         gamma: gamma applied to [0, 1] intensities (> 0; > 1 darkens).
@@ -148,6 +174,9 @@ class SceneConfig:
     respawn_delay: tuple[int, int] = (0, 20)
     start_offset: int = 0
     camera_pan: float = 0.3
+    camera_speed: float = 0.0
+    camera_period: int = 0
+    camera_shake: float = 0.0
     brightness: float = 0.0
     contrast: float = 1.0
     gamma: float = 1.0
@@ -172,6 +201,7 @@ class SceneConfig:
             "motion_blur",
             "cls_min_visible_px",
             "start_offset",
+            "camera_period",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -180,7 +210,7 @@ class SceneConfig:
         for name in ("num_sequences", "num_frames", "frame_rate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_objects", "motion_blur", "cls_min_visible_px", "start_offset"):
+        for name in ("num_objects", "motion_blur", "cls_min_visible_px", "start_offset", "camera_period"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -225,6 +255,8 @@ class SceneConfig:
         checks = {
             "scale_change": (0.0, 2.0),
             "camera_pan": (0.0, 100.0),
+            "camera_speed": (0.0, 100.0),
+            "camera_shake": (0.0, 100.0),
             "brightness": (-1.0, 1.0),
             "lighting_jitter": (0.0, 1.0),
             "noise_std": (0.0, 255.0),
@@ -256,9 +288,23 @@ class SceneConfig:
         """A copy with some knobs changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def moving_camera(self) -> bool:
+        """Whether the camera moves (``camera_speed`` or ``camera_shake`` is set)."""
+        return self.camera_speed > 0 or self.camera_shake > 0
+
     def to_dict(self) -> dict:
-        """JSON-ready dict of every knob."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-ready dict of every knob (the moving-camera knobs only when set).
+
+        The moving-camera knobs came after data had been cached under the
+        hash of this dict; left at their defaults they are left out, so that
+        data keeps its hash. ``SceneConfig(**cfg.to_dict()) == cfg`` holds either way.
+        """
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        for name, default in CAMERA_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
 
 @dataclass
@@ -277,6 +323,11 @@ class SynthFrame:
         cls_label: frame classification label (C = no object).
         id_map: int32 (H, W) identity shown at each pixel (0 = background),
             before degradations.
+        meta: the sequence's knobs (:func:`sequence_meta`).
+        camera_offset: float64 (2,) camera displacement ``(dx, dy)`` in
+            pixels since the first frame: a point of the world at ``p`` in
+            the first frame is at ``p - camera_offset`` in this one (zeros
+            without a moving camera).
     """
 
     frame_id: int
@@ -290,6 +341,7 @@ class SynthFrame:
     cls_label: int
     id_map: np.ndarray
     meta: dict = field(default_factory=dict)
+    camera_offset: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
 def cls_class_names(classes: tuple[str, ...]) -> tuple[str, ...]:
@@ -401,7 +453,9 @@ class _Scene:
         for k in range(cfg.num_objects):
             self.slots[k] = self._spawn(0, inside=True, slot=k)
 
-    def _spawn(self, t: int, inside: bool, slot: int = -1) -> _Object:
+    def _spawn(self, t: int, inside: bool, slot: int = -1, view: tuple[int, int] = (0, 0)) -> _Object:
+        """A new object at frame ``t``, placed in (or at the border of) the view whose
+        top-left corner is at ``view`` in world pixels (the scene's objects live in the world)."""
         cfg, rng = self.cfg, self.rng
         cls = int(rng.integers(self.source.num_classes))
         grey, mask, _ = self.source.sample(cls, rng)
@@ -427,6 +481,8 @@ class _Scene:
             ][edge]
             angle = normal + rng.uniform(-ENTER_ANGLE_SPREAD, ENTER_ANGLE_SPREAD)
             speed = max(speed, 1.0)  # an entering object must get in
+        if view != (0, 0):
+            pos = pos + np.array(view, np.float64)
         obj = _Object(
             ident=self.next_id,
             cls=cls,
@@ -452,15 +508,17 @@ class _Scene:
         cx, cy = obj.pos0 + obj.vel * age
         return int(round(cx - size / 2)), int(round(cy - size / 2)), size
 
-    def step(self, t: int) -> list[tuple[_Object, int, int, int]]:
-        """Advance slots to frame ``t`` (0-based); return (object, x0, y0, size) to draw."""
+    def step(self, t: int, view: tuple[int, int] = (0, 0)) -> list[tuple[_Object, int, int, int]]:
+        """Advance slots to frame ``t`` (0-based) with the view's top-left corner at ``view``
+        (world pixels); return (object, x0, y0, size) to draw, in image pixels."""
         active = []
         for k, obj in enumerate(self.slots):
             if obj is None:
                 if t < self.wake[k]:
                     continue
-                obj = self.slots[k] = self._spawn(t, inside=False, slot=k)
+                obj = self.slots[k] = self._spawn(t, inside=False, slot=k, view=view)
             x0, y0, s = self._geometry(obj, t)
+            x0, y0 = x0 - view[0], y0 - view[1]
             inside = x0 < self.w and y0 < self.h and x0 + s > 0 and y0 + s > 0
             if inside:
                 obj.entered = True
@@ -496,6 +554,95 @@ def _render(
     return out
 
 
+def camera_path(cfg: SceneConfig, seq_index: int, seed: int, num_frames: int) -> np.ndarray:
+    """The moving camera's view origin for frames ``0 .. num_frames - 1`` of the simulation.
+
+    Returns:
+        int64 (num_frames, 2) ``(x, y)`` world pixels of the image's top-left
+        corner (all zeros without a moving camera): the pan (a steady one,
+        or a sweep of period ``camera_period``, along a random direction)
+        plus an independent shake per frame, rounded to whole pixels.
+    """
+    if not cfg.moving_camera:
+        return np.zeros((num_frames, 2), np.int64)
+    rng = np.random.default_rng(_seed_sequence(seed, seq_index, SEED_STREAM_CAMERA))
+    angle = rng.uniform(0, 2 * math.pi)
+    direction = np.array([math.cos(angle), math.sin(angle)])
+    t = np.arange(num_frames, dtype=np.float64)
+    if cfg.camera_period:
+        w = 2 * math.pi / cfg.camera_period
+        travel = cfg.camera_speed * np.sin(w * t) / w
+    else:
+        travel = cfg.camera_speed * t
+    shake = rng.uniform(-cfg.camera_shake, cfg.camera_shake, (num_frames, 2))
+    return np.round(travel[:, None] * direction + shake).astype(np.int64)
+
+
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices mirrored into ``[0, size)`` without repeating the edge (OpenCV's BORDER_REFLECT_101)."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.mod(index, period)
+    return np.where(index >= size, period - index, index)
+
+
+def _background_view(background: np.ndarray, x: int, y: int, h: int, w: int) -> np.ndarray:
+    """The (h, w) window at (x, y) of the background mirrored without end (a world to pan over)."""
+    bh, bw = background.shape[:2]
+    if 0 <= x and x + w <= bw and 0 <= y and y + h <= bh:
+        return background[y : y + h, x : x + w].copy()
+    rows = _reflect(np.arange(y, y + h), bh)
+    cols = _reflect(np.arange(x, x + w), bw)
+    return background[rows[:, None], cols[None, :]]
+
+
+def noisy_detections(
+    boxes: np.ndarray,
+    rng: np.random.Generator,
+    jitter: float = 0.05,
+    drop: float = 0.1,
+    score_range: tuple[float, float] = (0.5, 1.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detections made from ground-truth boxes, for exercising trackers without a model.
+
+    Each box is dropped with probability ``drop`` (a missed detection); the
+    others get Gaussian noise on every side (standard deviation ``jitter``
+    times the box's width for x, height for y) and a score drawn uniformly
+    from ``score_range``.
+
+    Args:
+        boxes: (N, 4) ``x1, y1, x2, y2``.
+        rng: the random stream (the caller's, for reproducible runs).
+        jitter: side noise as a fraction of the box size (>= 0).
+        drop: probability of dropping a box, in [0, 1].
+        score_range: (low, high) scores, within [0, 1].
+
+    Returns:
+        ``(boxes, scores, kept)``: float64 (M, 4) boxes with positive width
+        and height, float64 (M,) scores and the int64 (M,) indices of the
+        input boxes kept.
+
+    Raises:
+        ValueError: If an argument is out of range or ``boxes`` is not (N, 4).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
+    if not jitter >= 0:
+        raise ValueError(f"jitter must be >= 0, got {jitter!r}")
+    if not 0 <= drop <= 1:
+        raise ValueError(f"drop must be in [0, 1], got {drop!r}")
+    lo, hi = _pair(score_range, "score_range", 0.0, 1.0)
+    n = len(boxes)
+    keep = rng.random(n) >= drop
+    size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, axis=1)
+    noisy = boxes + rng.standard_normal((n, 4)) * jitter * size
+    scores = rng.uniform(lo, hi, n)
+    noisy[:, 2] = np.maximum(noisy[:, 2], noisy[:, 0] + 1.0)
+    noisy[:, 3] = np.maximum(noisy[:, 3], noisy[:, 1] + 1.0)
+    kept = np.flatnonzero(keep)
+    return noisy[kept], scores[kept], kept.astype(np.int64)
+
+
 def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[SynthFrame]:
     """Render one sequence, frame by frame.
 
@@ -526,16 +673,18 @@ def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[S
     blur = _blur_kernel(cfg.motion_blur, meta["blur_angle"]) if cfg.motion_blur > 1 else None
     small = (max(1, round(w / cfg.downscale)), max(1, round(h / cfg.downscale)))
     start = meta["start_frame"]
+    views = camera_path(cfg, seq_index, seed, start + cfg.num_frames)
     for t in range(start):  # simulate (no rendering) up to the first recorded frame
-        scene.step(t)
+        scene.step(t, tuple(views[t]))
     for t in range(start, start + cfg.num_frames):
-        # Step 1: camera pan (triangle wave inside the background margin).
+        # Step 1: backdrop drift (triangle wave inside the background margin) and the moving camera.
         travel = pan_start + cfg.camera_pan * t * np.array([math.cos(pan_angle), math.sin(pan_angle)])
         ox, oy = (int(2 * margin - abs(v % (4 * margin) - 2 * margin)) for v in travel)
-        frame = background[oy : oy + h, ox : ox + w].copy()
+        view = (int(views[t, 0]), int(views[t, 1]))
+        frame = _background_view(background, ox + view[0], oy + view[1], h, w)
         id_map = np.zeros((h, w), np.int32)
         # Step 2: objects, far to near.
-        shown = _render(scene, scene.step(t), frame, id_map)
+        shown = _render(scene, scene.step(t, view), frame, id_map)
         visible = np.bincount(id_map.ravel(), minlength=scene.next_id)
         shown.sort(key=lambda item: item[0].ident)
         k = len(shown)
@@ -572,4 +721,5 @@ def generate_sequence(cfg: SceneConfig, seq_index: int, seed: int) -> Iterator[S
             cls_label=cls_label,
             id_map=id_map,
             meta=meta,
+            camera_offset=(views[t] - views[start]).astype(np.float64),
         )
