@@ -11,12 +11,15 @@ module                        contents
                               the checked detections of a frame
 :mod:`.tracker`               :class:`EmbeddingTracker` (ByteTrack two-stage
                               association with FairMOT embeddings)
+:mod:`.cmc`                   :class:`CameraMotion`: camera-motion compensation
+                              (a global 2x3 warp per frame, BoT-SORT's GMC)
 :mod:`.builder`               :func:`build_tracker` from ``dict(type=..., ...)``
 :mod:`.mot_io`                :func:`run_tracker` over a video, MOTChallenge result rows/files
 ============================  ====================================================
 """
 
 from mtmnv3.tracking.builder import TRACKER_TYPES, build_tracker
+from mtmnv3.tracking.cmc import CMC_METHODS, CameraMotion, build_cmc
 from mtmnv3.tracking.kalman import CHI2INV95, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
 from mtmnv3.tracking.matching import (
     embedding_distance,
@@ -48,6 +51,9 @@ __all__ = [
     "TrackState",
     "TRACKER_TYPES",
     "build_tracker",
+    "CMC_METHODS",
+    "CameraMotion",
+    "build_cmc",
     "run_tracker",
     "tracks_to_mot_rows",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CHI2INV95", "GATE_DOF", "KalmanFilterXYAH", "xyah_to_xyxy", "xyxy_to_xyah"]
+__all__ = ["CHI2INV95", "GATE_DOF", "KalmanFilterXYAH", "check_affine", "xyah_to_xyxy", "xyxy_to_xyah"]
 
 #: 0.95 quantile of the chi-square distribution with N degrees of freedom
 #: (``scipy.stats.chi2.ppf(0.95, N)``), the Mahalanobis gate of DeepSORT/ByteTrack.
@@ -77,6 +77,22 @@ def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     h = xyah[:, 3]
     w = xyah[:, 2] * h
     return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - h / 2, xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1)
+
+
+def check_affine(affine: np.ndarray) -> np.ndarray:
+    """``affine`` as a finite (2, 3) float64 matrix ``[A | t]`` mapping ``p`` to ``A p + t``.
+
+    Raises:
+        ValueError: If it has another shape, non-finite entries or a singular ``A``.
+    """
+    affine = np.asarray(affine, np.float64)
+    if affine.shape != (2, 3):
+        raise ValueError(f"affine must have shape (2, 3) ([A | t], p -> A p + t), got {affine.shape}")
+    if not np.all(np.isfinite(affine)):
+        raise ValueError("affine must be finite, got NaN or inf")
+    if abs(np.linalg.det(affine[:, :2])) < 1e-9:
+        raise ValueError(f"affine must have an invertible linear part, got {affine.tolist()}")
+    return affine
 
 
 def _check_stack(mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,6 +258,42 @@ class KalmanFilterXYAH:
         new_mean = mean + np.einsum("nij,nj->ni", gain, innovation)
         new_cov = covariance - gain @ projected_cov @ gain.transpose(0, 2, 1)
         new_cov = 0.5 * (new_cov + new_cov.transpose(0, 2, 1))  # keep it symmetric against round-off
+        return new_mean, new_cov
+
+    def warp(
+        self, mean: np.ndarray, covariance: np.ndarray, affine: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Move every track by a global image motion (camera-motion compensation).
+
+        ``affine`` maps points of the previous frame to the current frame,
+        ``p -> A p + t`` (BoT-SORT's GMC warp). The box centre moves as a
+        point, its velocity by ``A`` alone; the height and its velocity scale
+        by ``s = sqrt(|det A|)`` (the zoom of a similarity; aspect ratios do
+        not change). With ``T`` the resulting linear map of the state:
+        ``x' = T x + (t, 0, ...)`` and ``P' = T P T^T``.
+
+        Args:
+            mean: (N, 8) states.
+            covariance: (N, 8, 8) state covariances.
+            affine: (2, 3) ``[A | t]``.
+
+        Returns:
+            Warped ``mean`` (N, 8) and ``covariance`` (N, 8, 8) (new arrays).
+
+        Raises:
+            ValueError: If a shape is wrong or ``affine`` is not finite and invertible.
+        """
+        mean, covariance = _check_stack(mean, covariance)
+        affine = check_affine(affine)
+        linear, shift = affine[:, :2], affine[:, 2]
+        scale = float(np.sqrt(abs(np.linalg.det(linear))))
+        transform = np.eye(STATE_DIM)
+        transform[0:2, 0:2] = linear
+        transform[4:6, 4:6] = linear
+        transform[3, 3] = transform[7, 7] = scale
+        new_mean = mean @ transform.T
+        new_mean[:, :2] += shift
+        new_cov = transform @ covariance @ transform.T
         return new_mean, new_cov
 
     def gating_distance(

@@ -11,17 +11,20 @@ the Fairness of Detection and Re-Identification in Multiple Object
 Tracking", IJCV 2021): the cosine distance between a track's smoothed
 embedding and each detection's embedding, fused with the IoU distance and
 gated by the Kalman filter's Mahalanobis distance. With ``emb_weight=0`` or
-``use_embeddings=False`` the tracker is plain (IoU-only) ByteTrack.
+``use_embeddings=False`` the tracker is plain (IoU-only) ByteTrack. With
+``cmc=dict(...)`` every track is moved by the camera's motion, estimated on
+the frame's pixels, before association (:mod:`mtmnv3.tracking.cmc`).
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from mtmnv3.tracking.cmc import CameraMotion, build_cmc, is_identity
 from mtmnv3.tracking.kalman import (
     CHI2INV95,
     GATE_DOF,
@@ -126,6 +129,14 @@ class EmbeddingTracker:
             another class.
         duplicate_thr: A tracked and a lost track closer than this ``1 - IoU``
             are duplicates (ByteTrack: 0.15); 0 disables the check.
+        cmc: Camera-motion compensation: ``None`` (default) for none, or the
+            :class:`~mtmnv3.tracking.cmc.CameraMotion` arguments, e.g.
+            ``dict(method='sparse_flow', downscale=2)``. Every frame passed
+            to :meth:`update` (or :meth:`predict_only`) as ``frame=`` then
+            moves all tracks by the global image motion since the previous
+            frame given, after the Kalman prediction and before association.
+            Frames given without pixels are tracked without it (the next
+            frame with pixels makes up for the motion in between).
 
     Raises:
         ValueError: If a threshold is out of range or inconsistent.
@@ -152,6 +163,7 @@ class EmbeddingTracker:
         min_hits: int = 2,
         class_aware: bool = False,
         duplicate_thr: float = 0.15,
+        cmc: Mapping[str, Any] | CameraMotion | None = None,
     ) -> None:
         self.high_thr = check_number("high_thr", high_thr, 0.0, 1.0)
         self.low_thr = check_number("low_thr", low_thr, 0.0, 1.0)
@@ -188,6 +200,10 @@ class EmbeddingTracker:
         #: Frames a track may go unmatched before it is removed (ByteTrack's ``max_time_lost``).
         self.max_time_lost = int(self.frame_rate / REFERENCE_FRAME_RATE * self.track_buffer)
         self.kf = KalmanFilterXYAH()
+        #: The camera-motion estimator, or ``None`` without CMC.
+        self.cmc = build_cmc(cmc)
+        #: The warp applied to the tracks in the latest frame (identity without CMC).
+        self.last_warp = np.eye(2, 3)
         self._tracks: list[Track] = []
         self._next_id = 1
         self._frame_id: int | None = None
@@ -218,6 +234,9 @@ class EmbeddingTracker:
         self._frame_id = None
         self._num_updates = 0
         self._emb_dim = None
+        self.last_warp = np.eye(2, 3)
+        if self.cmc is not None:
+            self.cmc.reset()
 
     def update(
         self,
@@ -226,6 +245,7 @@ class EmbeddingTracker:
         labels: Any = None,
         embeddings: Any = None,
         frame_id: int | None = None,
+        frame: np.ndarray | None = None,
     ) -> TrackResult:
         """Advance to ``frame_id`` and associate this frame's detections.
 
@@ -242,6 +262,8 @@ class EmbeddingTracker:
             frame_id: The frame, greater than the previous one; ``None`` for
                 the previous frame + 1 (1 for the first). Skipped frames are
                 predicted by the Kalman filter and count towards ``max_time_lost``.
+            frame: The frame's pixels, (H, W, 3) RGB or (H, W) grey uint8, for
+                camera-motion compensation (``cmc``); ignored without it.
 
         Returns:
             The confirmed, currently tracked tracks (see :class:`TrackResult`).
@@ -250,11 +272,13 @@ class EmbeddingTracker:
             ValueError: If an input has the wrong shape or non-finite values,
                 a box has ``x2 < x1`` or ``y2 < y1``, or ``frame_id`` does not increase.
         """
-        frame = self._check_frame(frame_id)
+        frame_no = self._check_frame(frame_id)
         dets = self._check_detections(bboxes, scores, labels, embeddings)
         if dets.embeddings is not None:
             self._emb_dim = dets.embeddings.shape[1]
-        self._advance(frame)
+        warp = self._camera_motion(frame, dets.bboxes)
+        self._advance(frame_no)
+        self._warp_tracks(warp)
         first_frame = self._num_updates == 0
         is_high = dets.scores >= self.high_thr
         high = dets.take(is_high)
@@ -264,12 +288,12 @@ class EmbeddingTracker:
 
         # Step 1: confirmed (tracked + lost) tracks vs high-score detections, embeddings + IoU, gated.
         matches, pool_left, high_left = linear_assignment(self._first_cost(pool, high), self.match_thr)
-        self._apply_matches(pool, high, matches, frame, update_embedding=True)
+        self._apply_matches(pool, high, matches, frame_no, update_embedding=True)
 
         # Step 2: tracks tracked until now and still unmatched vs low-score detections, IoU only.
         remaining = [pool[i] for i in pool_left if pool[i].state == TrackState.TRACKED]
         matches, remaining_left, _ = linear_assignment(self._iou_cost(remaining, low), self.second_match_thr)
-        self._apply_matches(remaining, low, matches, frame, update_embedding=False)
+        self._apply_matches(remaining, low, matches, frame_no, update_embedding=False)
         for i in remaining_left:
             remaining[i].state = TrackState.LOST
 
@@ -278,21 +302,21 @@ class EmbeddingTracker:
         matches, tentative_left, high_left = linear_assignment(
             self._iou_cost(tentative, high), self.unconfirmed_match_thr
         )
-        self._apply_matches(tentative, high, matches, frame, update_embedding=True)
+        self._apply_matches(tentative, high, matches, frame_no, update_embedding=True)
         for i in tentative_left:
             tentative[i].state = TrackState.REMOVED
 
         # Step 4: births from confident detections nobody claimed.
         high = high.take(high_left)
-        self._start_tracks(high.take(high.scores >= self.new_track_thr), frame, confirmed=first_frame)
+        self._start_tracks(high.take(high.scores >= self.new_track_thr), frame_no, confirmed=first_frame)
 
         # Step 5: clean-up.
         self._remove_duplicates()
-        self._expire(frame)
+        self._expire(frame_no)
         self._num_updates += 1
         return self._result()
 
-    def predict_only(self, frame_id: int | None = None) -> TrackResult:
+    def predict_only(self, frame_id: int | None = None, frame: np.ndarray | None = None) -> TrackResult:
         """Advance the Kalman filter to ``frame_id`` without detections.
 
         For frames where the detector does not run (a run-time budget skips
@@ -302,6 +326,7 @@ class EmbeddingTracker:
         Args:
             frame_id: The frame, greater than the previous one; ``None`` for
                 the previous frame + 1.
+            frame: The frame's pixels, for camera-motion compensation (``cmc``).
 
         Returns:
             The confirmed, tracked tracks with predicted boxes.
@@ -309,9 +334,11 @@ class EmbeddingTracker:
         Raises:
             ValueError: If ``frame_id`` does not increase.
         """
-        frame = self._check_frame(frame_id)
-        self._advance(frame)
-        self._expire(frame)
+        frame_no = self._check_frame(frame_id)
+        warp = self._camera_motion(frame, xyah_to_xyxy(self._stack(self._tracks)[0]))
+        self._advance(frame_no)
+        self._warp_tracks(warp)
+        self._expire(frame_no)
         return self._result()
 
     # ------------------------------------------------------------------ input checks
@@ -390,6 +417,24 @@ class EmbeddingTracker:
         self._expire(frame - 1)  # tracks that ran out during skipped frames
         self._predict(steps)
         self._frame_id = frame
+
+    # ------------------------------------------------------------------ camera motion
+
+    def _camera_motion(self, image: np.ndarray | None, boxes: np.ndarray) -> np.ndarray:
+        """The camera's motion since the previous frame with pixels (identity without CMC or pixels)."""
+        if self.cmc is None or image is None:
+            return np.eye(2, 3)
+        return self.cmc.estimate(image, boxes)
+
+    def _warp_tracks(self, warp: np.ndarray) -> None:
+        """Move every track's Kalman state by ``warp`` (after the prediction, before association)."""
+        self.last_warp = warp
+        if not self._tracks or is_identity(warp):
+            return
+        mean, covariance = self._stack(self._tracks)
+        mean, covariance = self.kf.warp(mean, covariance, warp)
+        for t, m, c in zip(self._tracks, mean, covariance):
+            t.mean, t.covariance = m, c
 
     # ------------------------------------------------------------------ association steps
 
