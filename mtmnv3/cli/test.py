@@ -95,6 +95,13 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     p.add_argument("--model-file", help="with --backend: evaluate this deployed file (from mtmnv3 export)")
     p.add_argument("--threads", type=int, default=2, help="runtime threads with --backend (default 2)")
     p.add_argument(
+        "--input-size",
+        type=_parse_wxh,
+        metavar="WxH",
+        help="with --backend: the deployed file's input shape, e.g. 320x192 (default: the config's test "
+        "size); evaluation frames are letterboxed into it, and a --model-file must have it",
+    )
+    p.add_argument(
         "--out-dir",
         "--results-dir",
         dest="results_dir",
@@ -109,6 +116,12 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     )
     add_runner_args(p)
     return p
+
+
+def _parse_wxh(text: str) -> tuple[int, int]:
+    from mtmnv3.cli.export import parse_wxh
+
+    return parse_wxh(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"model file not found: {args.model_file}")
         if args.backend != "torch":
             check_backend(args.backend)
+        elif args.input_size is not None:
+            raise ValueError("--input-size is the deployed file's shape; give --backend too")
     except (FileNotFoundError, KeyError, ValueError, TypeError, ImportError) as e:
         return report(e)
     if not args.splits:
@@ -217,19 +232,35 @@ def _evaluate_deployed(args: argparse.Namespace, cfg, results_subdir: str | None
     from mmengine.registry import init_default_scope
 
     from mtmnv3.apis import init_model
-    from mtmnv3.cli._deploy import DeployError, check_model_file, deployed_raw_fn, export_deployed
+    from mtmnv3.cli._deploy import (
+        DeployError,
+        check_model_file,
+        deployed_raw_fn,
+        export_deployed,
+        with_input_shape,
+    )
     from mtmnv3.evaluation import format_metrics_table
     from mtmnv3.runtime.frame_runner import EXPORT_SUFFIXES, DeployedFrameRunner
     from mtmnv3.studies.quantization import evaluate_raw_fn
 
     fmt = {"onnxruntime": "onnx", "executorch": "executorch", "openvino": "openvino"}[args.backend]
-    size = input_size(cfg.test_dataloader.dataset)
+    size: int | tuple[int, int] = input_size(cfg.test_dataloader.dataset)
+    if (
+        args.input_size is not None
+    ):  # (width, height) -> the file's (height, width); frames letterboxed into it
+        size = (args.input_size[1], args.input_size[0])
+        cfg = with_input_shape(cfg, size)
     try:
         init_default_scope(cfg.get("default_scope", "mtmnv3"))
         model = init_model(args.config, args.checkpoint, args.cfg_options)
         if args.model_file is not None:
             path = args.model_file
-            meta = check_model_file(path, args.config, model, size)
+            asked = (
+                "--input-size"
+                if args.input_size is not None
+                else "the config's test size (or give --input-size)"
+            )
+            meta = check_model_file(path, args.config, model, size, asked_by=asked)
         else:
             precision = "int8" if args.int8 else "fp32"
             path = os.path.join(cfg.work_dir, "deploy", f"model_{precision}{EXPORT_SUFFIXES[args.backend]}")

@@ -136,3 +136,22 @@ def test_other_runtimes_at_a_rectangle(setup, tmp_path, fmt, suffix):
     frame = np.random.default_rng(1).integers(0, 256, (100, 200, 3), dtype=np.uint8)
     want, got = TorchFrameRunner(model, 128).predict(frame), DeployedFrameRunner(out, model).predict(frame)
     assert_same_boxes(got.bboxes, want.bboxes, BOX_ATOL)
+
+
+def test_test_evaluates_a_rectangular_file_at_its_shape(setup, tmp_path, capsys):
+    """mtmnv3 test --backend X --model-file F --input-size WxH: frames letterboxed into the file's rectangle;
+    without --input-size the file is refused, naming both shapes."""
+    from mtmnv3.cli import test as test_cli
+
+    out = tmp_path / "model.onnx"
+    assert export(setup, out, "--input-size", "128x64") == 0
+    ckpt, opts = setup
+    base = [str(CONFIG), str(ckpt), "--backend", "onnxruntime", "--model-file", str(out), "--threads", "1"]
+    capsys.readouterr()
+    assert test_cli.main([*base, "--cfg-options", *opts]) == 2
+    err = capsys.readouterr().err
+    assert "takes 128x64 (WxH) inputs" in err and "give --input-size" in err
+    assert test_cli.main([*base, "--input-size", "128x64", "--cfg-options", *opts]) == 0
+    assert "| cls | 1.0000 |" in capsys.readouterr().out  # the file ran on every held-out frame
+    # --input-size is the deployed file's shape: without --backend it is a usage error
+    assert test_cli.main([str(CONFIG), str(ckpt), "--input-size", "128x64", "--cfg-options", *opts]) == 2
