@@ -57,7 +57,10 @@ def run_pipeline(
 
     sizes = resolutions if budget_ms is not None else [size]
     runner = build_frame_runner(model, backend, input_size=max(sizes), threads=threads)
-    probe = np.full((320, 320, 3), 114, np.uint8)
+    reader = VideoFileReader(video)
+    width, height = reader.size
+    reader.close()
+    probe = np.full((height, width, 3), 114, np.uint8)  # the video's own shape: costs at its rectangle
     scheduler = None
     if budget_ms is not None:
         est = calibrate_costs(runner, layout, sizes, model.trunk.stage_macs(sizes[0], sizes[0]), probe)

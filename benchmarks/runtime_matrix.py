@@ -186,7 +186,14 @@ def main(argv=None) -> int:
                 torch_fn = _torch_raw_fn(model, load_export_meta(files[("onnxruntime", "fp32")])["outputs"])
                 layout = load_export_meta(files[("onnxruntime", "fp32")])["outputs"]
                 scores["torch"] = metrics_of(
-                    torch_fn, model, layout, cfg, TorchFrameRunner(model, size), mot_dir, args
+                    # square, as the files in the matrix are
+                    torch_fn,
+                    model,
+                    layout,
+                    cfg,
+                    TorchFrameRunner(model, size, keep_aspect=False),
+                    mot_dir,
+                    args,
                 )
                 for key, path in files.items():
                     raw_fn, meta = deployed_raw_fn(path, max(args.threads))
