@@ -13,6 +13,8 @@ module                        contents
                               association with FairMOT embeddings)
 :mod:`.cmc`                   :class:`CameraMotion`: camera-motion compensation
                               (a global 2x3 warp per frame, BoT-SORT's GMC)
+:mod:`.peers`                 BoxMOT's ByteTrack, OC-SORT and BoT-SORT behind the
+                              same interface (BoxMOT imported when built)
 :mod:`.builder`               :func:`build_tracker` from ``dict(type=..., ...)``
 :mod:`.mot_io`                :func:`run_tracker` over a video, MOTChallenge result rows/files
 ============================  ====================================================
@@ -31,6 +33,7 @@ from mtmnv3.tracking.matching import (
     linear_assignment,
 )
 from mtmnv3.tracking.mot_io import run_tracker, tracks_to_mot_rows
+from mtmnv3.tracking.peers import PEER_TRACKERS, BoxMOTBoTSORT, BoxMOTByteTrack, BoxMOTOCSort
 from mtmnv3.tracking.tracker import EmbeddingTracker, Track, TrackResult, TrackState
 
 __all__ = [
@@ -54,6 +57,10 @@ __all__ = [
     "CMC_METHODS",
     "CameraMotion",
     "build_cmc",
+    "PEER_TRACKERS",
+    "BoxMOTByteTrack",
+    "BoxMOTOCSort",
+    "BoxMOTBoTSORT",
     "run_tracker",
     "tracks_to_mot_rows",
 ]

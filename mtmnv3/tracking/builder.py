@@ -1,7 +1,11 @@
 """Build a tracker from a config dict, e.g. ``dict(type="EmbeddingTracker", high_thr=0.6)``.
 
 Trackers are plain classes, not mmengine registry entries; this module maps
-``type`` names to them.
+``type`` names to them: ours (``EmbeddingTracker``) and the BoxMOT peers
+(``BoxMOTByteTrack``, ``BoxMOTOCSort``, ``BoxMOTBoTSORT``; :mod:`.peers`,
+which import BoxMOT only when built). Every tracker has ``update(bboxes,
+scores, labels, embeddings, frame_id, frame=None) -> TrackResult``,
+``predict_only(frame_id, frame=None)`` and ``reset()``.
 """
 
 from __future__ import annotations
@@ -9,15 +13,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mtmnv3.tracking.peers import PEER_TRACKERS
 from mtmnv3.tracking.tracker import EmbeddingTracker
 
 __all__ = ["TRACKER_TYPES", "build_tracker"]
 
 #: Tracker ``type`` names accepted by :func:`build_tracker`.
-TRACKER_TYPES: dict[str, type[EmbeddingTracker]] = {"EmbeddingTracker": EmbeddingTracker}
+TRACKER_TYPES: dict[str, type] = {"EmbeddingTracker": EmbeddingTracker, **PEER_TRACKERS}
 
 
-def build_tracker(cfg: Mapping[str, Any]) -> EmbeddingTracker:
+def build_tracker(cfg: Mapping[str, Any]) -> Any:
     """Instantiate the tracker named by ``cfg['type']`` with the other keys as arguments.
 
     Args:
@@ -29,6 +34,8 @@ def build_tracker(cfg: Mapping[str, Any]) -> EmbeddingTracker:
         A new tracker.
 
     Raises:
+        ImportError: If a BoxMOT peer is named and BoxMOT is not installed
+            (the message says how to install it).
         TypeError: If ``cfg`` is not a mapping or an argument is not accepted.
         ValueError: If ``type`` is missing or unknown, or an argument is out of range.
     """
@@ -44,7 +51,11 @@ def build_tracker(cfg: Mapping[str, Any]) -> EmbeddingTracker:
     elif isinstance(kind, str) and kind in TRACKER_TYPES:
         cls = TRACKER_TYPES[kind]
     else:
-        raise ValueError(f"unknown tracker type {kind!r}; known types: {sorted(TRACKER_TYPES)}")
+        ours = sorted(k for k in TRACKER_TYPES if k not in PEER_TRACKERS)
+        raise ValueError(
+            f"unknown tracker type {kind!r}; known types: {ours}, "
+            f"BoxMOT peers (need boxmot): {sorted(PEER_TRACKERS)}"
+        )
     kwargs = {k: v for k, v in cfg.items() if k != "type"}
     try:
         return cls(**kwargs)
