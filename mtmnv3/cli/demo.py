@@ -27,7 +27,9 @@ from mtmnv3.runtime.video import VideoSourceError
 
 __all__ = ["add_parser", "run", "main", "default_sizes"]
 
-DESCRIPTION = "the default job (the shipped model or training, evaluation, demo, report), or the live demo on --source"
+DESCRIPTION = (
+    "the default job (the shipped model or training, evaluation, demo, report), or the live demo on --source"
+)
 EXAMPLE = f"""\
 mtmnv3 demo                                   # the default job; outputs under work_dirs/demo
 mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source 0 --show
@@ -37,7 +39,19 @@ mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://camera.loc
 
 #: Options only the default job takes, and only the live demo takes.
 JOB_ONLY = ("work_dir", "frames", "video_size", "seed", "retrain")
-LIVE_ONLY = ("size", "resolutions", "out", "mot_out", "summary_json", "budget_log", "max_frames")
+LIVE_ONLY = (
+    "size",
+    "resolutions",
+    "out",
+    "mot_out",
+    "summary_json",
+    "budget_log",
+    "max_frames",
+    "classes",
+    "line",
+    "zone",
+    "counts_csv",
+)
 LIVE_SET = (
     "policy",
     "threads",
@@ -104,6 +118,26 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     live.add_argument("--budget-log", help="per-frame log (plan, latency, deadline, staleness) as JSON")
     live.add_argument("--show", action="store_true", help="show a window (q or Esc quits)")
     live.add_argument("--max-frames", type=int, help="stop after N frames")
+    live.add_argument(
+        "--classes",
+        nargs="+",
+        metavar="NAME",
+        help="keep only these object classes (names from the model) for tracking, drawing and the result files",
+    )
+    live.add_argument(
+        "--line",
+        action="append",
+        metavar="X1,Y1,X2,Y2",
+        help="count tracks crossing this line, per direction (repeatable; source pixels; 'in' is to the "
+        "right of the direction X1,Y1 -> X2,Y2: moving down for a line drawn left to right)",
+    )
+    live.add_argument(
+        "--zone",
+        action="append",
+        metavar="X1,Y1,X2,Y2,X3,Y3,...",
+        help="count tracks inside this polygon and how many entered (repeatable; source pixels)",
+    )
+    live.add_argument("--counts-csv", help="per-frame counts of every --line and --zone as CSV")
     live.add_argument(
         "--synthetic-source",
         action="store_true",

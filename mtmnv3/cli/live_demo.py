@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mtmnv3.core.fileio import atomic_write_json
+from mtmnv3.core.fileio import atomic_open, atomic_write_json
 from mtmnv3.runtime.video import AtomicVideoWriter, display_available, open_source
 
 __all__ = [
@@ -67,6 +67,10 @@ LIVE_DEFAULTS: dict[str, Any] = dict(
     show=False,
     max_frames=None,
     synthetic_source=False,
+    classes=None,
+    line=None,
+    zone=None,
+    counts_csv=None,
     cfg_options=[],
 )
 
@@ -155,6 +159,73 @@ def synthetic_notice(meta: dict[str, Any], synthetic_source: bool) -> str | None
     return SYNTHETIC_NOTICE.format(data=format_train_data(meta["train_data"]))
 
 
+#: Columns of ``--counts-csv`` after ``frame,counter`` (a line fills in/out, a zone inside/entered).
+COUNT_FIELDS = ("in", "out", "inside", "entered")
+
+
+def _config_classes(cfg: Any) -> list[str] | None:
+    """The detection class names a config states (its test dataset's ``classes`` or ``metainfo.classes``)."""
+    for key in ("test_dataloader", "val_dataloader", "train_dataloader"):
+        ds = (cfg.get(key) or {}).get("dataset") or {}
+        for part in [ds, *(ds.get("datasets") or [])]:
+            names = part.get("classes") or (part.get("metainfo") or {}).get("classes")
+            if names:
+                return list(names)
+    return None
+
+
+def _keep_labels(names: list[str] | None, det_classes: list[str] | None) -> list[int] | None:
+    """``--classes`` names -> class indices; an unknown name lists the known ones."""
+    if not names:
+        return None
+    if not det_classes:
+        raise DemoError(
+            "--classes needs the model's class names, but neither the checkpoint nor the config has them"
+        )
+    unknown = [n for n in names if n not in det_classes]
+    if unknown:
+        raise DemoError(
+            f"--classes: unknown class name(s) {unknown}; the model's classes are {list(det_classes)}"
+        )
+    return [det_classes.index(n) for n in names]
+
+
+def _counters(lines: list[str] | None, zones: list[str] | None, size: tuple[int, int]) -> list:
+    """Counters for ``--line``/``--zone``, checked against the source's frame size before the first frame."""
+    from mtmnv3.tracking.counting import (
+        CountingError,
+        LineCounter,
+        ZoneCounter,
+        check_in_frame,
+        parse_line,
+        parse_zone,
+    )
+
+    w, h = size
+    counters: list = []
+    try:
+        for k, text in enumerate(lines or [], 1):
+            a, b = parse_line(text)
+            check_in_frame((a, b), w, h, f"--line {text}")
+            counters.append(LineCounter(a, b, name=f"line{k}"))
+        for k, text in enumerate(zones or [], 1):
+            poly = parse_zone(text)
+            check_in_frame(poly, w, h, f"--zone {text}")
+            counters.append(ZoneCounter(poly, name=f"zone{k}"))
+    except CountingError as err:
+        raise DemoError(str(err)) from None
+    return counters
+
+
+def _write_counts_csv(path: str, rows: list[list]) -> None:
+    import csv
+
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["frame", "counter", *COUNT_FIELDS])
+        out.writerows(rows)
+
+
 def _class_names(meta: dict[str, Any]) -> tuple[list[str] | None, list[str] | None]:
     ds = meta.get("dataset_meta") or {}
     det = ds.get("classes")
@@ -219,6 +290,17 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     if notice:
         print(notice, file=sys.stderr, flush=True)
     det_classes, cls_classes = _class_names(meta)
+    if det_classes is None:
+        from mtmnv3.engine import load_config as _load
+
+        det_classes = _config_classes(_load(args.config, options or None))
+    try:
+        keep_labels = _keep_labels(args.classes, det_classes)
+        counters = _counters(args.line, args.zone, source.size)
+    except BaseException:
+        if hasattr(source, "close"):
+            source.close()
+        raise
     layout = ModelLayout.from_model(model)
     sizes = args.resolutions if args.budget_ms is not None else [args.size]
     # Sizes are long sides: the frames run at the rectangle that keeps the source's aspect.
@@ -271,10 +353,13 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         det_classes,
         cls_classes,
         draw=bool(args.out or args.show),
+        keep_labels=keep_labels,
+        counters=counters,
     )
     w, h = source.size
     loop.warm_up((h, w, 3))
     rows = []
+    count_rows: list[list] = []
     writer = AtomicVideoWriter(args.out, fps=getattr(source, "fps", 30.0)) if args.out else None
     frames = 0
     t_start = time.perf_counter()
@@ -282,6 +367,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         for frame in source:
             result = loop.step(frame)
             rows.append(result.mot_rows)
+            for name, c in result.counts.items():
+                count_rows.append([result.frame_index + 1, name, *(c.get(k, "") for k in COUNT_FIELDS)])
             frames += 1
             if writer is not None:
                 writer.write(result.image)
@@ -316,10 +403,14 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             association="iou" if args.iou_only else "embedding+iou",
             input_size=size_text(runner.input_shape(frame_hw, args.size)),
             source=_source_name(args),
+            classes=args.classes,
+            counts={c.name: c.counts() for c in counters} or None,
         ),
     )
     if args.mot_out:
         write_mot_txt(args.mot_out, np.concatenate(rows) if rows else np.zeros((0, 10)))
+    if args.counts_csv:
+        _write_counts_csv(args.counts_csv, count_rows)
     if args.budget_log:
         loop.log.to_json(args.budget_log)
     if args.summary_json:

@@ -14,6 +14,7 @@ heads may be named anything.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from mtmnv3.runtime.budget import (
     stage_unit,
 )
 from mtmnv3.runtime.video import Frame
-from mtmnv3.runtime.visualize import draw_status, draw_tracks
+from mtmnv3.runtime.visualize import draw_counters, draw_status, draw_tracks
 from mtmnv3.tracking import EmbeddingTracker, TrackResult, tracks_to_mot_rows
 
 __all__ = ["calibrate_costs", "PerceptionLoop", "StepResult", "summarize"]
@@ -131,6 +132,9 @@ class StepResult:
     class_age: int | None  # frames since the class label was computed
     timings: dict[str, float] = field(default_factory=dict)
     input_shape: tuple[int, int] | None = None  # (height, width) the model ran at; None: no model run
+    counts: dict[str, dict[str, int]] = field(
+        default_factory=dict
+    )  # counter name -> its counts after this frame
 
 
 def _all_heads_plan(layout: ModelLayout, resolution: int) -> FramePlan:
@@ -150,6 +154,11 @@ class PerceptionLoop:
         det_classes / cls_classes: class names for the overlay.
         budget_ms: the deadline recorded for unbudgeted frames (``None``: inf).
         draw: draw the overlay (off for pure timing runs).
+        keep_labels: object classes to keep (``--classes``): other detections
+            are dropped before tracking, so they are neither tracked, drawn nor
+            written; ``None`` keeps every class.
+        counters: line and zone counters (:mod:`mtmnv3.tracking.counting`)
+            updated with the tracks of every frame and drawn on it.
     """
 
     def __init__(
@@ -163,8 +172,14 @@ class PerceptionLoop:
         cls_classes: Sequence[str] | None = None,
         budget_ms: float | None = None,
         draw: bool = True,
+        keep_labels: Sequence[int] | None = None,
+        counters: Sequence[Any] = (),
     ) -> None:
         self.runner = runner
+        self.keep_labels = (
+            None if keep_labels is None else np.asarray(sorted(set(keep_labels)), dtype=np.int64)
+        )
+        self.counters = list(counters)
         self.tracker = tracker
         self.scheduler = scheduler
         self.layout = layout
@@ -210,6 +225,15 @@ class PerceptionLoop:
             timings["model"] = (time.perf_counter() - t) * 1e3
             if hasattr(self.runner, "input_shape"):
                 shape = self.runner.input_shape(frame.image.shape[:2], plan.resolution)
+            if self.keep_labels is not None:
+                keep = np.isin(pred.labels, self.keep_labels)
+                pred = dataclasses.replace(
+                    pred,
+                    bboxes=pred.bboxes[keep],
+                    scores=pred.scores[keep],
+                    labels=pred.labels[keep],
+                    embeddings=None if pred.embeddings is None else pred.embeddings[keep],
+                )
         t = time.perf_counter()
         if plan.mode in ("full", "det") and pred is not None:
             tracks = self.tracker.update(
@@ -225,6 +249,10 @@ class PerceptionLoop:
             timings["motion"] = (time.perf_counter() - t) * 1e3
         if pred is not None and pred.class_probs is not None:
             self._last_cls, self._last_cls_frame = pred.class_label, i
+        counts = {}
+        for counter in self.counters:
+            counter.update(tracks.ids, tracks.bboxes)
+            counts[counter.name] = counter.counts()
         image = frame.image
         if self.draw:
             t = time.perf_counter()
@@ -238,6 +266,8 @@ class PerceptionLoop:
                 self.det_classes,
                 predicted=plan.mode != "full",
             )
+            if self.counters:
+                draw_counters(image, self.counters)
             draw_status(image, self._status_lines(plan, i, shape))
             timings["draw"] = (time.perf_counter() - t) * 1e3
         measured = (time.perf_counter() - t0) * 1e3
@@ -275,6 +305,7 @@ class PerceptionLoop:
             age,
             timings,
             shape,
+            counts,
         )
 
     def _status_lines(self, plan: FramePlan, i: int, shape: tuple[int, int] | None = None) -> list[str]:

@@ -6,11 +6,12 @@ Pure OpenCV on RGB uint8 frames, drawn in place.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
-__all__ = ["id_color", "draw_tracks", "draw_status"]
+__all__ = ["id_color", "draw_tracks", "draw_status", "draw_counters", "COUNT_COLOR"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -92,4 +93,45 @@ def draw_status(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     overlay[:] = (overlay.astype(np.uint16) * 2 // 5).astype(np.uint8)
     for k, text in enumerate(lines):
         cv2.putText(image, text, (5, line_h * (k + 1)), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+#: Colour of counting lines and zones (RGB).
+COUNT_COLOR = (255, 200, 0)
+
+
+def draw_counters(image: np.ndarray, counters: Sequence[Any]) -> np.ndarray:
+    """Counting lines (with an arrow showing the ``in`` direction) and zones, each labelled with its counts."""
+    scale = _scale(image)
+    thickness = max(1, int(round(2 * scale)))
+    for c in counters:
+        if hasattr(c, "polygon"):
+            pts = np.round(np.asarray(c.polygon)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(image, [pts], True, COUNT_COLOR, thickness)
+            org = tuple(int(v) for v in pts[:, 0].min(0))
+            text = f"{c.name}: {c.inside} inside, {c.entered} entered"
+        else:
+            a = np.asarray(c.a, dtype=np.float64)
+            b = np.asarray(c.b, dtype=np.float64)
+            cv2.line(
+                image,
+                tuple(int(round(v)) for v in a),
+                tuple(int(round(v)) for v in b),
+                COUNT_COLOR,
+                thickness,
+            )
+            mid, d = (a + b) / 2, b - a
+            normal = np.array([-d[1], d[0]]) / max(np.linalg.norm(d), 1e-9)  # towards the "in" side
+            tip = mid + normal * 12 * scale
+            cv2.arrowedLine(
+                image,
+                tuple(int(round(v)) for v in mid),
+                tuple(int(round(v)) for v in tip),
+                COUNT_COLOR,
+                max(1, thickness - 1),
+                tipLength=0.4,
+            )
+            org = tuple(int(round(v)) for v in np.minimum(a, b))
+            text = f"{c.name}: in {c.count_in} out {c.count_out}"
+        _label(image, text, (max(0, org[0]), max(12, org[1])), COUNT_COLOR, 0.45 * scale)
     return image

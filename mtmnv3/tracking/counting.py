@@ -18,7 +18,10 @@ default, or the bottom centre, where a walking object touches the ground).
 
 Both keep per-track state by id, so they follow the tracker's ids; a track
 missing from some frames keeps its last side or inside flag until it comes
-back. :func:`parse_line` and :func:`parse_zone` read the command-line form
+back. Both have a ``margin`` (pixels, default 2): an anchor closer than that
+to the line or the zone's edge keeps its previous side, so an object that
+hovers on a boundary (its box jittering by a pixel) is not counted again and
+again. :func:`parse_line` and :func:`parse_zone` read the command-line form
 (``x1,y1,x2,y2`` and ``x1,y1,x2,y2,x3,y3,...``) and :func:`check_in_frame`
 refuses geometry outside a frame before the first frame runs.
 """
@@ -40,6 +43,7 @@ __all__ = [
     "parse_zone",
     "check_in_frame",
     "points_in_polygon",
+    "distance_to_edges",
 ]
 
 #: Where on a box the counted point sits.
@@ -131,6 +135,17 @@ def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return inside | on_edge.any(axis=1)
 
 
+def distance_to_edges(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """(N,) distance from each point to the nearest edge of the closed polygon."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)[:, None, :]
+    a = np.asarray(polygon, dtype=np.float64)
+    b = np.roll(a, -1, axis=0)
+    ab = (b - a)[None]
+    t = np.clip(((pts - a[None]) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
+    closest = a[None] + t[..., None] * ab
+    return np.sqrt(((pts - closest) ** 2).sum(-1)).min(axis=1) if len(a) else np.full(len(pts), np.inf)
+
+
 @dataclass
 class LineCounter:
     """Crossings of a directed segment ``a -> b``, per direction.
@@ -139,6 +154,7 @@ class LineCounter:
         a, b: end points in source pixels.
         name: label in drawings, CSV rows and summaries.
         anchor: ``'center'`` or ``'bottom'`` of the box.
+        margin: pixels either side of the line where an anchor keeps its previous side.
         count_in: crossings from the left of ``a -> b`` to its right.
         count_out: crossings the other way.
     """
@@ -147,6 +163,7 @@ class LineCounter:
     b: tuple[float, float]
     name: str = "line"
     anchor: str = "center"
+    margin: float = 2.0
     count_in: int = 0
     count_out: int = 0
     _side: dict[int, int] = field(default_factory=dict, repr=False)
@@ -158,11 +175,12 @@ class LineCounter:
         a, b = np.asarray(self.a, dtype=np.float64), np.asarray(self.b, dtype=np.float64)
         d = b - a
         rel = pts - a
-        cross = d[0] * rel[:, 1] - d[1] * rel[:, 0]  # > 0: right of a -> b with y pointing down
+        length = float(np.hypot(*d))
+        dist = (d[0] * rel[:, 1] - d[1] * rel[:, 0]) / length  # > 0: right of a -> b with y pointing down
         t = rel @ d / float(d @ d)
         crossed_in, crossed_out = [], []
-        for tid, c, proj in zip(ids.tolist(), cross, t):
-            side = 1 if c > 0 else (-1 if c < 0 else 0)
+        for tid, c, proj in zip(ids.tolist(), dist, t):
+            side = 1 if c > self.margin else (-1 if c < -self.margin else 0)
             if side == 0:
                 continue  # on the line: keep the previous side
             prev = self._side.get(tid)
@@ -189,6 +207,8 @@ class ZoneCounter:
         polygon: vertices in source pixels.
         name: label in drawings, CSV rows and summaries.
         anchor: ``'center'`` or ``'bottom'`` of the box.
+        margin: pixels either side of the edge where an anchor keeps its previous inside flag
+            (a track first seen there takes the polygon's answer).
         inside: tracks inside on the latest frame.
         entered: outside -> inside transitions so far.
     """
@@ -196,6 +216,7 @@ class ZoneCounter:
     polygon: list[tuple[float, float]]
     name: str = "zone"
     anchor: str = "center"
+    margin: float = 2.0
     inside: int = 0
     entered: int = 0
     _inside: dict[int, bool] = field(default_factory=dict, repr=False)
@@ -203,15 +224,20 @@ class ZoneCounter:
     def update(self, ids: np.ndarray, bboxes: np.ndarray) -> list[int]:
         """Advance one frame; returns the ids that entered on it."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        flags = points_in_polygon(anchor_points(bboxes, self.anchor), np.asarray(self.polygon))
+        pts = anchor_points(bboxes, self.anchor)
+        poly = np.asarray(self.polygon, dtype=np.float64)
+        flags = points_in_polygon(pts, poly)
+        near = distance_to_edges(pts, poly) <= self.margin
         entered = []
-        for tid, flag in zip(ids.tolist(), flags.tolist()):
+        for tid, flag, close in zip(ids.tolist(), flags.tolist(), near.tolist()):
             prev = self._inside.get(tid)
+            if close and prev is not None:
+                flag = prev  # on the edge: keeps its previous flag
             self._inside[tid] = flag
             if flag and prev is False:
                 self.entered += 1
                 entered.append(tid)
-        self.inside = int(flags.sum())
+        self.inside = sum(self._inside[t] for t in set(ids.tolist()))
         return entered
 
     def counts(self) -> dict[str, int]:

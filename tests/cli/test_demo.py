@@ -31,12 +31,12 @@ def tiny_model(tmp_path_factory):
     return tmp, data_root, work / "iter_6.pth", video, n, seq
 
 
-def demo(tmp, ckpt, video, *extra, env=None):
+def demo(tmp, ckpt, video, *extra, env=None, options=()):
     out = tmp / "out"
     args = [
         "--config", CONFIG, "--checkpoint", ckpt, "--video", video, "--size", "96", "--resolutions", "96,64",
         "--out", out / "demo.mp4", "--mot-out", out / "mot.txt", "--summary-json", out / "summary.json",
-        "--budget-log", out / "budget.json", *extra, "--cfg-options", *MODEL_OPTIONS,
+        "--budget-log", out / "budget.json", *extra, "--cfg-options", *MODEL_OPTIONS, *options,
     ]  # fmt: skip
     return run_tool("demo.py", *args, env=env), out
 
@@ -390,3 +390,49 @@ def test_demo_source_folder_of_frames_with_positional_config_and_checkpoint(tiny
     assert summary["frames"] == n and summary["source"] == str(seq / "img1")
     rows = load_mot_txt(out / "mot.txt")
     assert rows.size == 0 or rows[:, 0].max() <= n
+
+
+def test_demo_counts_lines_and_zones_and_keeps_named_classes(tiny_model):
+    """--classes, --line, --zone and --counts-csv through the command line: the CSV has a row per frame and
+    counter, the summary the final counts (exact counts on known scenes: tests/runtime/test_loop_counting.py)."""
+    from mtmnv3.cli.live_demo import checkpoint_meta
+
+    tmp, _, ckpt, video, n, _ = tiny_model
+    w, h = VideoFileReader(video).size
+    names = checkpoint_meta(ckpt)["dataset_meta"]["classes"]
+    line, zone = f"0,{h // 2},{w},{h // 2}", f"0,0,{w // 2},0,{w // 2},{h},0,{h}"
+    extra = ["--backend", "torch", "--classes", names[1], names[-1], "--line", line, "--zone", zone]
+    csv_path = tmp / "count" / "out" / "counts.csv"
+    r, out = demo(tmp / "count", ckpt, video, *extra, "--counts-csv", csv_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == [names[1], names[-1]] and set(summary["counts"]) == {"line1", "zone1"}
+    assert set(summary["counts"]["line1"]) == {"in", "out"}
+    assert set(summary["counts"]["zone1"]) == {"inside", "entered"}
+    csv_rows = (out / "counts.csv").read_text().splitlines()
+    assert csv_rows[0] == "frame,counter,in,out,inside,entered" and len(csv_rows) == 1 + 2 * n
+    last_zone = [r for r in csv_rows if ",zone1," in r][-1].split(",")
+    assert [int(v) for v in last_zone[4:]] == [
+        summary["counts"]["zone1"]["inside"],
+        summary["counts"]["zone1"]["entered"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (
+            ["--classes", "dinosaur"],
+            r"unknown class name\(s\) \['dinosaur'\]; the model's classes are \['",
+        ),
+        (["--line", "0,10,5000,10"], r"\(5000, 10\) is outside the \d+x\d+ frame"),
+        (["--line", "1,2,3"], "expected 4 numbers"),
+        (["--zone", "0,0,10,10"], "at least 3 points"),
+    ],
+)
+def test_demo_bad_classes_and_geometry_are_refused_before_the_first_frame(tiny_model, extra, match):
+    tmp, _, ckpt, video, _, _ = tiny_model
+    base = tmp / f"badcount{abs(hash(tuple(extra)))}"
+    r, out = demo(base, ckpt, video, "--backend", "torch", *extra)
+    assert r.returncode == 2 and re.search(match, r.stderr), r.stderr[-2000:]
+    assert _no_outputs(out)

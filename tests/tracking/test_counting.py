@@ -117,8 +117,9 @@ def test_counts_on_synthetic_scenes_match_their_ground_truth(seq_index):
     cfg = SceneConfig(num_sequences=3, num_frames=60, image_size=128, num_objects=4, appearance="sprites")
     size = 128.0
     lines = {"h": ((0.0, size / 2), (size, size / 2)), "v": ((size / 2, size), (size / 2, 0.0))}
-    counters = {k: LineCounter(a, b, name=k) for k, (a, b) in lines.items()}
-    zone = ZoneCounter([(32, 32), (96, 32), (96, 96), (32, 96)])
+    # margin 0: the pure geometry the reference computes (the loop test covers the default margin)
+    counters = {k: LineCounter(a, b, name=k, margin=0.0) for k, (a, b) in lines.items()}
+    zone = ZoneCounter([(32, 32), (96, 32), (96, 96), (32, 96)], margin=0.0)
     expected = {k: {"in": 0, "out": 0} for k in lines}
     expected_entries, last_inside, last_off = 0, {}, {k: {} for k in lines}
     for frame in generate_sequence(cfg, seq_index, seed=3):
@@ -142,3 +143,25 @@ def test_counts_on_synthetic_scenes_match_their_ground_truth(seq_index):
     assert {k: c.counts() for k, c in counters.items()} == expected
     assert zone.entered == expected_entries
     assert sum(v["in"] + v["out"] for v in expected.values()) > 0  # the scenes do cross the lines
+
+
+def test_margin_stops_boundary_jitter_from_counting_again():
+    """An object hovering on a line or zone edge, its box jittering by a pixel, counts once."""
+    jitter = [48, 51, 49, 51, 49, 51, 60]  # anchor y: one real crossing at the end
+    line, bare = LineCounter((0.0, 50.0), (100.0, 50.0)), LineCounter((0.0, 50.0), (100.0, 50.0), margin=0.0)
+    zone = ZoneCounter([(0, 0), (100, 0), (100, 50), (0, 50)])
+    for y in [30, *jitter[:-1], 40]:
+        for c in (line, bare, zone):
+            c.update(np.array([1]), _box(50, y))
+    assert line.counts() == {"in": 0, "out": 0} and bare.counts()["in"] == 3
+    assert zone.counts() == {"inside": 1, "entered": 0}
+    line.update(np.array([1]), _box(50, 60))
+    assert line.counts() == {"in": 1, "out": 0}
+
+
+def test_distance_to_edges():
+    from mtmnv3.tracking.counting import distance_to_edges
+
+    square = np.array([(0, 0), (10, 0), (10, 10), (0, 10)], dtype=float)
+    d = distance_to_edges(np.array([(5, 5), (5, 0), (13, 14), (-3, 5)]), square)
+    np.testing.assert_allclose(d, [5, 0, 5, 3])
