@@ -94,6 +94,12 @@ SECTIONS = (
         "_base_/**/*.py",
     ),
     (
+        "Successor trunks",
+        "configs/successors/: the default three-task recipe with a successor trunk from timm in place of "
+        "MobileNetV3-small ([successor trunks](successors.md)).",
+        "successors/*.py",
+    ),
+    (
         "MMDetection",
         "configs/mmdet/: detectors with the trunk as an MMDetection backbone "
         "([MMDetection backbone](mmdet.md); needs `make mmdet`).",
