@@ -21,8 +21,12 @@ Methods:
   between the two frames (``cv2.findTransformECC``, BoT-SORT's default);
   slower, and it sees the whole frame, objects included.
 
-When the estimate fails (a flat image, too few inliers, ECC not converging)
-the warp is the identity: the frame is tracked as without CMC.
+When the estimate fails (a flat image, too few inliers, ECC not converging,
+an implausible jump) the warp is the camera's recent translation (a moving
+average of the accepted estimates; ``fallback='recent'``) or the identity
+(``fallback='identity'``). Compensated tracks carry their motion in the
+world, not in the image: an identity on a failed frame would drop the
+camera's pan for that frame, which the tracks' velocities no longer hold.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ __all__ = ["CMC_METHODS", "CameraMotion", "build_cmc", "is_identity"]
 
 #: Estimation methods of :class:`CameraMotion`.
 CMC_METHODS = ("sparse_flow", "ecc")
+#: What :class:`CameraMotion` returns for a frame whose estimate fails.
+FALLBACKS = ("recent", "identity")
 
 
 def _identity() -> np.ndarray:
@@ -58,7 +64,10 @@ class CameraMotion:
         downscale: The frame is shrunk by this factor (>= 1) before
             estimation; the warp is returned in full-frame pixels.
         max_features: Most corners tracked (``sparse_flow``).
-        quality_level: ``goodFeaturesToTrack``'s relative corner quality.
+        quality_level: ``goodFeaturesToTrack``'s corner quality, relative to
+            the strongest corner outside the boxes: low, as the strongest is
+            often on an object the detector missed, and a smooth background's
+            corners are far weaker than an object's.
         min_distance: Smallest distance between corners, in downscaled pixels.
         ransac_thr: RANSAC inlier distance, in downscaled pixels.
         min_inliers: Fewest RANSAC inliers of an accepted warp.
@@ -76,6 +85,10 @@ class CameraMotion:
             on their own); ``sparse_flow`` only.
         box_margin: Pixels (full frame) added around each masked box.
         ecc_iterations / ecc_eps: ECC's termination criteria.
+        fallback: The warp of a frame whose estimate fails: ``'recent'``
+            (the moving average of the accepted translations; the identity
+            before any) or ``'identity'``.
+        recent_weight: Weight of the newest accepted translation in that average.
 
     Raises:
         ValueError: If an argument is out of range or ``method`` is unknown.
@@ -86,7 +99,7 @@ class CameraMotion:
         method: str = "sparse_flow",
         downscale: float = 2.0,
         max_features: int = 100,
-        quality_level: float = 0.001,
+        quality_level: float = 1e-4,
         min_distance: float = 4.0,
         ransac_thr: float = 1.0,
         min_inliers: int = 10,
@@ -99,6 +112,8 @@ class CameraMotion:
         box_margin: float = 2.0,
         ecc_iterations: int = 50,
         ecc_eps: float = 1e-4,
+        fallback: str = "recent",
+        recent_weight: float = 0.5,
     ) -> None:
         if method not in CMC_METHODS:
             raise ValueError(f"cmc method must be one of {CMC_METHODS}, got {method!r}")
@@ -118,6 +133,10 @@ class CameraMotion:
         self.box_margin = check_number("box_margin", box_margin, 0.0, 1e4)
         self.ecc_iterations = check_int("ecc_iterations", ecc_iterations, 1)
         self.ecc_eps = check_number("ecc_eps", ecc_eps, 0.0, 1.0, low_open=True)
+        if fallback not in FALLBACKS:
+            raise ValueError(f"cmc fallback must be one of {FALLBACKS}, got {fallback!r}")
+        self.fallback = fallback
+        self.recent_weight = check_number("recent_weight", recent_weight, 0.0, 1.0, low_open=True)
         self._lk_params = dict(
             winSize=(9, 9),
             maxLevel=2,
@@ -131,7 +150,8 @@ class CameraMotion:
         self._prev: np.ndarray | None = None
         self._prev_points: np.ndarray | None = None
         self._prev_shape: tuple[int, int] | None = None
-        #: Whether the latest :meth:`estimate` produced a warp (``False``: identity fallback or first frame).
+        self._recent: np.ndarray | None = None
+        #: Whether the latest :meth:`estimate` produced a warp (``False``: the fallback, or the first frame).
         self.last_ok = False
 
     def config(self) -> dict[str, Any]:
@@ -153,6 +173,8 @@ class CameraMotion:
             box_margin=self.box_margin,
             ecc_iterations=self.ecc_iterations,
             ecc_eps=self.ecc_eps,
+            fallback=self.fallback,
+            recent_weight=self.recent_weight,
         )
 
     # ------------------------------------------------------------------ estimation
@@ -185,6 +207,12 @@ class CameraMotion:
                 small = self._ecc_warp(self._prev, grey)
             if small is not None and self._plausible(small, grey.shape):
                 warp, ok = _to_full(small, scale), True
+                w = self.recent_weight
+                self._recent = (
+                    warp[:, 2].copy() if self._recent is None else (1 - w) * self._recent + w * warp[:, 2]
+                )
+            elif self.fallback == "recent" and self._recent is not None:
+                warp[:, 2] = self._recent
         self._prev, self._prev_points, self.last_ok = grey, points, ok
         return warp
 

@@ -40,6 +40,7 @@ from mtmnv3.tracking.matching import (
     fuse_min_gated,
     gate_cost,
     iou_distance,
+    iou_matrix,
     linear_assignment,
 )
 from mtmnv3.tracking.track import (
@@ -137,6 +138,12 @@ class EmbeddingTracker:
             frame given, after the Kalman prediction and before association.
             Frames given without pixels are tracked without it (the next
             frame with pixels makes up for the motion in between).
+        cmc_check: Apply a frame's warp only when it brings the tracked
+            tracks' predicted boxes at least as close to the frame's
+            detections (summed best IoU) as no warp does. A periodic or
+            one-directional background texture can give a consistent but
+            wrong estimate (a shift by one period, or along the stripes),
+            which the detections then overrule.
 
     Raises:
         ValueError: If a threshold is out of range or inconsistent.
@@ -164,6 +171,7 @@ class EmbeddingTracker:
         class_aware: bool = False,
         duplicate_thr: float = 0.15,
         cmc: Mapping[str, Any] | CameraMotion | None = None,
+        cmc_check: bool = True,
     ) -> None:
         self.high_thr = check_number("high_thr", high_thr, 0.0, 1.0)
         self.low_thr = check_number("low_thr", low_thr, 0.0, 1.0)
@@ -202,6 +210,9 @@ class EmbeddingTracker:
         self.kf = KalmanFilterXYAH()
         #: The camera-motion estimator, or ``None`` without CMC.
         self.cmc = build_cmc(cmc)
+        self.cmc_check = bool(cmc_check)
+        #: Warps estimated and applied, and estimated but overruled by the detections (``cmc_check``).
+        self.cmc_counts = {"applied": 0, "overruled": 0}
         #: The warp applied to the tracks in the latest frame (identity without CMC).
         self.last_warp = np.eye(2, 3)
         self._tracks: list[Track] = []
@@ -235,6 +246,7 @@ class EmbeddingTracker:
         self._num_updates = 0
         self._emb_dim = None
         self.last_warp = np.eye(2, 3)
+        self.cmc_counts = {"applied": 0, "overruled": 0}
         if self.cmc is not None:
             self.cmc.reset()
 
@@ -278,7 +290,7 @@ class EmbeddingTracker:
             self._emb_dim = dets.embeddings.shape[1]
         warp = self._camera_motion(frame, dets.bboxes)
         self._advance(frame_no)
-        self._warp_tracks(warp)
+        self._warp_tracks(warp, dets.bboxes[dets.scores >= self.low_thr])
         first_frame = self._num_updates == 0
         is_high = dets.scores >= self.high_thr
         high = dets.take(is_high)
@@ -426,14 +438,25 @@ class EmbeddingTracker:
             return np.eye(2, 3)
         return self.cmc.estimate(image, boxes)
 
-    def _warp_tracks(self, warp: np.ndarray) -> None:
-        """Move every track's Kalman state by ``warp`` (after the prediction, before association)."""
-        self.last_warp = warp
+    def _warp_tracks(self, warp: np.ndarray, boxes: np.ndarray | None = None) -> None:
+        """Move every track's Kalman state by ``warp`` (after the prediction, before association),
+        unless ``cmc_check`` and this frame's detections ``boxes`` say it moves the tracks away."""
+        self.last_warp = np.eye(2, 3)
         if not self._tracks or is_identity(warp):
             return
         mean, covariance = self._stack(self._tracks)
-        mean, covariance = self.kf.warp(mean, covariance, warp)
-        for t, m, c in zip(self._tracks, mean, covariance):
+        warped_mean, warped_cov = self.kf.warp(mean, covariance, warp)
+        if self.cmc_check and boxes is not None and len(boxes):
+            tracked = np.array([t.state == TrackState.TRACKED for t in self._tracks])
+            if tracked.any():
+                before = iou_matrix(xyah_to_xyxy(mean[tracked]), boxes).max(axis=1).sum()
+                after = iou_matrix(xyah_to_xyxy(warped_mean[tracked]), boxes).max(axis=1).sum()
+                if after < before:
+                    self.cmc_counts["overruled"] += 1
+                    return
+        self.cmc_counts["applied"] += 1
+        self.last_warp = warp
+        for t, m, c in zip(self._tracks, warped_mean, warped_cov):
             t.mean, t.covariance = m, c
 
     # ------------------------------------------------------------------ association steps

@@ -113,6 +113,21 @@ def test_flat_frames_give_the_identity():
     assert is_identity(cmc.estimate(flat)) and not cmc.last_ok
 
 
+def test_a_failed_estimate_falls_back_to_the_recent_motion():
+    image, flat = _texture(), np.full((160, 200, 3), 90, np.uint8)
+    shift = np.array([[1.0, 0.0, 4.0], [0.0, 1.0, 0.0]])
+    recent, identity = CameraMotion(), CameraMotion(fallback="identity")
+    for cmc in (recent, identity):
+        cmc.estimate(image)
+        cmc.estimate(_moved(image, shift))
+        assert cmc.last_ok
+    np.testing.assert_allclose(recent.estimate(flat)[:, 2], [4.0, 0.0], atol=0.3)  # the camera keeps panning
+    assert not recent.last_ok
+    assert is_identity(identity.estimate(flat))
+    with pytest.raises(ValueError, match="fallback"):
+        CameraMotion(fallback="hold")
+
+
 def test_grey_frames_and_reset():
     grey = cv2.cvtColor(_texture(), cv2.COLOR_RGB2GRAY)
     cmc = CameraMotion()
@@ -172,11 +187,15 @@ def test_frames_without_pixels_are_made_up_later():
     """CMC on: a frame given without pixels is tracked as without CMC; the next frame
     with pixels warps by the motion since the last pixels (two frames' worth)."""
     world = _texture(160, 400)
-    tracker = EmbeddingTracker(cmc=dict(downscale=1))
+    # No check against the detections: the uncompensated frame 2 taught the track the image
+    # motion, so the detections would (rightly) prefer no warp on frame 3.
+    tracker = EmbeddingTracker(cmc=dict(downscale=1), cmc_check=False)
     tracker.update(_box(100.0, 80.0), np.array([0.9]), frame_id=1, frame=np.ascontiguousarray(world[:, :200]))
     tracker.update(_box(95.0, 80.0), np.array([0.9]), frame_id=2)  # no pixels: no warp
     assert is_identity(tracker.last_warp)
-    tracker.update(_box(90.0, 80.0), np.array([0.9]), frame_id=3, frame=np.ascontiguousarray(world[:, 10:210]))
+    tracker.update(
+        _box(90.0, 80.0), np.array([0.9]), frame_id=3, frame=np.ascontiguousarray(world[:, 10:210])
+    )
     np.testing.assert_allclose(tracker.last_warp[:, 2], [-10.0, 0.0], atol=0.3)
 
 
@@ -193,12 +212,37 @@ def test_without_cmc_the_frame_changes_nothing():
     assert a.cmc is None and is_identity(b.last_warp)
 
 
+class _WrongCamera(CameraMotion):
+    """Estimates a 30 px jump every frame (as a periodic texture can, one period off)."""
+
+    def estimate(self, frame, boxes=None):
+        return np.array([[1.0, 0.0, 30.0], [0.0, 1.0, 0.0]])
+
+
+def test_detections_overrule_a_wrong_warp():
+    image = _texture()
+    boxes = np.concatenate([_box(50.0, 60.0), _box(120.0, 90.0)])
+    scores = np.array([0.9, 0.9])
+    checked, unchecked = (
+        EmbeddingTracker(cmc=_WrongCamera()),
+        EmbeddingTracker(cmc=_WrongCamera(), cmc_check=False),
+    )
+    for k in range(1, 6):
+        a = checked.update(boxes, scores, frame_id=k, frame=image)
+        b = unchecked.update(boxes, scores, frame_id=k, frame=image)
+    assert a.ids.tolist() == [1, 2] and is_identity(checked.last_warp)
+    assert checked.cmc_counts == {"applied": 0, "overruled": 4}
+    assert unchecked.cmc_counts["applied"] == 4 and b.ids.tolist() != [1, 2]  # moved off their objects
+
+
 def test_reset_forgets_the_previous_frame():
     tracker = EmbeddingTracker(cmc=dict())
     image = _texture()
     tracker.update(_box(50.0, 50.0), np.array([0.9]), frame=image)
     tracker.reset()
-    tracker.update(_box(50.0, 50.0), np.array([0.9]), frame=_texture(100, 120))  # another size: fine after reset
+    tracker.update(
+        _box(50.0, 50.0), np.array([0.9]), frame=_texture(100, 120)
+    )  # another size: fine after reset
     assert is_identity(tracker.last_warp)
 
 
@@ -226,7 +270,14 @@ def test_cmc_cuts_identity_switches_on_a_moving_camera():
         dets = [noisy_detections(f.boxes[~f.ignore], rng, jitter=0.03, drop=0.1)[:2] for f in frames]
         gt[str(seq)] = np.array(
             [
-                [f.frame_id, f.instance_ids[i], *xyxy_to_mot(f.boxes[i : i + 1])[0], float(not f.ignore[i]), 1, 1]
+                [
+                    f.frame_id,
+                    f.instance_ids[i],
+                    *xyxy_to_mot(f.boxes[i : i + 1])[0],
+                    float(not f.ignore[i]),
+                    1,
+                    1,
+                ]
                 for f in frames
                 for i in range(len(f.boxes))
             ]
