@@ -168,16 +168,13 @@ def run(seqs: list[Sequence], configs: dict[str, dict], protocol: str | None) ->
     from mtmnv3.evaluation import evaluate_mot
     from mtmnv3.tracking import build_tracker, tracks_to_mot_rows
 
-    wants_frames = {
-        name: (cfg.get("type") == "BoxMOTBoTSORT" and cfg.get("cmc_method") is not None) or "cmc" in cfg
-        for name, cfg in configs.items()
-    }
     results: dict[str, dict] = {name: {} for name in configs}
     spent = dict.fromkeys(configs, 0.0)  # the thread's CPU seconds
     spent_wall = dict.fromkeys(configs, 0.0)
     count = 0
     for seq in seqs:
         built = {name: build_tracker({**cfg, "frame_rate": seq.frame_rate}) for name, cfg in configs.items()}
+        wants_frames = {name: tracker.uses_frames for name, tracker in built.items()}
         rows: dict[str, list] = {name: [] for name in configs}
         images = seq.frames() if any(wants_frames.values()) else None
         for k, (fid, (boxes, scores, labels, emb)) in enumerate(zip(seq.frame_ids, seq.dets, strict=True)):

@@ -159,7 +159,7 @@ class _BoxMOTPeer:
         #: Keyword arguments of the BoxMOT class (our names already translated).
         self.boxmot_kwargs = kwargs
         self._boxmot = import_boxmot()
-        self._tracker = self._build(with_cmc=self.wants_frames)  # a bad argument fails here
+        self._tracker = self._build(with_cmc=self.uses_frames)  # a bad argument fails here
         self._fresh = True
         self._cmc_on = False
         self._frame_id: int | None = None
@@ -177,7 +177,7 @@ class _BoxMOTPeer:
         return {}
 
     @property
-    def wants_frames(self) -> bool:
+    def uses_frames(self) -> bool:
         """Whether the tracker uses the frame's pixels (BoT-SORT's camera-motion compensation)."""
         return False
 
@@ -200,11 +200,11 @@ class _BoxMOTPeer:
 
     def build_boxmot(self, with_cmc: bool | None = None) -> Any:
         """A new BoxMOT tracker with this adapter's arguments (what :meth:`reset` starts from)."""
-        return self._build(self.wants_frames if with_cmc is None else with_cmc)
+        return self._build(self.uses_frames if with_cmc is None else with_cmc)
 
     def reset(self) -> None:
         """Forget all tracks and restart ids at 1, for a new video."""
-        self._tracker = self._build(with_cmc=self.wants_frames)
+        self._tracker = self._build(with_cmc=self.uses_frames)
         self._fresh = True
         self._cmc_on = False
         self._frame_id = None
@@ -325,10 +325,10 @@ class _BoxMOTPeer:
 
     def _frame_pixels(self, frame: np.ndarray | None) -> np.ndarray | None:
         """The BGR pixels BoxMOT's camera-motion compensation reads, or ``None`` when it runs without."""
-        if self._fresh and self.wants_frames and frame is None:
+        if self._fresh and self.uses_frames and frame is None:
             self._tracker = self._build(with_cmc=False)  # this sequence comes without pixels
         if self._fresh:
-            self._cmc_on = self.wants_frames and frame is not None
+            self._cmc_on = self.uses_frames and frame is not None
             self._fresh = False
         if not self._cmc_on:
             return None
@@ -491,7 +491,7 @@ class BoxMOTBoTSORT(_BoxMOTPeer):
         return out
 
     @property
-    def wants_frames(self) -> bool:
+    def uses_frames(self) -> bool:
         return self.cmc_method is not None
 
     @property

@@ -229,6 +229,11 @@ class EmbeddingTracker:
         return self.use_embeddings and (self.fusion == "min" or self.emb_weight > 0.0)
 
     @property
+    def uses_frames(self) -> bool:
+        """Whether :meth:`update` and :meth:`predict_only` read the frame's pixels (``frame=``, for CMC)."""
+        return self.cmc is not None
+
+    @property
     def frame_id(self) -> int | None:
         """The latest frame processed, ``None`` after :meth:`reset`."""
         return self._frame_id

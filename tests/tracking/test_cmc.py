@@ -209,7 +209,8 @@ def test_without_cmc_the_frame_changes_nothing():
         rb = b.update(boxes, scores, frame_id=f.frame_id, frame=f.image)
         np.testing.assert_array_equal(ra.ids, rb.ids)
         np.testing.assert_array_equal(ra.bboxes, rb.bboxes)
-    assert a.cmc is None and is_identity(b.last_warp)
+    assert a.cmc is None and is_identity(b.last_warp) and not a.uses_frames
+    assert EmbeddingTracker(cmc=dict()).uses_frames
 
 
 class _WrongCamera(CameraMotion):

@@ -267,6 +267,8 @@ def test_botsort_cmc_runs_only_where_frames_come(sequence):
     for fid, _, boxes, scores, labels, emb in sequence[:3]:
         without.update(boxes, scores, labels, emb, frame_id=fid)  # no pixels: CMC off for this video
     assert without.boxmot_tracker.cmc is None
+    assert without.uses_frames and not BoxMOTBoTSORT(cmc_method=None).uses_frames
+    assert not BoxMOTByteTrack().uses_frames and not BoxMOTOCSort().uses_frames
     with_frames = BoxMOTBoTSORT()
     fid, image, boxes, scores, labels, emb = sequence[0]
     with_frames.update(boxes, scores, labels, emb, frame_id=fid, frame=image)
