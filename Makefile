@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.installed
+# BoxMOT's peer trackers (tracker=dict(type='BoxMOTByteTrack', ...)): installed without its declared
+# dependencies (it pins opencv-python<5 and pandas<3, which its trackers do not import); the
+# `trackers` extra holds what they do import.
+BOXMOT := boxmot==25.0.0
 # Each step of `make test` / `make demo` appends "STEP: N s" here; `make test` prints the split and clears it.
 TIMING := $(VENV)/.timing
 NOW = $$(date +%s)
@@ -15,8 +19,9 @@ FASHION_MNIST_PKG := dataset-fashion-mnist
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	@t0=$(NOW); test -x $(PY) || $(PYTHON) -m venv $(VENV); \
-	echo "$(PIP) install -c $(CONSTRAINTS) -e '.[dev,runtimes,docs]'"; \
-	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes,docs]' && \
+	echo "$(PIP) install -c $(CONSTRAINTS) -e '.[dev,runtimes,docs,trackers]' && $(PIP) install --no-deps $(BOXMOT)"; \
+	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes,docs,trackers]' && \
+	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) --no-deps $(BOXMOT) && \
 	touch $(STAMP) && echo "install: $$(( $(NOW) - t0 )) s" | tee -a $(TIMING)
 
 # Real Fashion-MNIST images for the scene generator (best effort: needs apt-get and root).

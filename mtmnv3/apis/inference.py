@@ -47,6 +47,24 @@ def _as_sequences(seq_root: str | os.PathLike | Sequence[MotSequence]) -> list[M
     return seqs
 
 
+def _frame_reader(seq_dir: Path):
+    """``frame_id -> RGB frame`` of a MOTChallenge sequence folder."""
+    import cv2
+
+    from mtmnv3.data.mot import read_seqinfo
+
+    info = read_seqinfo(Path(seq_dir) / "seqinfo.ini")
+
+    def read(frame_id: int) -> np.ndarray:
+        path = info.frame_path(seq_dir, frame_id)
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read frame {frame_id} of {os.fspath(seq_dir)!r}: {path}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    return read
+
+
 @dataclass
 class SequenceDetections:
     """One MOTChallenge sequence's per-frame predictions, computed once and tracked many times.
@@ -173,9 +191,19 @@ def track_detections(
         tracker = build_tracker(
             {"type": "EmbeddingTracker", "frame_rate": seq.frame_rate, **(tracker_cfg or {})}
         )
+        # camera-motion compensation (and BoxMOT's BoT-SORT) read the frames; other trackers never load them
+        frames = _frame_reader(seq.seq_dir) if getattr(tracker, "uses_frames", False) else None
         rows = [
             tracks_to_mot_rows(
-                i, tracker.update(p.bboxes, p.scores, p.labels, p.embeddings if use_emb else None, frame_id=i)
+                i,
+                tracker.update(
+                    p.bboxes,
+                    p.scores,
+                    p.labels,
+                    p.embeddings if use_emb else None,
+                    frame_id=i,
+                    frame=None if frames is None else frames(i),
+                ),
             )
             for i, p in zip(seq.frame_ids, seq.predictions, strict=True)
         ]

@@ -356,8 +356,9 @@ def _track(
     results_dir = args.results_dir or os.path.join(cfg.work_dir, "mot_results")
     if results_subdir:
         results_dir = os.path.join(results_dir, results_subdir)
-    tracker_cfg = dict(cfg.get("tracker") or {})
-    tracker_cfg.pop("type", None)
+    tracker_cfg = dict(
+        cfg.get("tracker") or {}
+    )  # its type too: a BoxMOT peer tracks when the config names one
     tracker_cfg["use_embeddings"] = not args.iou_only
     mot = track_mot_sequences(
         frame_runner,

@@ -242,10 +242,11 @@ class PerceptionLoop:
                 pred.labels,
                 pred.embeddings if plan.mode == "full" else None,
                 frame_id=i + 1,
+                frame=frame.image,  # camera-motion compensation reads it (when on)
             )
             timings[TRACK_UNIT] = (time.perf_counter() - t) * 1e3
         else:
-            tracks = self.tracker.predict_only(frame_id=i + 1)
+            tracks = self.tracker.predict_only(frame_id=i + 1, frame=frame.image)
             timings["motion"] = (time.perf_counter() - t) * 1e3
         if pred is not None and pred.class_probs is not None:
             self._last_cls, self._last_cls_frame = pred.class_label, i
