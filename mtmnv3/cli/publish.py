@@ -142,8 +142,9 @@ def publish_weights(config: str, checkpoint: str, out: str | os.PathLike) -> dic
     return meta
 
 
-def training_record(train_dir: str | os.PathLike) -> dict[str, Any]:
-    """Training time (sum over logged windows of s/iter x iterations) and the logged curve of a run's work dir."""
+def training_record(train_dir: str | os.PathLike, until: int | None = None) -> dict[str, Any]:
+    """Training time (sum over logged windows of s/iter x iterations) and the logged curve of a run's work dir,
+    up to iteration ``until`` (the released checkpoint's) when given."""
     scalars = sorted(Path(train_dir).glob("*/vis_data/scalars.json"))
     if not scalars:
         raise FileNotFoundError(f"no */vis_data/scalars.json under {train_dir}: not an mmengine work dir")
@@ -154,6 +155,8 @@ def training_record(train_dir: str | os.PathLike) -> dict[str, Any]:
             if "loss" in row and "iter" in row:
                 rows[int(row["iter"])] = row
     iters = sorted(rows)
+    if until is not None:
+        iters = [i for i in iters if i <= until]
     seconds, prev = 0.0, 0
     for it in iters:
         seconds += float(rows[it].get("time", 0.0)) * (it - prev)
@@ -213,7 +216,12 @@ def write_card(out: str | os.PathLike, card: Mapping[str, Any]) -> None:
         "## Training",
         "",
         f"- Data: {format_train_data(card['train_data'])}.",
-        f"- Schedule: {card['schedule']}.",
+        f"- Schedule: {card['schedule']}; these weights are iteration {card['iter']}"
+        + (
+            " (the end of the schedule)."
+            if card["iter"] == card["max_iters"]
+            else f" of {card['max_iters']}."
+        ),
         f"- Training time: {card['train_seconds'] / 60:.1f} min on {card['host']}.",
         f"- Released file: {card['size_bytes'] / 1e6:.1f} MB, weights only (loads with "
         f"`torch.load(..., weights_only=True)`), SHA-256 `{card['sha256']}`.",
@@ -316,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = Config.fromfile(args.config)
     train_dir = args.train_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     try:
-        record = training_record(train_dir)
+        record = training_record(train_dir, until=meta.get("iter"))
     except FileNotFoundError as err:
         return report(err)
     plot_training_curve(record, out.with_name(f"{out.stem}_curve.png"))
@@ -330,6 +338,8 @@ def run(args: argparse.Namespace) -> int:
         "schedule": f"{cfg.train_cfg.max_iters} iterations, batch {cfg.train_dataloader.batch_size}, "
         f"{opt.type} lr {opt.lr} with warm-up and cosine decay",
         "train_data": meta["train_data"],
+        "iter": meta["iter"],
+        "max_iters": int(cfg.train_cfg.max_iters),
         "train_seconds": record["train_seconds"],
         "host": args.host or _host(),
         "metrics": metrics,

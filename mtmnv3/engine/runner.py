@@ -380,8 +380,13 @@ def close_distributed() -> None:
 SETUP_DUMPS = ("\n---", "Config:\n", "Hooks will be executed in the following order")
 
 
-#: mmengine's warning about its own internals (CheckpointHook builds a deprecated FileClient on every run).
-MMENGINE_INTERNAL_NOTICES = ('"HardDiskBackend" is the alias of "LocalBackend"',)
+#: mmengine's notices about its own internals, off the console (kept in the log file): CheckpointHook builds a
+#: deprecated FileClient on every run, and an iteration-based loop restarts its dataloader every epoch.
+MMENGINE_INTERNAL_NOTICES = (
+    '"HardDiskBackend" is the alias of "LocalBackend"',
+    '"FileClient" will be deprecated in future',
+    "Reach the end of the dataloader, it will be restarted",
+)
 
 
 class _SetupDumpFilter(logging.Filter):

@@ -61,6 +61,7 @@ def test_release_is_weights_only_with_its_card(released):
     assert list(card["metrics"]["splits"]) == ["0", "1"] and card["train_seconds"] > 0
     page = weights.with_suffix(".md").read_text()
     assert "| top-1 |" in page and "seed 1" in page and "mtmnv3 train configs/tiny.py" in page
+    assert "these weights are iteration 6 (the end of the schedule)" in page
     assert weights.with_name("tiny_curve.png").stat().st_size > 1000
 
 
