@@ -43,7 +43,9 @@ def test_defaults_keep_the_cached_data_hashes():
     # Hashes of splits generated before the camera knobs existed.
     assert key(cfg) == "b06d16e66871"
     assert key(SceneConfig(camera_pan=0.0)) == "f1149ce8d856"
-    legacy = SceneConfig(appearance="sprites", num_frames=12, image_size=(64, 96), start_offset=30, camera_pan=1.5)
+    legacy = SceneConfig(
+        appearance="sprites", num_frames=12, image_size=(64, 96), start_offset=30, camera_pan=1.5
+    )
     assert key(legacy) == "f4763b725222"
     assert key(moving) != key(cfg)
 
@@ -94,8 +96,12 @@ def test_camera_path_pan_sweep_and_shake():
     assert np.abs(sweep).max() >= 5
     shake = camera_path(steady.replace(camera_speed=0.0, camera_shake=3.0), 0, 3, 200)
     assert np.abs(shake).max() <= 3 and len(np.unique(shake, axis=0)) > 20
-    np.testing.assert_array_equal(shake, camera_path(steady.replace(camera_speed=0.0, camera_shake=3.0), 0, 3, 200))
-    assert not np.array_equal(shake, camera_path(steady.replace(camera_speed=0.0, camera_shake=3.0), 1, 3, 200))
+    np.testing.assert_array_equal(
+        shake, camera_path(steady.replace(camera_speed=0.0, camera_shake=3.0), 0, 3, 200)
+    )
+    assert not np.array_equal(
+        shake, camera_path(steady.replace(camera_speed=0.0, camera_shake=3.0), 1, 3, 200)
+    )
 
 
 def test_camera_keeps_the_objects():
@@ -139,7 +145,9 @@ def test_noisy_detections():
     assert np.all((scores >= 0.7) & (scores <= 0.8))
     none, scores, kept = noisy_detections(boxes, rng, drop=1.0)
     assert none.shape == (0, 4) and scores.shape == (0,) and kept.shape == (0,)
-    noisy, _, kept = noisy_detections(np.repeat(boxes, 100, axis=0), np.random.default_rng(1), jitter=0.1, drop=0.3)
+    noisy, _, kept = noisy_detections(
+        np.repeat(boxes, 100, axis=0), np.random.default_rng(1), jitter=0.1, drop=0.3
+    )
     assert 150 < len(kept) < 270
     assert np.all(noisy[:, 2] > noisy[:, 0]) and np.all(noisy[:, 3] > noisy[:, 1])
     assert np.abs(noisy - np.repeat(boxes, 100, axis=0)[kept]).max() > 0
