@@ -1,8 +1,11 @@
 """Video input and output for the live demo.
 
-* :class:`LatestFrameReader` reads a camera in a background thread and keeps
-  only the newest frame, so a slow consumer never sees a growing lag: frames
-  that arrive while the model is busy are dropped, not queued.
+* :class:`LatestFrameReader` reads a camera or a network stream in a
+  background thread and keeps only the newest frame, so a slow consumer never
+  sees a growing lag: frames that arrive while the model is busy are dropped,
+  not queued. A stream that stops delivering is reopened with exponential
+  backoff (:class:`Reconnect`); the reader counts its reconnects and the time
+  it spent without a connection.
 * :class:`VideoFileReader` reads every frame of a file in order (no drops;
   the file's frames are the evaluation ground truth).
 * :class:`ImageFolderReader` reads a folder of images (jpg/png/bmp) in
@@ -15,6 +18,13 @@
 * :class:`AtomicVideoWriter` writes to a temp file next to the target and
   renames it on success, so a crash never leaves a half-written video.
 
+Every reader has the same pull interface for running several sources in one
+process: :meth:`poll` returns the next frame to process or ``None`` when a
+live source has nothing new yet, and ``ended`` turns true when the source is
+finished (``error`` then says why, if it failed); a live reader sets its
+``notify`` event whenever a frame arrives, so a consumer of several sources can
+sleep until any of them has one.
+
 Frames are RGB ``uint8`` ``(H, W, 3)`` arrays everywhere in the package;
 OpenCV's BGR stays inside this module.
 """
@@ -22,12 +32,14 @@ OpenCV's BGR stays inside this module.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -36,6 +48,7 @@ __all__ = [
     "Frame",
     "VideoSourceError",
     "LatestFrameReader",
+    "Reconnect",
     "VideoFileReader",
     "ImageFolderReader",
     "IMAGE_SUFFIXES",
@@ -46,12 +59,20 @@ __all__ = [
     "write_sequence_video",
 ]
 
+# ffmpeg (inside OpenCV) logs every failed connection and decoding hiccup to stderr, repeating
+# what the errors below say (and once per reconnect attempt): quiet unless the user set a level.
+# OpenCV reads it when its ffmpeg backend is first used, so it is set when this module loads.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 #: Seconds to wait for a camera's first frame before calling it unusable.
 CAMERA_FIRST_FRAME_TIMEOUT_S = 5.0
 #: Image files a folder source reads (lower-case suffixes).
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png")
 #: URL schemes opened as network streams.
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+#: Seconds OpenCV may spend opening a stream, and waiting for one read, before giving up.
+STREAM_TIMEOUT_S = 10.0
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 
 
 class VideoSourceError(RuntimeError):
@@ -99,30 +120,73 @@ class VideoFileReader:
         self.size = (first.shape[1], first.shape[0])  # (w, h)
         self.max_frames = max_frames
         self.dropped = 0
+        self.ended = False
+        self.error: str | None = None
+        self._pending: np.ndarray | None = first
+        self._index = 0
+
+    def poll(self) -> Frame | None:
+        """The next frame in order (``None`` and ``ended`` once the file or ``max_frames`` is done)."""
+        if self.ended:
+            return None
+        if self._pending is None:
+            ok, bgr = self.cap.read()
+            self._pending = bgr if ok else None
+        if self._pending is None or (self.max_frames is not None and self._index >= self.max_frames):
+            self.close()
+            return None
+        frame = Frame(self._index, _to_rgb(self._pending), time.perf_counter())
+        self._pending = None
+        self._index += 1
+        return frame
 
     def __iter__(self) -> Iterator[Frame]:
-        index = 0
-        bgr = self._first
         try:
-            while bgr is not None and (self.max_frames is None or index < self.max_frames):
-                yield Frame(index, _to_rgb(bgr), time.perf_counter())
-                index += 1
-                ok, bgr = self.cap.read()
-                if not ok:
-                    break
+            while (frame := self.poll()) is not None:
+                yield frame
         finally:
             self.close()
 
     def close(self) -> None:
+        self.ended = True
         self.cap.release()
 
 
-class LatestFrameReader:
-    """A camera read in a background thread that keeps only the newest frame.
+@dataclass(frozen=True)
+class Reconnect:
+    """How a live stream that stops delivering is reopened.
 
-    :meth:`__iter__` blocks until a frame newer than the last one returned is
-    available, so the consumer always processes the most recent image and the
-    number of frames it never saw is counted in :attr:`dropped`.
+    After a failed read the reader waits ``backoff_s``, then twice as long after
+    each failed attempt (at most ``max_backoff_s``), and gives up after
+    ``attempts`` failed attempts in a row (``0``: never reopen).
+    """
+
+    attempts: int = 8
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 0 or not self.backoff_s > 0 or self.max_backoff_s < self.backoff_s:
+            raise ValueError(f"Reconnect needs attempts >= 0 and 0 < backoff_s <= max_backoff_s, got {self}")
+
+    def delays(self) -> Iterator[float]:
+        """The waits before each attempt."""
+        delay = self.backoff_s
+        for _ in range(self.attempts):
+            yield delay
+            delay = min(2.0 * delay, self.max_backoff_s)
+
+
+class LatestFrameReader:
+    """A camera or stream read in a background thread that keeps only the newest frame.
+
+    :meth:`poll` (and :meth:`__iter__`, which blocks) return a frame newer than
+    the last one returned, so the consumer always processes the most recent
+    image; the frames it never saw are counted in :attr:`dropped`. With
+    ``reopen`` (a function returning a new ``cv2.VideoCapture``) a source that
+    stops delivering is reopened as ``reconnect`` says; :attr:`reconnects`
+    counts the successful reopenings and :attr:`outage_s` the seconds spent
+    without frames. When the reader gives up, :attr:`error` says why.
     """
 
     def __init__(
@@ -131,8 +195,12 @@ class LatestFrameReader:
         max_frames: int | None = None,
         first_frame_timeout_s: float = CAMERA_FIRST_FRAME_TIMEOUT_S,
         capture: cv2.VideoCapture | None = None,
+        reopen: Callable[[], cv2.VideoCapture] | None = None,
+        reconnect: Reconnect | None = None,
+        notify: threading.Event | None = None,
     ) -> None:
         self.camera_id = camera_id
+        self.kind = "camera" if reopen is None else "stream"
         self.cap = capture if capture is not None else cv2.VideoCapture(int(camera_id))
         if not self.cap.isOpened():
             raise VideoSourceError(
@@ -141,65 +209,143 @@ class LatestFrameReader:
             )
         self.max_frames = max_frames
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or 30.0
+        if not 0 < self.fps <= 240:  # some streams report 1000 or 90000 (a time base, not a rate)
+            self.fps = 30.0
+        self.notify = notify
+        self._reopen = reopen
+        self._reconnect = reconnect if reconnect is not None else Reconnect(attempts=0)
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._stopped = False
-        self._error: str | None = None
+        self._closing = False
+        self.error: str | None = None
         self._read_count = 0
+        self._last_served = -1
+        self._served = 0
         self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
+        self.reconnects = 0
+        self.outage_s = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind}-{camera_id}", daemon=True)
         self._thread.start()
         with self._cond:
             self._cond.wait_for(
                 lambda: self._latest is not None or self._stopped, timeout=first_frame_timeout_s
             )
             if self._latest is None:
+                why = f": {self.error}" if self.error else ""
                 self.close()
                 raise VideoSourceError(
-                    f"camera {camera_id} opened but delivered no frame within {first_frame_timeout_s:.0f} s"
+                    f"{self.kind} {camera_id} opened but delivered no frame within {first_frame_timeout_s:.0f} s{why}"
                 )
         self.size = (self._latest.image.shape[1], self._latest.image.shape[0])
 
+    @property
+    def ended(self) -> bool:
+        """True once nothing more will come: closed, failed, or ``max_frames`` served."""
+        if self.max_frames is not None and self._served >= self.max_frames:
+            return True
+        with self._cond:
+            return self._stopped and (self._latest is None or self._latest.index <= self._last_served)
+
+    def _signal(self) -> None:
+        self._cond.notify_all()
+        if self.notify is not None:
+            self.notify.set()
+
+    def _read(self) -> np.ndarray | None:
+        ok, bgr = self.cap.read()
+        return bgr if ok and bgr is not None else None
+
+    def _recover(self) -> np.ndarray | None:
+        """Reopen the source with backoff; its first frame, or ``None`` when giving up or closing."""
+        self.cap.release()
+        t0 = time.perf_counter()
+        tries = 0
+        for delay in self._reconnect.delays():
+            with self._cond:
+                if self._cond.wait_for(lambda: self._closing, timeout=delay):
+                    return None
+            tries += 1
+            try:
+                cap = self._reopen()
+            except VideoSourceError as err:
+                self.error = str(err)
+                continue
+            if cap.isOpened():
+                self.cap = cap
+                bgr = self._read()
+                if bgr is not None:
+                    self.error = None  # the failed attempts before this one are history
+                    self.reconnects += 1
+                    self.outage_s += time.perf_counter() - t0
+                    return bgr
+            cap.release()
+        self.outage_s += time.perf_counter() - t0
+        reason = f" (last: {self.error})" if self.error else ""
+        self.error = (
+            f"{self.kind} {self.camera_id} stopped delivering frames and did not come back after "
+            f"{tries} reconnect attempt(s) over {time.perf_counter() - t0:.1f} s{reason}"
+        )
+        return None
+
     def _run(self) -> None:
-        while not self._stopped:
-            ok, bgr = self.cap.read()
-            if not ok or bgr is None:
+        while not self._closing:
+            bgr = self._read()
+            if bgr is None and not self._closing:
+                if self._reopen is not None and self._reconnect.attempts > 0:
+                    bgr = self._recover()
+                elif self.error is None:
+                    self.error = f"{self.kind} {self.camera_id} stopped delivering frames"
+            if bgr is None:
                 with self._cond:
-                    self._error = "camera stopped delivering frames"
                     self._stopped = True
-                    self._cond.notify_all()
+                    self._signal()
                 return
             frame = Frame(self._read_count, _to_rgb(bgr), time.perf_counter())
             self._read_count += 1
             with self._cond:
                 self._latest = frame
-                self._cond.notify_all()
+                self._signal()
+
+    def _take(self) -> Frame | None:
+        """The newest frame if it is newer than the last one served (the lock is held)."""
+        frame = self._latest
+        if frame is None or frame.index <= self._last_served:
+            return None
+        self.dropped += frame.index - self._last_served - 1
+        self._last_served = frame.index
+        self._served += 1
+        return frame
+
+    def poll(self) -> Frame | None:
+        """The newest frame if one arrived since the last call, else ``None`` (never blocks)."""
+        if self.max_frames is not None and self._served >= self.max_frames:
+            return None
+        with self._cond:
+            return self._take()
 
     def __iter__(self) -> Iterator[Frame]:
-        last = -1
-        served = 0
         try:
-            while self.max_frames is None or served < self.max_frames:
+            while self.max_frames is None or self._served < self.max_frames:
                 with self._cond:
                     self._cond.wait_for(
-                        lambda last=last: (
-                            self._stopped or (self._latest is not None and self._latest.index > last)
+                        lambda: (
+                            self._stopped
+                            or (self._latest is not None and self._latest.index > self._last_served)
                         )
                     )
-                    frame = self._latest
-                    if frame is None or frame.index <= last:
-                        break  # stopped, nothing new
-                self.dropped += frame.index - last - 1
-                last = frame.index
-                served += 1
+                    frame = self._take()
+                if frame is None:
+                    break  # stopped, nothing new
                 yield frame
         finally:
             self.close()
 
     def close(self) -> None:
         with self._cond:
+            self._closing = True
             self._stopped = True
-            self._cond.notify_all()
+            self._signal()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(timeout=2.0)
         self.cap.release()
@@ -224,6 +370,9 @@ class ImageFolderReader:
         self.frame_count = len(self.paths)
         self.max_frames = max_frames
         self.dropped = 0
+        self.ended = False
+        self.error: str | None = None
+        self._index = 0
 
     @staticmethod
     def _read(path: Path) -> np.ndarray:
@@ -232,22 +381,90 @@ class ImageFolderReader:
             raise VideoSourceError(f"cannot read image {str(path)!r} (corrupt or not an image)")
         return bgr
 
+    def poll(self) -> Frame | None:
+        """The next image in name order (``None`` and ``ended`` after the last one)."""
+        limit = len(self.paths) if self.max_frames is None else min(len(self.paths), self.max_frames)
+        if self._index >= limit:
+            self.ended = True
+            return None
+        frame = Frame(self._index, _to_rgb(self._read(self.paths[self._index])), time.perf_counter())
+        self._index += 1
+        return frame
+
     def __iter__(self) -> Iterator[Frame]:
-        paths = self.paths if self.max_frames is None else self.paths[: self.max_frames]
-        for index, path in enumerate(paths):
-            yield Frame(index, _to_rgb(self._read(path)), time.perf_counter())
+        while (frame := self.poll()) is not None:
+            yield frame
 
     def close(self) -> None:
         """Nothing to release (kept for the source interface)."""
+        self.ended = True
 
 
-def _open_stream(url: str, max_frames: int | None) -> LatestFrameReader:
-    cap = cv2.VideoCapture(url)
-    if not cap.isOpened():
-        raise VideoSourceError(
-            f"cannot open stream {url!r}: OpenCV could not connect or has no reader for it"
+def _stream_unreachable(url: str, timeout_s: float = 3.0) -> str | None:
+    """Why a stream URL's server cannot be reached (unknown host, connection refused, ...), or ``None``."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return "the URL has no host"
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 80)
+    except ValueError:
+        return f"the URL's port is not a number: {parts.netloc!r}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except socket.gaierror:
+        return f"unknown host {host!r}"
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port} (no server listening there)"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout_s:.0f} s"
+    except OSError as err:
+        return f"cannot connect to {host}:{port}: {err.strerror or err}"
+
+
+def _capture_stream(url: str, timeout_s: float = STREAM_TIMEOUT_S) -> cv2.VideoCapture:
+    """An opened OpenCV capture of ``url``; a :class:`VideoSourceError` naming the reason otherwise.
+
+    The server is probed only after OpenCV failed (to say why): a probe before
+    would use up a server that serves one client.
+    """
+    ms = int(timeout_s * 1000)
+    # OpenCV's own warning of a failed open would repeat the error below (and every reconnect's).
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
+    try:
+        cap = cv2.VideoCapture(
+            url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         )
-    return LatestFrameReader(url, max_frames=max_frames, capture=cap)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if cap.isOpened():
+        return cap
+    cap.release()
+    why = _stream_unreachable(url)
+    raise VideoSourceError(
+        f"cannot open stream {url!r}: "
+        + (
+            why
+            or "the server answered but OpenCV could not read a video from it "
+            "(not a video stream, or a codec it cannot decode)"
+        )
+    )
+
+
+def _open_stream(
+    url: str, max_frames: int | None, reconnect: Reconnect | None, notify: threading.Event | None
+) -> LatestFrameReader:
+    return LatestFrameReader(
+        url,
+        max_frames=max_frames,
+        first_frame_timeout_s=STREAM_TIMEOUT_S,
+        capture=_capture_stream(url),
+        reopen=lambda: _capture_stream(url),
+        reconnect=reconnect if reconnect is not None else Reconnect(),
+        notify=notify,
+    )
 
 
 def open_source(
@@ -256,13 +473,17 @@ def open_source(
     camera_id: int | None = None,
     video: str | os.PathLike | None = None,
     max_frames: int | None = None,
+    reconnect: Reconnect | None = None,
+    notify: threading.Event | None = None,
 ) -> VideoFileReader | ImageFolderReader | LatestFrameReader:
     """The demo's frame source, from exactly one of ``source``, ``camera_id`` or ``video``.
 
     ``source`` is read as: an integer (``"0"``) -> that camera; an
     ``rtsp(s)://`` or ``http(s)://`` URL -> a network stream (read like a
-    camera, newest frame only); an existing folder -> its images in sorted
-    order; an existing file -> a video.
+    camera, newest frame only, reopened as ``reconnect`` says when it drops:
+    default :class:`Reconnect`); an existing folder -> its images in sorted
+    order; an existing file -> a video. Live readers set ``notify`` on every
+    frame they receive.
 
     Raises:
         VideoSourceError: none or several sources given, or the source cannot
@@ -275,14 +496,14 @@ def open_source(
     if video is not None:
         return VideoFileReader(video, max_frames=max_frames)
     if camera_id is not None:
-        return LatestFrameReader(int(camera_id), max_frames=max_frames)
+        return LatestFrameReader(int(camera_id), max_frames=max_frames, notify=notify)
     if isinstance(source, int):
-        return LatestFrameReader(source, max_frames=max_frames)
+        return LatestFrameReader(source, max_frames=max_frames, notify=notify)
     text = os.fspath(source).strip()
     if text.isdigit():
-        return LatestFrameReader(int(text), max_frames=max_frames)
+        return LatestFrameReader(int(text), max_frames=max_frames, notify=notify)
     if text.lower().startswith(STREAM_SCHEMES):
-        return _open_stream(text, max_frames)
+        return _open_stream(text, max_frames, reconnect, notify)
     if "://" in text:
         raise VideoSourceError(
             f"cannot open source {text!r}: unsupported URL scheme (expected one of {', '.join(STREAM_SCHEMES)})"

@@ -17,7 +17,6 @@ from mtmnv3.cli import COMMANDS, main
 from mtmnv3.runtime.video import (
     AtomicVideoWriter,
     ImageFolderReader,
-    LatestFrameReader,
     VideoFileReader,
     VideoSourceError,
     open_source,
@@ -142,40 +141,6 @@ def test_source_file_is_a_video_and_an_integer_is_a_camera(tmp_path):
         open_source("97")
     with pytest.raises(VideoSourceError, match="cannot open camera 97"):
         open_source(97)
-
-
-@pytest.mark.parametrize("url", ["rtsp://127.0.0.1:1/none", "http://127.0.0.1:1/x.mjpg", "https://h/x"])
-def test_source_url_is_opened_as_a_stream(url, monkeypatch):
-    import mtmnv3.runtime.video as video_mod
-
-    opened = []
-
-    class Closed:
-        def __init__(self, arg):
-            opened.append(arg)
-
-        def isOpened(self):  # noqa: N802  (OpenCV's name)
-            return False
-
-    monkeypatch.setattr(video_mod.cv2, "VideoCapture", Closed)
-    with pytest.raises(VideoSourceError, match=f"cannot open stream '{url}'"):
-        open_source(url)
-    assert opened == [url]
-
-
-def test_source_url_stream_reads_newest_frames(tmp_path, monkeypatch):
-    """An opened stream is read like a camera (a background reader keeping the newest frame)."""
-    import mtmnv3.runtime.video as video_mod
-
-    video = tmp_path / "s.avi"
-    with AtomicVideoWriter(video, fps=10) as writer:
-        for _ in range(4):
-            writer.write(np.full((32, 32, 3), 100, np.uint8))
-    real = cv2.VideoCapture
-    monkeypatch.setattr(video_mod.cv2, "VideoCapture", lambda arg: real(str(video)))
-    reader = open_source("rtsp://camera.local/stream", max_frames=1)
-    assert isinstance(reader, LatestFrameReader) and reader.size == (32, 32)
-    assert len(list(reader)) == 1
 
 
 @pytest.mark.parametrize(
