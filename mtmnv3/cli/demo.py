@@ -6,11 +6,14 @@ Without CONFIG CHECKPOINT it runs the job behind ``make demo``
 (a camera index, a video file, a folder of images, or an rtsp/http(s) URL;
 ``--video`` and ``--camera-id`` are aliases) it runs the live demo
 (:mod:`mtmnv3.cli.live_demo`): multi-task model -> tracker -> overlay, under a
-per-frame budget with ``--budget-ms``.
+per-frame budget with ``--budget-ms``; several ``--source`` flags run several
+streams in one process with one shared budget.
 
 Bad input (a source that cannot be opened, a missing checkpoint, ``--show``
 without a display) prints ``error: ...`` and exits with status 2; outputs are
-written atomically, so a failed run leaves no half-written files.
+written atomically, so a failed run leaves no half-written files. A stream
+that drops during the run is reopened with backoff; one that does not come
+back ends with its error while the others go on, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from collections.abc import Sequence
 
 from mtmnv3.cli._common import command_line, new_parser, report
 from mtmnv3.cli.demo_job import DEFAULT_CONFIG, JOB_DEFAULTS, JobStepError, run_job
-from mtmnv3.cli.live_demo import LIVE_DEFAULTS, POLICIES, DemoError, default_sizes, parse_sizes, run_demo
+from mtmnv3.cli.live_demo import (
+    LIVE_DEFAULTS,
+    POLICIES,
+    DemoError,
+    default_sizes,
+    failed_streams,
+    parse_sizes,
+    run_demo,
+)
 from mtmnv3.runtime.sessions import BACKENDS
 from mtmnv3.runtime.video import VideoSourceError
 
@@ -35,7 +46,8 @@ mtmnv3 demo                                   # the default job; outputs under w
 mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source 0 --show
 mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source video.mp4 --budget-ms 33 --out annotated.mp4
 mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source frames/ --mot-out results.txt
-mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://camera.local/stream"""
+mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://camera.local/stream
+mtmnv3 demo {DEFAULT_CONFIG} work_dirs/demo/model.pth --source rtsp://cam1/s --source rtsp://cam2/s --budget-ms 30"""
 
 #: Options only the default job takes, and only the live demo takes.
 JOB_ONLY = ("work_dir", "frames", "video_size", "seed", "retrain")
@@ -60,6 +72,7 @@ LIVE_SET = (
     "show",
     "int8",
     "synthetic_source",
+    "reconnect",
 )  # live-demo options with a default
 
 
@@ -71,7 +84,12 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     p.add_argument("--config", help=f"model config (the same as CONFIG; the job's default {DEFAULT_CONFIG})")
     p.add_argument("--checkpoint", help="trained checkpoint (the same as CHECKPOINT)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--source", help="camera index, video file, folder of images, or rtsp/http(s) URL")
+    src.add_argument(
+        "--source",
+        action="append",
+        help="camera index, video file, folder of images, or rtsp/http(s) URL; repeat it to run several "
+        "sources in one process with one shared --budget-ms (outputs get the stream's number: out_1.mp4)",
+    )
     src.add_argument("--video", help="video file (alias of --source FILE)")
     src.add_argument("--camera-id", type=int, help="camera index (alias of --source N; 0 = default webcam)")
     live = p.add_argument_group("live demo")
@@ -117,7 +135,15 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     live.add_argument("--summary-json", help="summary (frames, fps, p50/p95 latency, deadline misses)")
     live.add_argument("--budget-log", help="per-frame log (plan, latency, deadline, staleness) as JSON")
     live.add_argument("--show", action="store_true", help="show a window (q or Esc quits)")
-    live.add_argument("--max-frames", type=int, help="stop after N frames")
+    live.add_argument("--max-frames", type=int, help="stop after N frames (per source)")
+    live.add_argument(
+        "--reconnect",
+        type=int,
+        metavar="N",
+        default=LIVE_DEFAULTS["reconnect"],
+        help="reopen a network stream that drops up to N times in a row, waiting 0.5 s, 1 s, 2 s, ... "
+        "(at most 8 s) between tries; 0 never reopens (default %(default)s)",
+    )
     live.add_argument(
         "--classes",
         nargs="+",
@@ -220,12 +246,18 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    lat = summary["latency_ms"]
-    print(
-        f"{summary['frames']} frames, {summary['fps']} FPS, latency p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f} ms, "
-        f"deadline misses {summary['deadline_misses']} ({100 * (summary['miss_rate'] or 0):.1f}%)"
-    )
-    return 0
+    for s in summary.get("streams") or [summary]:
+        lat = s["latency_ms"] or {"p50": float("nan"), "p95": float("nan")}
+        head = f"[{s['stream']}] {s['source']}: " if "stream" in s else ""
+        print(
+            f"{head}{s['frames']} frames, {s['fps']} FPS, latency p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f} ms, "
+            f"deadline misses {s['deadline_misses']} ({100 * (s['miss_rate'] or 0):.1f}%), "
+            f"dropped {s['dropped_frames']}, late {s['late_frames']}, reconnects {s['reconnects']}"
+        )
+    failed = failed_streams(summary)
+    for s in failed:
+        print(f"error: source {s['source']!r} failed: {s['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """The live demo behind ``mtmnv3 demo CONFIG CHECKPOINT --source ...``: frames -> model -> tracker -> overlay.
 
 Sources: a camera index, a video file, a folder of images, or an rtsp/http(s)
-stream (see :func:`mtmnv3.runtime.video.open_source`). ``--size`` (and the
+stream (see :func:`mtmnv3.runtime.video.open_source`); several ``--source`` values
+run in one process with one shared budget (:mod:`mtmnv3.runtime.streams`). ``--size`` (and the
 budget's ``--resolutions``) are long sides: frames run at the smallest
 rectangle that keeps the source's aspect (a 1920x1080 video at 320 runs at
 320x192), on every runtime; the exported files get that shape. Outputs are
@@ -13,14 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mtmnv3.core.fileio import atomic_open, atomic_write_json
-from mtmnv3.runtime.video import AtomicVideoWriter, display_available, open_source
+from mtmnv3.runtime.video import AtomicVideoWriter, Reconnect, display_available, open_source
 
 __all__ = [
     "run_demo",
@@ -31,6 +31,9 @@ __all__ = [
     "POLICIES",
     "LIVE_DEFAULTS",
     "DemoError",
+    "failed_streams",
+    "source_list",
+    "stream_path",
 ]
 
 #: --policy name -> registered budget policy.
@@ -71,6 +74,7 @@ LIVE_DEFAULTS: dict[str, Any] = dict(
     line=None,
     zone=None,
     counts_csv=None,
+    reconnect=8,
     cfg_options=[],
 )
 
@@ -102,8 +106,7 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def _source_name(args: argparse.Namespace) -> str:
-    if args.source is not None:
-        return str(args.source)
+    """The name of the ``--video`` / ``--camera-id`` source."""
     return str(args.video) if args.video is not None else f"camera {args.camera_id}"
 
 
@@ -124,6 +127,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise DemoError(f"--threads must be >= 1, got {args.threads}")
     if args.max_frames is not None and args.max_frames < 1:
         raise DemoError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.reconnect < 0:
+        raise DemoError(f"--reconnect must be >= 0 (0: never reopen a stream), got {args.reconnect}")
     if args.cls_period < 1:
         raise DemoError(f"--cls-period must be >= 1, got {args.cls_period}")
     if args.out and Path(args.out).suffix.lower() not in AtomicVideoWriter.CODECS:
@@ -262,157 +267,239 @@ def _calibration_at(cfg: Any, model: Any):
     return frames
 
 
+def source_list(args: argparse.Namespace) -> list[Any]:
+    """The ``--source`` values (one or several; ``[None]`` when ``--video``/``--camera-id`` names it)."""
+    if args.source is None:
+        return [None]
+    return list(args.source) if isinstance(args.source, (list, tuple)) else [args.source]
+
+
+def stream_path(path: str | None, k: int, n: int) -> str | None:
+    """Stream ``k``'s (1-based) output file of ``path``: ``path`` itself for one stream, else ``STEM_k.SUFFIX``."""
+    if path is None or n == 1:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{k}{p.suffix}"))
+
+
+def _open_sources(args: argparse.Namespace, notify: Any) -> list:
+    """Every source opened (a live reader sets ``notify`` on each frame); all closed if one fails."""
+    readers: list = []
+    try:
+        for src in source_list(args):
+            readers.append(
+                open_source(
+                    src,
+                    camera_id=args.camera_id if src is None else None,
+                    video=args.video if src is None else None,
+                    max_frames=args.max_frames,
+                    reconnect=Reconnect(attempts=args.reconnect),
+                    notify=notify,
+                )
+            )
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+    return readers
+
+
+def failed_streams(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-stream summaries of the streams that failed (a stream that dropped and did not come back)."""
+    streams = summary.get("streams") or [summary]
+    return [s for s in streams if s.get("status") == "failed"]
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the demo for parsed ``args``; returns the summary dict."""
+    """Run the demo for parsed ``args``; returns the summary dict.
+
+    Several ``--source`` values run in this one process (:class:`MultiStreamRunner`):
+    one model, a tracker, counters and budget scheduler per stream, and
+    ``--budget-ms`` as one round's budget shared by the running streams. Each
+    stream's files get its number (``out.mp4`` -> ``out_1.mp4``, ``out_2.mp4``);
+    the summary holds one entry per stream under ``streams``.
+    """
+    import threading
+
     import cv2
 
     from mtmnv3.apis import init_model
     from mtmnv3.core.registry import BUDGET_POLICIES
     from mtmnv3.data.mot_io import write_mot_txt
+    from mtmnv3.engine import load_config
     from mtmnv3.runtime.budget import BudgetLog, BudgetScheduler, ModelLayout
     from mtmnv3.runtime.export_meta import size_text
     from mtmnv3.runtime.frame_runner import build_frame_runner
-    from mtmnv3.runtime.loop import PerceptionLoop, calibrate_costs, summarize
+    from mtmnv3.runtime.loop import PerceptionLoop, calibrate_costs
+    from mtmnv3.runtime.streams import MultiStreamRunner, Stream
     from mtmnv3.tracking import build_tracker
 
     _check_args(args)
     options = parse_cfg_options(args.cfg_options)
     args.size, args.resolutions = default_sizes(args.config, args.size, args.resolutions, options)
-    source = open_source(args.source, camera_id=args.camera_id, video=args.video, max_frames=args.max_frames)
+    notify = threading.Event()
+    readers = _open_sources(args, notify)
+    n = len(readers)
+    names = [str(s) if s is not None else _source_name(args) for s in source_list(args)]
     try:
         model = init_model(args.config, args.checkpoint, options)
-    except BaseException:
-        if hasattr(source, "close"):
-            source.close()
-        raise
-    meta = checkpoint_meta(args.checkpoint)
-    notice = synthetic_notice(meta, args.synthetic_source)
-    if notice:
-        print(notice, file=sys.stderr, flush=True)
-    det_classes, cls_classes = _class_names(meta)
-    if det_classes is None:
-        from mtmnv3.engine import load_config as _load
-
-        det_classes = _config_classes(_load(args.config, options or None))
-    try:
+        meta = checkpoint_meta(args.checkpoint)
+        notice = synthetic_notice(meta, args.synthetic_source)
+        if notice:
+            print(notice, file=sys.stderr, flush=True)
+        det_classes, cls_classes = _class_names(meta)
+        cfg = load_config(args.config, options or None)
+        if det_classes is None:
+            det_classes = _config_classes(cfg)
         keep_labels = _keep_labels(args.classes, det_classes)
-        counters = _counters(args.line, args.zone, source.size)
+        counters = [_counters(args.line, args.zone, r.size) for r in readers]
+        if args.int8 and cfg.get("train_dataloader") is None:
+            raise DemoError("--int8 calibrates on the config's training frames; the config has none")
     except BaseException:
-        if hasattr(source, "close"):
-            source.close()
+        for r in readers:
+            r.close()
         raise
     layout = ModelLayout.from_model(model)
     sizes = args.resolutions if args.budget_ms is not None else [args.size]
-    # Sizes are long sides: the frames run at the rectangle that keeps the source's aspect.
-    frame_hw = (source.size[1], source.size[0])
-    calibration = None
-    if args.int8:
-        from mtmnv3.engine import load_config
-
-        cfg = load_config(args.config, options or None)
-        if cfg.get("train_dataloader") is None:
-            raise DemoError("--int8 calibrates on the config's training frames; the config has none")
-        calibration = _calibration_at(cfg, model)
     runner = build_frame_runner(
         model,
         args.backend,
         input_size=max(sizes),
         threads=args.threads,
         int8=args.int8,
-        calibration=calibration,
+        calibration=_calibration_at(cfg, model) if args.int8 else None,
     )
-    scheduler = None
-    probe = np.full((*frame_hw, 3), 114, np.uint8)  # a grey frame of the source's shape
-    if args.budget_ms is not None:
-        macs = model.trunk.stage_macs(*runner.input_shape(frame_hw, sizes[0]))
-        estimator = calibrate_costs(runner, layout, sizes, macs, probe)
-        policy = BUDGET_POLICIES.build(
-            dict(
-                type=POLICIES[args.policy],
-                budget_ms=args.budget_ms,
-                resolutions=sizes,
-                cls_period=args.cls_period,
+    tracker_cfg = dict(cfg.get("tracker") or {"type": "EmbeddingTracker"})
+    estimators: dict[tuple[int, int], Any] = {}  # one cost estimator per frame shape, shared by its streams
+    streams: list[Stream] = []
+    for k, (reader, name) in enumerate(zip(readers, names), 1):
+        # Sizes are long sides: the frames run at the rectangle that keeps the source's aspect.
+        frame_hw = (reader.size[1], reader.size[0])
+        probe = np.full((*frame_hw, 3), 114, np.uint8)  # a grey frame of the source's shape
+        scheduler = None
+        if args.budget_ms is not None:
+            if frame_hw not in estimators:
+                macs = model.trunk.stage_macs(*runner.input_shape(frame_hw, sizes[0]))
+                estimators[frame_hw] = calibrate_costs(runner, layout, sizes, macs, probe)
+            policy = BUDGET_POLICIES.build(
+                dict(
+                    type=POLICIES[args.policy],
+                    budget_ms=args.budget_ms / n,
+                    resolutions=sizes,
+                    cls_period=args.cls_period,
+                )
             )
+            scheduler = BudgetScheduler(policy, estimators[frame_hw], layout, BudgetLog())
+        elif frame_hw not in estimators:
+            runner.predict(probe, input_size=args.size)  # warm-up (and, on a fixed-shape runtime, the export)
+            estimators[frame_hw] = None
+        tracker = build_tracker(
+            {
+                **tracker_cfg,
+                "use_embeddings": not args.iou_only,
+                "frame_rate": getattr(reader, "fps", 30.0),
+            }
         )
-        scheduler = BudgetScheduler(policy, estimator, layout, BudgetLog())
-    else:
-        runner.predict(probe, input_size=args.size)  # warm-up (and, on a fixed-shape runtime, the export)
-    from mtmnv3.engine import load_config
+        loop = PerceptionLoop(
+            runner,
+            tracker,
+            scheduler,
+            layout,
+            args.size,
+            det_classes,
+            cls_classes,
+            draw=bool(args.out or args.show),
+            keep_labels=keep_labels,
+            counters=counters[k - 1],
+        )
+        loop.warm_up((frame_hw[0], frame_hw[1], 3))
+        streams.append(Stream(str(k) if n > 1 else name, reader, loop))
+    writers = {
+        s.name: AtomicVideoWriter(stream_path(args.out, k, n), fps=s.fps) if args.out else None
+        for k, s in enumerate(streams, 1)
+    }
+    rows: dict[str, list] = {s.name: [] for s in streams}
+    count_rows: dict[str, list[list]] = {s.name: [] for s in streams}
 
-    tracker_cfg = dict(
-        load_config(args.config, options or None).get("tracker") or {"type": "EmbeddingTracker"}
-    )
-    tracker_cfg.update(use_embeddings=not args.iou_only, frame_rate=getattr(source, "fps", 30.0))
-    tracker = build_tracker(tracker_cfg)
-    loop = PerceptionLoop(
-        runner,
-        tracker,
-        scheduler,
-        layout,
-        args.size,
-        det_classes,
-        cls_classes,
-        draw=bool(args.out or args.show),
-        keep_labels=keep_labels,
-        counters=counters,
-    )
-    w, h = source.size
-    loop.warm_up((h, w, 3))
-    rows = []
-    count_rows: list[list] = []
-    writer = AtomicVideoWriter(args.out, fps=getattr(source, "fps", 30.0)) if args.out else None
-    frames = 0
-    t_start = time.perf_counter()
+    def on_result(stream: Stream, frame: Any, result: Any) -> bool:
+        rows[stream.name].append(result.mot_rows)
+        for cname, c in result.counts.items():
+            count_rows[stream.name].append(
+                [result.frame_index + 1, cname, *(c.get(key, "") for key in COUNT_FIELDS)]
+            )
+        if writers[stream.name] is not None:
+            writers[stream.name].write(result.image)
+        if args.show:
+            title = WINDOW if n == 1 else f"{WINDOW} [{stream.name}: {names[int(stream.name) - 1]}]"
+            cv2.imshow(title, cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))
+            return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
+        return False
+
+    multi = MultiStreamRunner(streams, budget_ms=args.budget_ms, notify=notify)
     try:
-        for frame in source:
-            result = loop.step(frame)
-            rows.append(result.mot_rows)
-            for name, c in result.counts.items():
-                count_rows.append([result.frame_index + 1, name, *(c.get(k, "") for k in COUNT_FIELDS)])
-            frames += 1
-            if writer is not None:
-                writer.write(result.image)
-            if args.show:
-                cv2.imshow(WINDOW, cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    break
-        wall = time.perf_counter() - t_start
-        if frames == 0:
-            raise DemoError("the source delivered no frames")
-        if writer is not None:
-            writer.close()
+        wall = multi.run(on_result)
+        if sum(s.frames for s in streams) == 0:
+            errors = "; ".join(s.error for s in streams if s.error)
+            raise DemoError(f"the source delivered no frames{': ' + errors if errors else ''}")
+        for s in streams:
+            if writers[s.name] is not None:
+                writers[s.name].close()
     except BaseException:
-        if writer is not None:
-            writer._discard()
+        for w in writers.values():
+            if w is not None:
+                w._discard()
         raise
     finally:
         if args.show:
             cv2.destroyAllWindows()
         if hasattr(runner, "close"):
             runner.close()
-    summary = summarize(
-        loop.log,
-        wall,
-        frames,
-        dropped=getattr(source, "dropped", 0),
-        extra=dict(
-            backend=args.backend,
-            precision="int8" if args.int8 else "fp32",
-            budget_ms=args.budget_ms,
-            policy=args.policy if args.budget_ms is not None else None,
-            association="iou" if args.iou_only else "embedding+iou",
-            input_size=size_text(runner.input_shape(frame_hw, args.size)),
-            source=_source_name(args),
-            classes=args.classes,
-            counts={c.name: c.counts() for c in counters} or None,
-        ),
+    common = dict(
+        backend=args.backend,
+        precision="int8" if args.int8 else "fp32",
+        budget_ms=args.budget_ms,
+        policy=args.policy if args.budget_ms is not None else None,
+        association="iou" if args.iou_only else "embedding+iou",
+        classes=args.classes,
     )
-    if args.mot_out:
-        write_mot_txt(args.mot_out, np.concatenate(rows) if rows else np.zeros((0, 10)))
-    if args.counts_csv:
-        _write_counts_csv(args.counts_csv, count_rows)
-    if args.budget_log:
-        loop.log.to_json(args.budget_log)
+    per_stream = []
+    for k, s in enumerate(streams, 1):
+        frame_hw = (s.reader.size[1], s.reader.size[0])
+        c = counters[k - 1]
+        per_stream.append(
+            s.summary(
+                wall,
+                extra=dict(
+                    common,
+                    input_size=size_text(runner.input_shape(frame_hw, args.size)),
+                    source=names[k - 1],
+                    budget_share_ms=None if args.budget_ms is None else args.budget_ms / n,
+                    counts={x.name: x.counts() for x in c} or None,
+                ),
+            )
+        )
+    if n == 1:
+        summary = per_stream[0]
+        summary.pop("stream", None)
+        summary.pop("budget_share_ms", None)
+    else:
+        frames = sum(s.frames for s in streams)
+        summary = dict(
+            frames=frames,
+            wall_s=round(wall, 3),
+            fps=round(frames / wall, 2) if wall > 0 else None,
+            streams=per_stream,
+            failed=[p["stream"] for p in per_stream if p["status"] == "failed"],
+            **common,
+        )
+    for k, s in enumerate(streams, 1):
+        if args.mot_out:
+            r = rows[s.name]
+            write_mot_txt(stream_path(args.mot_out, k, n), np.concatenate(r) if r else np.zeros((0, 10)))
+        if args.counts_csv:
+            _write_counts_csv(stream_path(args.counts_csv, k, n), count_rows[s.name])
+        if args.budget_log:
+            s.loop.log.to_json(stream_path(args.budget_log, k, n))
     if args.summary_json:
         atomic_write_json(args.summary_json, summary)
     return summary

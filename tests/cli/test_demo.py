@@ -6,12 +6,14 @@ import json
 import os
 import re
 
+import cv2
 import numpy as np
 import pytest
 from _helpers import CONFIG, run_tool, tiny_options
 
 from mtmnv3.data.mot_io import load_mot_txt
 from mtmnv3.runtime.sessions import installed_backends
+from mtmnv3.runtime.stream_server import FFmpegStream, ffmpeg_path, free_port
 from mtmnv3.runtime.video import AtomicVideoWriter, VideoFileReader, write_sequence_video
 
 #: The tiny model's architecture overrides (the demo must build the same model).
@@ -436,3 +438,81 @@ def test_demo_bad_classes_and_geometry_are_refused_before_the_first_frame(tiny_m
     r, out = demo(base, ckpt, video, "--backend", "torch", *extra)
     assert r.returncode == 2 and re.search(match, r.stderr), r.stderr[-2000:]
     assert _no_outputs(out)
+
+
+# ---- several sources in one process -------------------------------------------------------------
+def _multi(tmp, ckpt, *sources, extra=()):
+    out = tmp / "out"
+    args = [
+        "--config", CONFIG, "--checkpoint", ckpt, "--size", "96", "--resolutions", "96,64",
+        "--out", out / "demo.mp4", "--mot-out", out / "mot.txt", "--summary-json", out / "summary.json",
+        "--budget-log", out / "budget.json", *extra, "--cfg-options", *MODEL_OPTIONS,
+    ]  # fmt: skip
+    for s in sources:
+        args += ["--source", s]
+    return run_tool("demo.py", *args), out
+
+
+@pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+def test_demo_runs_a_file_and_a_live_stream_in_one_process_with_one_budget(tiny_model):
+    """One process: a video file and the same video served live by ffmpeg; one budget split in two."""
+    tmp, _, ckpt, video, n, _ = tiny_model
+    base = tmp / "multi"
+    frames = min(n, 12)
+    with FFmpegStream(video) as server:
+        r, out = _multi(
+            base, ckpt, video, server.url, extra=("--budget-ms", "80", "--max-frames", str(frames))
+        )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["stream"] for s in summary["streams"]] == ["1", "2"]
+    file_s, live_s = summary["streams"]
+    assert file_s["source"] == str(video) and live_s["source"] == server.url
+    assert file_s["status"] == live_s["status"] == "ended" and summary["failed"] == []
+    assert file_s["frames"] == live_s["frames"] == frames and summary["frames"] == 2 * frames
+    assert file_s["dropped_frames"] == 0 and file_s["reconnects"] == live_s["reconnects"] == 0
+    assert live_s["budget_share_ms"] == 40.0
+    for k, s in ((1, file_s), (2, live_s)):
+        assert len(list(VideoFileReader(out / f"demo_{k}.mp4"))) == s["frames"]
+        assert (out / f"mot_{k}.txt").is_file()
+        log = json.loads((out / f"budget_{k}.json").read_text())
+        assert len(log["records"]) == s["frames"]
+        # each stream plans to its share while both run; the one left gets the whole budget
+        assert {rec["budget_ms"] for rec in log["records"]} <= {40.0, 80.0}
+        assert log["records"][0]["budget_ms"] == 40.0
+    assert not (out / "demo.mp4").exists()
+    assert "[1]" in r.stdout and "[2]" in r.stdout and "late" in r.stdout
+
+
+def test_one_failing_source_does_not_stop_the_others(tiny_model):
+    """A folder with a corrupt image mid-way fails at that image; the video still runs to its end (exit 1)."""
+    tmp, _, ckpt, video, n, _ = tiny_model
+    base = tmp / "multi_fail"
+    folder = base / "frames"
+    folder.mkdir(parents=True)
+    for frame in list(VideoFileReader(video, max_frames=3)):
+        cv2.imwrite(str(folder / f"{frame.index:03d}.png"), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    (folder / "003.png").write_bytes(b"truncated")
+    r, out = _multi(base, ckpt, video, folder)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert re.search(r"error: source '.*frames' failed: cannot read image '.*003\.png'", r.stderr), r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    good, bad = summary["streams"]
+    assert good["status"] == "ended" and good["frames"] == n
+    assert bad["status"] == "failed" and bad["frames"] == 3 and "003.png" in bad["error"]
+    assert summary["failed"] == ["2"]
+    assert len(list(VideoFileReader(out / "demo_1.mp4"))) == n
+    assert len(list(VideoFileReader(out / "demo_2.mp4"))) == 3
+
+
+def test_a_source_that_cannot_be_opened_stops_before_anything_is_written(tiny_model):
+    tmp, _, ckpt, video, _, _ = tiny_model
+    base = tmp / "multi_bad"
+    port = free_port()
+    r, out = _multi(base, ckpt, video, f"http://127.0.0.1:{port}/live.ts")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot open stream 'http://127.0.0.1:{port}/live.ts': connection refused" in r.stderr
+    assert _no_outputs(out)
+    r, out = _multi(base, ckpt, video, extra=("--reconnect", "-1"))
+    assert r.returncode == 2 and "--reconnect must be >= 0" in r.stderr
