@@ -44,7 +44,7 @@ class FFmpegStream:
         video: a video file ffmpeg can read.
         port: TCP port (default: a free one).
         host: interface to listen on (loopback by default).
-        fps: re-time the stream to this frame rate (default: the file's).
+        fps: play the file at this frame rate (faster or slower than its own; default its own).
         gop: frames between key frames (a reconnecting client waits for one).
 
     Use as a context manager, or :meth:`start` / :meth:`stop`.
@@ -73,12 +73,21 @@ class FFmpegStream:
         self._proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        rate = ["-r", f"{self.fps:g}"] if self.fps else []
+        pace, retime = ["-re"], []
+        if self.fps:
+            import cv2
+
+            cap = cv2.VideoCapture(str(self.video))
+            own = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
+            cap.release()
+            speed = self.fps / own  # read the file this much faster than real time, with timestamps to match
+            pace = ["-readrate", f"{speed:g}"]
+            retime = ["-vf", f"setpts=PTS/{speed:g}", "-r", f"{self.fps:g}"]
         return [
-            self.exe, "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(self.video),
-            *rate, "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+            self.exe, "-nostdin", "-v", "error", *pace, "-stream_loop", "-1", "-i", str(self.video),
+            *retime, "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
             "-g", str(self.gop), "-pix_fmt", "yuv420p",
-            "-f", "mpegts", "-listen", "1", self.url,
+            "-flush_packets", "1", "-f", "mpegts", "-listen", "1", self.url,
         ]  # fmt: skip
 
     @property

@@ -132,6 +132,10 @@ class MultiStreamRunner:
         """
         running = [s for s in self.streams if s.status == "running"]
         self._share_budget(running)
+        for s in running:  # live sources: what arrived while the caller set up is not "dropped"
+            reset = getattr(s.reader, "reset_counts", None)
+            if reset is not None:
+                reset()
         t0 = time.perf_counter()
         try:
             while running:

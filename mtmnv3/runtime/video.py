@@ -317,6 +317,14 @@ class LatestFrameReader:
         self._served += 1
         return frame
 
+    def reset_counts(self) -> None:
+        """Start counting drops now: frames read before (while the consumer was still setting
+        up, or the burst a stream server sends on connecting) are not counted as dropped."""
+        with self._cond:
+            if self._latest is not None:
+                self._last_served = max(self._last_served, self._latest.index - 1)
+            self.dropped = 0
+
     def poll(self) -> Frame | None:
         """The newest frame if one arrived since the last call, else ``None`` (never blocks)."""
         if self.max_frames is not None and self._served >= self.max_frames:
