@@ -13,7 +13,7 @@ BOXMOT := boxmot==25.0.0
 # Each step of `make test` / `make demo` appends "STEP: N s" here; `make test` prints the split and clears it.
 TIMING := $(VENV)/.timing
 NOW = $$(date +%s)
-FASHION_MNIST_PKG := dataset-fashion-mnist
+SYSTEM_PKGS := dataset-fashion-mnist ffmpeg
 
 .PHONY: install demo train-demo test test-fast lint data-packages clean mmdet
 
@@ -24,14 +24,17 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) --no-deps $(BOXMOT) && \
 	touch $(STAMP) && echo "install: $$(( $(NOW) - t0 )) s" | tee -a $(TIMING)
 
-# Real Fashion-MNIST images for the scene generator (best effort: needs apt-get and root).
+# System packages (best effort: needs apt-get and root): real Fashion-MNIST images for the scene
+# generator (else procedural sprites are used), and ffmpeg, which serves the local network streams
+# the stream tests and benchmarks/multi_stream.py read (those tests are skipped without it).
 data-packages:
-	@if dpkg -s $(FASHION_MNIST_PKG) >/dev/null 2>&1; then :; \
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		(apt-get install -y -q $(FASHION_MNIST_PKG) >/dev/null 2>&1 || \
-		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(FASHION_MNIST_PKG) >/dev/null 2>&1)) || \
-		echo "note: could not install $(FASHION_MNIST_PKG); procedural sprites will be used"; \
-	else echo "note: $(FASHION_MNIST_PKG) not installed; procedural sprites will be used"; fi
+		(apt-get install -y -q $$missing >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null 2>&1)) || \
+		echo "note: could not install$$missing (Fashion-MNIST: procedural sprites are used; ffmpeg: stream tests skip)"; \
+	else echo "note:$$missing not installed (Fashion-MNIST: procedural sprites are used; ffmpeg: stream tests skip)"; fi
 
 install: $(STAMP) data-packages
 
