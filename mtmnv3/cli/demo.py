@@ -87,7 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
     src.add_argument(
         "--source",
         action="append",
-        help="camera index, video file, folder of images, or rtsp/http(s) URL; repeat it to run several "
+        help="camera index, video file, folder of images, glob pattern of images ('frames/*.jpg'), or "
+        "rtsp/http(s) URL; repeat it to run several "
         "sources in one process with one shared --budget-ms (outputs get the stream's number: out_1.mp4)",
     )
     src.add_argument("--video", help="video file (alias of --source FILE)")

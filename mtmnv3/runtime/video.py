@@ -8,10 +8,10 @@
   it spent without a connection.
 * :class:`VideoFileReader` reads every frame of a file in order (no drops;
   the file's frames are the evaluation ground truth).
-* :class:`ImageFolderReader` reads a folder of images (jpg/png/bmp) in
-  sorted name order, like a video file.
+* :class:`ImageFolderReader` reads a folder of images (jpg/png/bmp), or the
+  files a glob pattern matches, in sorted name order, like a video file.
 * :func:`open_source` turns one ``--source`` string (camera index, video file,
-  folder of images, rtsp/http(s) URL) -- or ``--camera-id`` / ``--video`` --
+  folder of images, glob pattern, rtsp/http(s) URL) -- or ``--camera-id`` / ``--video`` --
   into one of them and raises :class:`VideoSourceError` with a message naming
   the source and the problem (missing file, unreadable codec, camera or
   stream that cannot be opened, folder without images).
@@ -31,6 +31,7 @@ OpenCV's BGR stays inside this module.
 
 from __future__ import annotations
 
+import glob
 import os
 import socket
 import tempfile
@@ -56,6 +57,7 @@ __all__ = [
     "open_source",
     "AtomicVideoWriter",
     "display_available",
+    "is_glob",
     "write_sequence_video",
 ]
 
@@ -360,17 +362,33 @@ class LatestFrameReader:
 
 
 class ImageFolderReader:
-    """Every image of a folder (``IMAGE_SUFFIXES``), in sorted name order, as :class:`Frame` (RGB)."""
+    """Every image of a folder (``IMAGE_SUFFIXES``), or every file a glob pattern matches
+    (``frames/*.jpg``), in sorted name order, as :class:`Frame` (RGB)."""
 
     def __init__(self, folder: str | os.PathLike, max_frames: int | None = None, fps: float = 30.0) -> None:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise VideoSourceError(f"image folder not found: {str(folder)!r}")
-        self.paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.paths:
-            raise VideoSourceError(
-                f"folder {str(folder)!r} holds no images (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
+        text = os.fspath(folder)
+        if is_glob(text):
+            self.paths = sorted(
+                Path(p)
+                for p in glob.glob(text)
+                if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES
             )
+            if not self.paths:
+                raise VideoSourceError(
+                    f"no image matches the pattern {text!r} (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
+                )
+            folder = Path(text)
+        else:
+            folder = Path(text)
+            if not folder.is_dir():
+                raise VideoSourceError(f"image folder not found: {text!r}")
+            self.paths = sorted(
+                p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not self.paths:
+                raise VideoSourceError(
+                    f"folder {text!r} holds no images (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
+                )
         self.folder = folder
         first = self._read(self.paths[0])
         self.size = (first.shape[1], first.shape[0])  # (w, h)
@@ -490,7 +508,8 @@ def open_source(
     ``rtsp(s)://`` or ``http(s)://`` URL -> a network stream (read like a
     camera, newest frame only, reopened as ``reconnect`` says when it drops:
     default :class:`Reconnect`); an existing folder -> its images in sorted
-    order; an existing file -> a video. Live readers set ``notify`` on every
+    order; a glob pattern (``frames/*.jpg``) -> the files it matches, in
+    sorted order; an existing file -> a video. Live readers set ``notify`` on every
     frame they receive.
 
     Raises:
@@ -517,14 +536,19 @@ def open_source(
             f"cannot open source {text!r}: unsupported URL scheme (expected one of {', '.join(STREAM_SCHEMES)})"
         )
     path = Path(text)
-    if path.is_dir():
-        return ImageFolderReader(path, max_frames=max_frames)
+    if path.is_dir() or (is_glob(text) and not path.exists()):
+        return ImageFolderReader(text, max_frames=max_frames)
     if path.is_file():
         return VideoFileReader(path, max_frames=max_frames)
     raise VideoSourceError(
         f"source not found: {text!r} (expected a camera index, an existing video file or folder of images, "
-        "or an rtsp:// / http(s):// URL)"
+        "a glob pattern of images such as 'frames/*.jpg', or an rtsp:// / http(s):// URL)"
     )
+
+
+def is_glob(text: str) -> bool:
+    """Whether a source string is a glob pattern (``*``, ``?`` or ``[``) rather than a path."""
+    return any(c in text for c in "*?[")
 
 
 def display_available() -> bool:

@@ -130,6 +130,19 @@ def test_source_folder_reads_its_images_in_sorted_order(tmp_path):
     assert len(list(open_source(folder, max_frames=2))) == 2
 
 
+def test_source_glob_reads_the_matching_images_in_sorted_order(tmp_path):
+    folder = _image_folder(tmp_path / "frames")
+    reader = open_source(str(folder / "*_frame.png"))
+    assert isinstance(reader, ImageFolderReader)
+    assert [tuple(int(v) for v in f.image[5, 5]) for f in reader] == [
+        COLORS["a_frame.png"],
+        COLORS["b_frame.png"],
+    ]
+    assert len(list(open_source(str(folder / "*")))) == 3  # notes.txt is not an image
+    with pytest.raises(VideoSourceError, match=r"no image matches the pattern '.*\*\.jpg'"):
+        open_source(str(folder / "*.jpg"))
+
+
 def test_source_file_is_a_video_and_an_integer_is_a_camera(tmp_path):
     video = tmp_path / "clip.avi"
     with AtomicVideoWriter(video, fps=10) as writer:
