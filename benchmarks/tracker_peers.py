@@ -5,7 +5,8 @@ runs on exactly the same ones, each with a fresh instance per sequence:
 
 * ``EmbeddingTracker``: the config's tracker (its tuned thresholds), then
   the same with camera-motion compensation (``cmc=dict(method='sparse_flow',
-  downscale=2)``, fed the frames);
+  downscale=2)``, fed the frames), and both with the Kalman box state the
+  config does not use (``kalman='xywh'``, BoT-SORT's, or ``'xyah'``);
 * ``BoxMOTByteTrack``, ``BoxMOTOCSort``, ``BoxMOTBoTSORT``: BoxMOT 25.0.0
   behind our interface (``mtmnv3/tracking/peers.py``), given the config's
   score thresholds (``high_thr``, ``low_thr``; ``new_track_thr`` for
@@ -83,9 +84,14 @@ class Sequence:
 def trackers(tcfg: dict, botsort_cmc: str | None, with_embeddings: bool) -> dict[str, dict]:
     """The tracker configs compared, by row name (ours first: the reference of the time ratios)."""
     shared = {k: tcfg[k] for k in ("high_thr", "low_thr") if k in tcfg}
+    other = (
+        "xyah" if tcfg.get("kalman", "xyah") == "xywh" else "xywh"
+    )  # the Kalman state the config does not use
     return {
         "EmbeddingTracker (config)": dict(tcfg),
         "EmbeddingTracker (config) + CMC": {**tcfg, "cmc": OUR_CMC},
+        f"EmbeddingTracker (kalman={other})": {**tcfg, "kalman": other},
+        f"EmbeddingTracker (kalman={other}) + CMC": {**tcfg, "kalman": other, "cmc": OUR_CMC},
         "BoxMOT ByteTrack": {"type": "BoxMOTByteTrack", **shared},
         "BoxMOT OC-SORT": {"type": "BoxMOTOCSort", **shared},
         "BoxMOT BoT-SORT": {

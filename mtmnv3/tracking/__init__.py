@@ -3,8 +3,8 @@
 ============================  ====================================================
 module                        contents
 ============================  ====================================================
-:mod:`.kalman`                :class:`KalmanFilterXYAH` (constant velocity on
-                              cx, cy, aspect, h; vectorised over tracks), ``CHI2INV95``
+:mod:`.kalman`                :class:`KalmanFilterXYAH`, :class:`KalmanFilterXYWH` (constant velocity on
+                              cx, cy, aspect, h or cx, cy, w, h; vectorised over tracks), ``CHI2INV95``
 :mod:`.matching`              IoU / cosine-embedding costs, fusion, motion gate,
                               thresholded :func:`linear_assignment`
 :mod:`.track`                 :class:`Track`, :class:`TrackState`, :class:`TrackResult`,
@@ -22,7 +22,7 @@ module                        contents
 
 from mtmnv3.tracking.builder import TRACKER_TYPES, build_tracker
 from mtmnv3.tracking.cmc import CMC_METHODS, CameraMotion, build_cmc
-from mtmnv3.tracking.kalman import CHI2INV95, KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
+from mtmnv3.tracking.kalman import CHI2INV95, KalmanFilterXYAH, KalmanFilterXYWH, xyah_to_xyxy, xyxy_to_xyah
 from mtmnv3.tracking.matching import (
     embedding_distance,
     fuse_embedding_iou,
@@ -39,6 +39,7 @@ from mtmnv3.tracking.tracker import EmbeddingTracker, Track, TrackResult, TrackS
 __all__ = [
     "CHI2INV95",
     "KalmanFilterXYAH",
+    "KalmanFilterXYWH",
     "xyah_to_xyxy",
     "xyxy_to_xyah",
     "iou_matrix",

@@ -1,11 +1,20 @@
-"""Constant-velocity Kalman filter in (cx, cy, aspect, h) box space, vectorised over tracks.
+"""Constant-velocity Kalman filters in (cx, cy, aspect, h) or (cx, cy, w, h) box space, vectorised over tracks.
 
-The state of a track is ``(cx, cy, a, h, vcx, vcy, va, vh)``: box centre,
-aspect ratio ``a = w / h``, height and their velocities. Observations are
-``(cx, cy, a, h)``. Process and measurement noise scale with the box height,
-as in DeepSORT (Wojke et al., 2017) and ByteTrack (Zhang et al., "ByteTrack:
-Multi-Object Tracking by Associating Every Detection Box", ECCV 2022), whose
-noise weights are the defaults here.
+:class:`KalmanFilterXYAH`: the state of a track is ``(cx, cy, a, h, vcx, vcy,
+va, vh)``: box centre, aspect ratio ``a = w / h``, height and their
+velocities. Observations are ``(cx, cy, a, h)``. Process and measurement
+noise scale with the box height, as in DeepSORT (Wojke et al., 2017) and
+ByteTrack (Zhang et al., "ByteTrack: Multi-Object Tracking by Associating
+Every Detection Box", ECCV 2022), whose noise weights are the defaults here.
+
+:class:`KalmanFilterXYWH`: the state is ``(cx, cy, w, h, ...)`` with width and
+height filtered separately and noise on x and w scaled by the width, on y and
+h by the height, as in BoT-SORT (Aharon et al., "BoT-SORT: Robust
+Associations Multi-Pedestrian Tracking", 2022), which found it places boxes
+better than the aspect-ratio state.
+
+Both convert corner boxes to their measurements (:meth:`to_measurement`) and
+states back to corner boxes (:meth:`to_xyxy`); :data:`KALMAN_FILTERS` names them.
 
 Every method works on a stack of tracks: means of shape (N, 8) and
 covariances of shape (N, 8, 8), so one call predicts or updates all tracks
@@ -16,7 +25,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CHI2INV95", "GATE_DOF", "KalmanFilterXYAH", "check_affine", "xyah_to_xyxy", "xyxy_to_xyah"]
+__all__ = [
+    "CHI2INV95",
+    "GATE_DOF",
+    "KALMAN_FILTERS",
+    "KalmanFilterXYAH",
+    "KalmanFilterXYWH",
+    "build_kalman",
+    "check_affine",
+    "xyah_to_xyxy",
+    "xywh_to_xyxy",
+    "xyxy_to_xyah",
+    "xyxy_to_xywh",
+]
 
 #: 0.95 quantile of the chi-square distribution with N degrees of freedom
 #: (``scipy.stats.chi2.ppf(0.95, N)``), the Mahalanobis gate of DeepSORT/ByteTrack.
@@ -77,6 +98,24 @@ def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     h = xyah[:, 3]
     w = xyah[:, 2] * h
     return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - h / 2, xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1)
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """Corner boxes to (centre x, centre y, width, height): (N, 4) float64."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w, h], axis=1)
+
+
+def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    """(centre x, centre y, width, height) -- or (N, 8) states -- to corner boxes: (N, 4) float64."""
+    xywh = np.asarray(xywh, np.float64)
+    xywh = xywh.reshape(-1, xywh.shape[-1]) if xywh.size else xywh.reshape(0, MEASUREMENT_DIM)
+    half_w, half_h = xywh[:, 2] / 2, xywh[:, 3] / 2
+    return np.stack(
+        [xywh[:, 0] - half_w, xywh[:, 1] - half_h, xywh[:, 0] + half_w, xywh[:, 1] + half_h], axis=1
+    )
 
 
 def check_affine(affine: np.ndarray) -> np.ndarray:
@@ -158,15 +197,37 @@ class KalmanFilterXYAH:
         self.motion_mat[:MEASUREMENT_DIM, MEASUREMENT_DIM:] = self.dt * np.eye(MEASUREMENT_DIM)
         self.update_mat = np.eye(MEASUREMENT_DIM, STATE_DIM)
 
-    def _stds(
-        self, h: np.ndarray, pos_scale: float, vel_scale: float, aspect: float, aspect_vel: float
-    ) -> np.ndarray:
-        """(N, 8) standard deviations of the state for heights ``h``."""
+    #: The box space of the state and measurements, and the state entries a camera zoom scales.
+    box_space = "xyah"
+    _size_dims: tuple[int, ...] = (3, 7)
+
+    def to_measurement(self, boxes: np.ndarray) -> np.ndarray:
+        """Corner boxes ``x1, y1, x2, y2`` to this filter's measurements (N, 4)."""
+        return xyxy_to_xyah(boxes)
+
+    def to_xyxy(self, states: np.ndarray) -> np.ndarray:
+        """Measurements or states (their first four entries) to corner boxes (N, 4)."""
+        return xyah_to_xyxy(states)
+
+    def _state_std(self, z: np.ndarray, pos_scale: float, vel_scale: float, initial: bool) -> np.ndarray:
+        """(N, 8) standard deviations of the state for boxes ``z`` (N, 4), at start (``initial``) or per step."""
+        h = z[:, 3]
         pos = pos_scale * self.std_weight_position * h
         vel = vel_scale * self.std_weight_velocity * h
+        aspect, aspect_vel = (
+            (ASPECT_STD_INIT, ASPECT_VELOCITY_STD_INIT)
+            if initial
+            else (ASPECT_STD_PROCESS, ASPECT_VELOCITY_STD_PROCESS)
+        )
         return np.stack(
             [pos, pos, np.full_like(h, aspect), pos, vel, vel, np.full_like(h, aspect_vel), vel], axis=1
         )
+
+    def _measurement_std(self, z: np.ndarray) -> np.ndarray:
+        """(N, 4) standard deviations of a measurement of boxes ``z`` (N, 4)."""
+        h = z[:, 3]
+        pos = self.std_weight_position * h
+        return np.stack([pos, pos, np.full_like(h, ASPECT_STD_MEASUREMENT), pos], axis=1)
 
     def initiate(self, measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Start tracks from unassociated measurements (velocity 0).
@@ -181,13 +242,7 @@ class KalmanFilterXYAH:
         """
         measurements = _check_measurements(measurements, "measurements")
         mean = np.concatenate([measurements, np.zeros_like(measurements)], axis=1)
-        std = self._stds(
-            measurements[:, 3],
-            INIT_POSITION_SCALE,
-            INIT_VELOCITY_SCALE,
-            ASPECT_STD_INIT,
-            ASPECT_VELOCITY_STD_INIT,
-        )
+        std = self._state_std(measurements, INIT_POSITION_SCALE, INIT_VELOCITY_SCALE, initial=True)
         covariance = np.zeros((len(mean), STATE_DIM, STATE_DIM))
         idx = np.arange(STATE_DIM)
         covariance[:, idx, idx] = std**2
@@ -204,7 +259,7 @@ class KalmanFilterXYAH:
             Predicted ``mean`` (N, 8) and ``covariance`` (N, 8, 8) (new arrays).
         """
         mean, covariance = _check_stack(mean, covariance)
-        std = self._stds(mean[:, 3], 1.0, 1.0, ASPECT_STD_PROCESS, ASPECT_VELOCITY_STD_PROCESS)
+        std = self._state_std(mean[:, :MEASUREMENT_DIM], 1.0, 1.0, initial=False)
         new_mean = mean @ self.motion_mat.T
         new_cov = self.motion_mat @ covariance @ self.motion_mat.T
         idx = np.arange(STATE_DIM)
@@ -223,9 +278,7 @@ class KalmanFilterXYAH:
             ``R`` is diagonal with standard deviations ``wp h`` (cx, cy, h) and 0.1 (a).
         """
         mean, covariance = _check_stack(mean, covariance)
-        h = mean[:, 3]
-        pos = self.std_weight_position * h
-        std = np.stack([pos, pos, np.full_like(h, ASPECT_STD_MEASUREMENT), pos], axis=1)
+        std = self._measurement_std(mean[:, :MEASUREMENT_DIM])
         projected_cov = covariance[:, :MEASUREMENT_DIM, :MEASUREMENT_DIM].copy()
         idx = np.arange(MEASUREMENT_DIM)
         projected_cov[:, idx, idx] += std**2
@@ -290,7 +343,8 @@ class KalmanFilterXYAH:
         transform = np.eye(STATE_DIM)
         transform[0:2, 0:2] = linear
         transform[4:6, 4:6] = linear
-        transform[3, 3] = transform[7, 7] = scale
+        for d in self._size_dims:
+            transform[d, d] = scale
         new_mean = mean @ transform.T
         new_mean[:, :2] += shift
         new_cov = transform @ covariance @ transform.T
@@ -324,3 +378,44 @@ class KalmanFilterXYAH:
         diff_t = diff.transpose(0, 2, 1)  # (N, d, M)
         solved = np.linalg.solve(projected_cov, diff_t)
         return np.einsum("ndm,ndm->nm", diff_t, solved)
+
+
+class KalmanFilterXYWH(KalmanFilterXYAH):
+    """Constant-velocity Kalman filter on (cx, cy, w, h) boxes (BoT-SORT's state), for many tracks at once.
+
+    The same motion and observation model as :class:`KalmanFilterXYAH`, with
+    width and height filtered separately: the noise of x, w and their
+    velocities is proportional to the box width, of y, h and theirs to the
+    height (``std_weight_position``, ``std_weight_velocity``; at start twice
+    and ten times that, as for the aspect-ratio filter). A camera zoom scales
+    both width and height.
+    """
+
+    box_space = "xywh"
+    _size_dims = (2, 3, 6, 7)
+
+    def to_measurement(self, boxes: np.ndarray) -> np.ndarray:
+        return xyxy_to_xywh(boxes)
+
+    def to_xyxy(self, states: np.ndarray) -> np.ndarray:
+        return xywh_to_xyxy(states)
+
+    def _state_std(self, z: np.ndarray, pos_scale: float, vel_scale: float, initial: bool) -> np.ndarray:
+        wh = np.stack([z[:, 2], z[:, 3], z[:, 2], z[:, 3]], axis=1)
+        return np.concatenate(
+            [pos_scale * self.std_weight_position * wh, vel_scale * self.std_weight_velocity * wh], axis=1
+        )
+
+    def _measurement_std(self, z: np.ndarray) -> np.ndarray:
+        return self.std_weight_position * np.stack([z[:, 2], z[:, 3], z[:, 2], z[:, 3]], axis=1)
+
+
+#: ``kalman=`` names of the tracker's motion filters.
+KALMAN_FILTERS: dict[str, type[KalmanFilterXYAH]] = {"xyah": KalmanFilterXYAH, "xywh": KalmanFilterXYWH}
+
+
+def build_kalman(name: str) -> KalmanFilterXYAH:
+    """The Kalman filter ``name`` names (``'xyah'`` or ``'xywh'``); an unknown name lists the known ones."""
+    if name not in KALMAN_FILTERS:
+        raise ValueError(f"kalman must be one of {sorted(KALMAN_FILTERS)}, got {name!r}")
+    return KALMAN_FILTERS[name]()

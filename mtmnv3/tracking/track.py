@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mtmnv3.tracking.kalman import xyah_to_xyxy
+from mtmnv3.tracking.kalman import xyah_to_xyxy, xywh_to_xyxy
 from mtmnv3.tracking.matching import EMBEDDING_EPS
 
 __all__ = [
@@ -65,11 +65,13 @@ class Track:
     start_frame: int
     end_frame: int
     hits: int = 1
+    box_space: str = "xyah"  # the state's box space: "xyah" or "xywh" (the tracker's Kalman filter)
 
     @property
     def bbox(self) -> np.ndarray:
         """(4,) current box estimate ``x1, y1, x2, y2`` from the Kalman mean."""
-        return xyah_to_xyxy(self.mean[None])[0]
+        to_xyxy = xywh_to_xyxy if self.box_space == "xywh" else xyah_to_xyxy
+        return to_xyxy(self.mean[None])[0]
 
 
 class TrackResult(NamedTuple):
@@ -93,7 +95,7 @@ class Detections:
     """Validated detections of one frame (embeddings L2-normalised, or ``None``)."""
 
     bboxes: np.ndarray
-    xyah: np.ndarray
+    measurements: np.ndarray  # the Kalman filter's measurements of ``bboxes`` (cx, cy, a, h or cx, cy, w, h)
     scores: np.ndarray
     labels: np.ndarray
     embeddings: np.ndarray | None
@@ -105,7 +107,7 @@ class Detections:
         """The detections at ``index`` (an index array or a boolean mask)."""
         return Detections(
             self.bboxes[index],
-            self.xyah[index],
+            self.measurements[index],
             self.scores[index],
             self.labels[index],
             None if self.embeddings is None else self.embeddings[index],

@@ -28,10 +28,9 @@ from mtmnv3.tracking.cmc import CameraMotion, build_cmc, is_identity
 from mtmnv3.tracking.kalman import (
     CHI2INV95,
     GATE_DOF,
+    KALMAN_FILTERS,
     STATE_DIM,
-    KalmanFilterXYAH,
-    xyah_to_xyxy,
-    xyxy_to_xyah,
+    build_kalman,
 )
 from mtmnv3.tracking.matching import (
     EMBEDDING_EPS,
@@ -144,6 +143,9 @@ class EmbeddingTracker:
             one-directional background texture can give a consistent but
             wrong estimate (a shift by one period, or along the stripes),
             which the detections then overrule.
+        kalman: The Kalman filter's box state: ``'xyah'`` (centre, aspect
+            ratio, height: DeepSORT and ByteTrack) or ``'xywh'`` (centre,
+            width, height, noise scaled per axis: BoT-SORT).
 
     Raises:
         ValueError: If a threshold is out of range or inconsistent.
@@ -172,6 +174,7 @@ class EmbeddingTracker:
         duplicate_thr: float = 0.15,
         cmc: Mapping[str, Any] | CameraMotion | None = None,
         cmc_check: bool = True,
+        kalman: str = "xyah",
     ) -> None:
         self.high_thr = check_number("high_thr", high_thr, 0.0, 1.0)
         self.low_thr = check_number("low_thr", low_thr, 0.0, 1.0)
@@ -207,7 +210,11 @@ class EmbeddingTracker:
         self.duplicate_thr = check_number("duplicate_thr", duplicate_thr, 0.0, 1.0)
         #: Frames a track may go unmatched before it is removed (ByteTrack's ``max_time_lost``).
         self.max_time_lost = int(self.frame_rate / REFERENCE_FRAME_RATE * self.track_buffer)
-        self.kf = KalmanFilterXYAH()
+        if kalman not in KALMAN_FILTERS:
+            raise ValueError(
+                f"kalman must be one of {sorted(KALMAN_FILTERS)} (the box state), got {kalman!r}"
+            )
+        self.kf = build_kalman(kalman)
         #: The camera-motion estimator, or ``None`` without CMC.
         self.cmc = build_cmc(cmc)
         self.cmc_check = bool(cmc_check)
@@ -352,7 +359,7 @@ class EmbeddingTracker:
             ValueError: If ``frame_id`` does not increase.
         """
         frame_no = self._check_frame(frame_id)
-        warp = self._camera_motion(frame, xyah_to_xyxy(self._stack(self._tracks)[0]))
+        warp = self._camera_motion(frame, self.kf.to_xyxy(self._stack(self._tracks)[0]))
         self._advance(frame_no)
         self._warp_tracks(warp)
         self._expire(frame_no)
@@ -390,7 +397,7 @@ class EmbeddingTracker:
         if not keep.all():
             boxes, score_arr, label_arr = boxes[keep], score_arr[keep], label_arr[keep]
             emb = None if emb is None else emb[keep]
-        return Detections(boxes, xyxy_to_xyah(boxes), score_arr, label_arr, emb)
+        return Detections(boxes, self.kf.to_measurement(boxes), score_arr, label_arr, emb)
 
     @staticmethod
     def _check_labels(labels: Any, n: int) -> np.ndarray:
@@ -454,8 +461,8 @@ class EmbeddingTracker:
         if self.cmc_check and boxes is not None and len(boxes):
             tracked = np.array([t.state == TrackState.TRACKED for t in self._tracks])
             if tracked.any():
-                before = iou_matrix(xyah_to_xyxy(mean[tracked]), boxes).max(axis=1).sum()
-                after = iou_matrix(xyah_to_xyxy(warped_mean[tracked]), boxes).max(axis=1).sum()
+                before = iou_matrix(self.kf.to_xyxy(mean[tracked]), boxes).max(axis=1).sum()
+                after = iou_matrix(self.kf.to_xyxy(warped_mean[tracked]), boxes).max(axis=1).sum()
                 if after < before:
                     self.cmc_counts["overruled"] += 1
                     return
@@ -493,14 +500,14 @@ class EmbeddingTracker:
         if not tracks or not len(dets):
             return np.zeros((len(tracks), len(dets)))
         mean, _ = self._stack(tracks)
-        return self._class_gate(iou_distance(xyah_to_xyxy(mean), dets.bboxes), tracks, dets)
+        return self._class_gate(iou_distance(self.kf.to_xyxy(mean), dets.bboxes), tracks, dets)
 
     def _first_cost(self, tracks: Sequence[Track], dets: Detections) -> np.ndarray:
         """Fused embedding/IoU cost under the motion gate; IoU only without embeddings."""
         if not tracks or not len(dets):
             return np.zeros((len(tracks), len(dets)))
         mean, covariance = self._stack(tracks)
-        cost = iou_distance(xyah_to_xyxy(mean), dets.bboxes)
+        cost = iou_distance(self.kf.to_xyxy(mean), dets.bboxes)
         if dets.embeddings is not None:
             has_emb = np.array([t.embedding is not None for t in tracks])
             if has_emb.any():
@@ -514,7 +521,7 @@ class EmbeddingTracker:
                     cost[has_emb] = fuse_embedding_iou(emb_cost, cost[has_emb], self.emb_weight)
             if self.gate_thr is not None:
                 cost = gate_cost(
-                    cost, self.kf, mean, covariance, dets.xyah, self.gate_thr, self.gate_position_only
+                    cost, self.kf, mean, covariance, dets.measurements, self.gate_thr, self.gate_position_only
                 )
         return self._class_gate(cost, tracks, dets)
 
@@ -532,7 +539,7 @@ class EmbeddingTracker:
         matched = [tracks[i] for i in matches[:, 0]]
         det_idx = matches[:, 1]
         mean, covariance = self._stack(matched)
-        mean, covariance = self.kf.update(mean, covariance, dets.xyah[det_idx])
+        mean, covariance = self.kf.update(mean, covariance, dets.measurements[det_idx])
         for k, (t, d) in enumerate(zip(matched, det_idx)):
             t.mean, t.covariance = mean[k], covariance[k]
             t.score, t.label = float(dets.scores[d]), int(dets.labels[d])
@@ -546,7 +553,7 @@ class EmbeddingTracker:
     def _start_tracks(self, dets: Detections, frame: int, confirmed: bool) -> None:
         if not len(dets):
             return
-        mean, covariance = self.kf.initiate(dets.xyah)
+        mean, covariance = self.kf.initiate(dets.measurements)
         state = TrackState.TRACKED if confirmed or self.min_hits <= 1 else TrackState.TENTATIVE
         for k in range(len(dets)):
             self._tracks.append(
@@ -560,6 +567,7 @@ class EmbeddingTracker:
                     state=state,
                     start_frame=frame,
                     end_frame=frame,
+                    box_space=self.kf.box_space,
                 )
             )
             self._next_id += 1
@@ -572,7 +580,7 @@ class EmbeddingTracker:
         lost = [t for t in self._tracks if t.state == TrackState.LOST]
         if not active or not lost:
             return
-        dist = iou_distance(xyah_to_xyxy(self._stack(active)[0]), xyah_to_xyxy(self._stack(lost)[0]))
+        dist = iou_distance(self.kf.to_xyxy(self._stack(active)[0]), self.kf.to_xyxy(self._stack(lost)[0]))
         for p, q in zip(*np.nonzero(dist < self.duplicate_thr)):
             a, b = active[p], lost[q]
             if a.end_frame - a.start_frame > b.end_frame - b.start_frame:
@@ -594,7 +602,7 @@ class EmbeddingTracker:
         mean, _ = self._stack(shown)
         return TrackResult(
             ids=np.array([t.track_id for t in shown], np.int64),
-            bboxes=xyah_to_xyxy(mean),
+            bboxes=self.kf.to_xyxy(mean),
             scores=np.array([t.score for t in shown], np.float64),
             labels=np.array([t.label for t in shown], np.int64),
         )

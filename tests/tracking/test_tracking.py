@@ -529,3 +529,58 @@ def test_run_tracker_bad_frames():
         run_tracker(tracker, [dict(frame_id=1, bboxes=[box(1)])])
     with pytest.raises(TypeError, match=r"frames\[0\] must be a mapping"):
         run_tracker(tracker, [[box(1)]])
+
+
+# ---- the (cx, cy, w, h) state (BoT-SORT's) --------------------------------------------------------
+def test_kalman_xywh_matches_boxmot_step_by_step():
+    """Our vectorised XYWH filter against BoxMOT's KalmanFilterXYWH, one track at a time."""
+    boxmot_kf = pytest.importorskip("boxmot.motion.kalman_filters.xywh")
+    from mtmnv3.tracking import KalmanFilterXYWH
+
+    ref = boxmot_kf.KalmanFilterXYWH()
+    ours = KalmanFilterXYWH()
+    rng = np.random.default_rng(0)
+    z0 = np.array([[50.0, 40.0, 20.0, 60.0], [200.0, 120.0, 80.0, 30.0]])
+    mean, cov = ours.initiate(z0)
+    refs = [ref.initiate(z) for z in z0]
+    for step in range(6):
+        mean, cov = ours.predict(mean, cov)
+        refs = [ref.predict(m, c) for m, c in refs]
+        z = z0 + rng.normal(0, 2.0, z0.shape) + step * np.array([3.0, -1.0, 0.5, 0.2])
+        mean, cov = ours.update(mean, cov, z)
+        refs = [ref.update(m, c, zi) for (m, c), zi in zip(refs, z)]
+        for k, (m, c) in enumerate(refs):
+            np.testing.assert_allclose(mean[k], m, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(cov[k], c, rtol=1e-9, atol=1e-9)
+    d = ours.gating_distance(mean, cov, z)
+    for k, (m, c) in enumerate(refs):
+        np.testing.assert_allclose(d[k], ref.gating_distance(m, c, z), rtol=1e-7)
+
+
+def test_kalman_xywh_boxes_round_trip_and_zoom_scales_width_and_height():
+    from mtmnv3.tracking import KalmanFilterXYWH
+
+    kf = KalmanFilterXYWH()
+    boxes = np.array([[10.0, 20.0, 50.0, 100.0], [0.0, 0.0, 8.0, 4.0]])
+    z = kf.to_measurement(boxes)
+    np.testing.assert_allclose(z, [[30.0, 60.0, 40.0, 80.0], [4.0, 2.0, 8.0, 4.0]])
+    np.testing.assert_allclose(kf.to_xyxy(z), boxes)
+    mean, cov = kf.initiate(z)
+    np.testing.assert_allclose(kf.to_xyxy(mean), boxes)  # an (N, 8) state reads its first four entries
+    warped, _ = kf.warp(mean, cov, np.array([[2.0, 0.0, 1.0], [0.0, 2.0, -3.0]]))  # zoom x2 and shift
+    np.testing.assert_allclose(warped[:, :4], [[61.0, 117.0, 80.0, 160.0], [9.0, 1.0, 16.0, 8.0]])
+
+
+def test_tracker_with_the_xywh_state_follows_a_box_that_changes_shape():
+    """A box that widens while it shrinks in height keeps one id, and the estimate follows its shape."""
+    tracker = EmbeddingTracker(kalman="xywh", use_embeddings=False, min_hits=1)
+    for f in range(1, 31):
+        w, h = 40.0 + 2 * f, 80.0 - f
+        box = np.array([[100.0 + 2 * f, 50.0, 100.0 + 2 * f + w, 50.0 + h]])
+        out = tracker.update(box, np.array([0.9]), np.array([0]), None, frame_id=f)
+        assert out.ids.tolist() == [1]
+    assert iou_matrix(out.bboxes, box)[0, 0] > 0.95
+    assert tracker.tracks[0].box_space == "xywh"
+    np.testing.assert_allclose(tracker.tracks[0].bbox, out.bboxes[0])
+    with pytest.raises(ValueError, match=r"kalman must be one of \['xyah', 'xywh'\]"):
+        EmbeddingTracker(kalman="xyz")
