@@ -7,6 +7,12 @@ describes the stages (``feature_info``), runs any contiguous range of stages
 (``forward_stages``, ``forward_taps``, ``forward``) and handles
 ``frozen_stages`` and ``norm_eval``. Stage MACs at another input size
 (``stage_macs``) stay with each trunk: they are counted differently.
+
+The base also owns the stem option ``input_norm`` (:mod:`mtmnv3.backbone.input_norm`):
+a trunk calls :meth:`StagedTrunk._init_input_norm` in its constructor, before
+``_describe_stages`` and ``_group_stage_modules``. The module runs first in
+stage 0 and counts there; it is not one of ``blocks``, so stage plans, block
+tables and state dict names of the blocks are the same with it on or off.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from mtmnv3.backbone.complexity import num_params
+from mtmnv3.backbone.input_norm import build_input_norm, check_input_norm
 from mtmnv3.backbone.plan import StagePlan
 
 __all__ = ["StagedTrunk"]
@@ -29,6 +37,47 @@ class StagedTrunk(BaseModule):
 
     #: the trunk's name in stage plans and messages (set by each trunk)
     trunk_label: str = "trunk"
+
+    def _init_input_norm(self, input_norm: str | None) -> None:
+        """Set ``input_norm`` (the option's value) and ``input_norm_module`` (``None`` when off).
+
+        Raises:
+            ValueError: an unknown value; the message names the allowed ones.
+        """
+        self.input_norm = check_input_norm(input_norm)
+        # A module registers ('input_norm_module.*' in the state dict when it has
+        # parameters); None stays a plain attribute, so the state dict is unchanged.
+        self.input_norm_module = build_input_norm(self.input_norm)
+
+    def input_norm_macs(self, height: int, width: int) -> int:
+        """MACs of the input normalisation on one ``height x width`` image (0 when off)."""
+        module = self.input_norm_module
+        return 0 if module is None else module.macs(height, width)
+
+    def _group_stage_modules(self) -> tuple[tuple[nn.Module, ...], ...]:
+        """The modules each stage runs, in order: the plan's blocks, the input
+        normalisation first in stage 0. Plain tuples of registered modules, so the
+        hot loop does no ModuleList indexing."""
+        stages = [[self.blocks[i] for i in range(a, b)] for a, b in self.stage_plan.stages]
+        if self.input_norm_module is not None:
+            stages[0].insert(0, self.input_norm_module)
+        return tuple(tuple(s) for s in stages)
+
+    def plan_stage_modules(self, plan: StagePlan | None = None) -> list[nn.Sequential]:
+        """One ``nn.Sequential`` per stage of ``plan`` (default: the trunk's), sharing the
+        trunk's modules, the input normalisation first in stage 0: running them in
+        order is ``forward_stages``.
+
+        Raises:
+            ValueError: the plan covers another number of blocks.
+        """
+        plan = self.stage_plan if plan is None else plan
+        if plan.num_blocks != len(self.blocks):
+            raise ValueError(f"plan covers {plan.num_blocks} blocks but the trunk has {len(self.blocks)}")
+        stages = [nn.Sequential(*(self.blocks[i] for i in range(a, b))) for a, b in plan.stages]
+        if self.input_norm_module is not None:
+            stages[0] = nn.Sequential(self.input_norm_module, *stages[0])
+        return stages
 
     def _resolve_plan(self, plan: StagePlan | Mapping[str, Any] | str | os.PathLike | None) -> StagePlan:
         if plan is None:
@@ -49,6 +98,11 @@ class StagedTrunk(BaseModule):
         info = []
         for i, (a, b) in enumerate(self.stage_plan.stages):
             last = self.block_info[b - 1]
+            macs = sum(bi["macs"] for bi in self.block_info[a:b])
+            params = sum(bi["params"] for bi in self.block_info[a:b])
+            if i == 0 and self.input_norm_module is not None:
+                macs += self.input_norm_macs(self.reference_size, self.reference_size)
+                params += num_params(self.input_norm_module)
             info.append(
                 dict(
                     name=f"stage{i}",
@@ -56,8 +110,8 @@ class StagedTrunk(BaseModule):
                     blocks=(a, b),
                     channels=last["channels"],
                     stride=last["stride"],
-                    macs=sum(bi["macs"] for bi in self.block_info[a:b]),
-                    params=sum(bi["params"] for bi in self.block_info[a:b]),
+                    macs=macs,
+                    params=params,
                 )
             )
         return info

@@ -104,6 +104,9 @@ _CHECK_SIZE = 64
 _AUTO_PREFIXES = ("", "trunk", "backbone")
 #: The timm model's attribute in the trunk (its parameters are 'model.<timm name>').
 _MODEL_ATTR = "model"
+#: The trunk's attributes that hold parameters: a state dict whose keys all start with
+#: one of them is the trunk's own (the input normalisation's only when it has any).
+_OWN_ATTRS = (_MODEL_ATTR, "input_norm_module")
 
 # (name, model kwargs, reference size) -> checked block layout; filled once per process.
 _LAYOUTS: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -296,6 +299,9 @@ class TimmTrunk(StagedTrunk):
         stage_plan: a :class:`StagePlan` over the trunk's ``blocks``, its dict, or a
             path to its JSON; default: a new stage wherever the stride changes.
         reference_size: input size (square) at which ``feature_info`` MACs are given.
+        input_norm: input standardisation before the first block, run as part of
+            stage 0: ``None`` (default), ``'per_image'``, ``'per_image_global'`` or
+            ``'learned'`` (see :mod:`mtmnv3.backbone.input_norm`).
         init_cfg: mmengine init config. ``dict(type='Pretrained', checkpoint=PATH)``
             loads a timm state dict of this model (``torch.save(model.state_dict())``
             of ``timm.create_model(name)``; its classifier is ignored), the trunk's
@@ -325,10 +331,12 @@ class TimmTrunk(StagedTrunk):
         with_cp: bool = False,
         stage_plan: StagePlan | Mapping[str, Any] | str | os.PathLike | None = None,
         reference_size: int = 224,
+        input_norm: str | None = None,
         init_cfg: dict | list | None = None,
     ) -> None:
         check_pretrained_cfgs(init_cfg)
         super().__init__(init_cfg=init_cfg)
+        self._init_input_norm(input_norm)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a timm model name, got {name!r}")
         kwargs = dict(model_kwargs or {})
@@ -391,9 +399,7 @@ class TimmTrunk(StagedTrunk):
             )
         self.stage_plan = self._resolve_plan(stage_plan)
         self.feature_info = self._describe_stages()
-        self._stage_modules = tuple(
-            tuple(self.blocks[i] for i in range(a, b)) for a, b in self.stage_plan.stages
-        )
+        self._stage_modules = self._group_stage_modules()
         self.out_indices = self._resolve_out_indices(out_indices)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < self.num_stages:
             raise ValueError(
@@ -417,7 +423,7 @@ class TimmTrunk(StagedTrunk):
                 if not head
                 else {k[len(head) + 1 :]: v for k, v in state.items() if k.startswith(head + ".")}
             )
-            if sel and all(k.startswith(_MODEL_ATTR + ".") for k in sel):
+            if sel and all(k.split(".", 1)[0] in _OWN_ATTRS for k in sel):
                 return sel  # the trunk's own layout
             return {
                 f"{_MODEL_ATTR}.{k}": v
@@ -523,4 +529,6 @@ class TimmTrunk(StagedTrunk):
         """Per-stage MACs for an input of ``height x width`` (one traced pass; ``feature_info``
         has them at ``reference_size``)."""
         per_block = [m for m, _ in traced_block_macs(self.blocks, height, width)]
-        return [sum(per_block[a:b]) for a, b in self.stage_plan.stages]
+        stages = [sum(per_block[a:b]) for a, b in self.stage_plan.stages]
+        stages[0] += self.input_norm_macs(height, width)
+        return stages

@@ -75,6 +75,9 @@ class MobileNetV3Trunk(StagedTrunk):
         stage_plan: a :class:`StagePlan`, its dict, or a path to its JSON;
             default: a new stage wherever the stride changes.
         reference_size: input size (square) at which ``feature_info`` MACs are given.
+        input_norm: input standardisation before the stem, run as part of stage 0:
+            ``None`` (default), ``'per_image'``, ``'per_image_global'`` or
+            ``'learned'`` (see :mod:`mtmnv3.backbone.input_norm`).
         init_cfg: mmengine init config. ``dict(type='Pretrained', checkpoint=PATH)``
             loads a torchvision ``mobilenet_v3_{large,small}`` state dict (ImageNet
             weights), a multi-task checkpoint or the trunk's own weights when
@@ -104,10 +107,12 @@ class MobileNetV3Trunk(StagedTrunk):
         zero_init_residual: bool = False,
         stage_plan: StagePlan | Mapping[str, Any] | str | os.PathLike | None = None,
         reference_size: int = 224,
+        input_norm: str | None = None,
         init_cfg: dict | list | None = None,
     ) -> None:
         check_pretrained_cfgs(init_cfg)
         super().__init__(init_cfg=init_cfg)
+        self._init_input_norm(input_norm)
         if arch not in ARCH_SPECS:
             raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCH_SPECS)}")
         if not (isinstance(width_mult, (int, float)) and width_mult > 0):
@@ -167,11 +172,7 @@ class MobileNetV3Trunk(StagedTrunk):
 
         self.stage_plan = self._resolve_plan(stage_plan)
         self.feature_info = self._describe_stages()
-        # Plain tuples of the (already registered) block modules per stage,
-        # so the hot loop does no ModuleList indexing.
-        self._stage_modules = tuple(
-            tuple(self.blocks[i] for i in range(a, b)) for a, b in self.stage_plan.stages
-        )
+        self._stage_modules = self._group_stage_modules()
         self.out_indices = self._resolve_out_indices(out_indices)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < self.num_stages:
             raise ValueError(
@@ -310,7 +311,9 @@ class MobileNetV3Trunk(StagedTrunk):
         for block in self.blocks:
             macs, h, w = module_macs(block, h, w)
             per_block.append(macs)
-        return [sum(per_block[a:b]) for a, b in self.stage_plan.stages]
+        stages = [sum(per_block[a:b]) for a, b in self.stage_plan.stages]
+        stages[0] += self.input_norm_macs(height, width)
+        return stages
 
     # ---- torchvision interop ---------------------------------------------------
     @classmethod
@@ -339,6 +342,9 @@ class MobileNetV3Trunk(StagedTrunk):
     ) -> None:
         """Load torchvision MobileNetV3 weights (``features.*``; ``classifier.*`` is ignored).
 
+        ``strict`` concerns the blocks: an ``input_norm`` module's parameters, which
+        torchvision's model does not have, keep their initial values.
+
         Raises:
             FileNotFoundError: the file does not exist.
             KeyError: (strict) keys are missing or unexpected; the message names them.
@@ -351,7 +357,7 @@ class MobileNetV3Trunk(StagedTrunk):
                 mapped["blocks." + key[len(TORCHVISION_PREFIX) :]] = value
             elif not key.startswith(_TORCHVISION_HEAD_PREFIX):
                 unexpected.append(key)
-        own = self.state_dict()
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("blocks.")}
         unexpected += [TORCHVISION_PREFIX + k[len("blocks.") :] for k in mapped if k not in own]
         missing = [TORCHVISION_PREFIX + k[len("blocks.") :] for k in own if k not in mapped]
         if strict and (missing or unexpected):
@@ -370,7 +376,8 @@ class MobileNetV3Trunk(StagedTrunk):
                 f"shape mismatch loading torchvision weights into a {self.arch} trunk "
                 f"(width_mult={self.width_mult}): {mismatched[:5]}"
             )
-        self.load_state_dict({k: v for k, v in mapped.items() if k in own}, strict=strict)
+        # every block key was checked above; strict=False leaves input_norm_module's as they are
+        self.load_state_dict({k: v for k, v in mapped.items() if k in own}, strict=False)
 
     def torchvision_state_dict(self) -> dict[str, Tensor]:
         """This trunk's weights under torchvision's ``features.*`` names."""
