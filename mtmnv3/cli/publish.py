@@ -15,6 +15,12 @@ also writes the model card beside the file:
 - ``NAME.md``: the card as a page;
 - ``NAME_curve.png``: the training curve (losses and learning rate against
   iteration, from the run's ``scalars.json``).
+
+``--card-only`` re-evaluates a released file without touching it: CHECKPOINT
+is the released ``.pth`` (its SHA-256 must be the card's), and the card's
+held-out metrics and tracker are replaced by the new ``--metrics-json``
+(after a change of the config's tracker, say), the previous ones kept in the
+card's history with ``--note`` saying why.
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ __all__ = [
     "training_record",
     "plot_training_curve",
     "write_card",
+    "update_card",
     "CARD_METRICS",
 ]
 
 DESCRIPTION = "a weights-only release file (and its model card) from a training checkpoint"
 EXAMPLE = """\
 mtmnv3 publish configs/mtmnv3_small_3task_synth.py work_dirs/shipped/iter_19200.pth \\
-    --out weights/mtmnv3_small_3task_synth.pth --metrics-json work_dirs/shipped/heldout.json"""
+    --out weights/mtmnv3_small_3task_synth.pth --metrics-json work_dirs/shipped/heldout.json
+mtmnv3 publish configs/mtmnv3_small_3task_synth.py weights/mtmnv3_small_3task_synth.pth \\
+    --out weights/mtmnv3_small_3task_synth.pth --card-only --metrics-json heldout.json --note "new tracker"""
 
 #: The card's headline metrics: key in ``mtmnv3 test`` output -> label.
 CARD_METRICS = {
@@ -200,6 +209,41 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _call(cfg: Mapping[str, Any]) -> str:
+    """``{'type': 'T', 'a': 1}`` -> ``T(a=1)``."""
+    args = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k != "type")
+    return f"{cfg.get('type', '')}({args})"
+
+
+def update_card(
+    out: str | os.PathLike, metrics: Mapping[str, Any], tracker: Any, note: str, command: str
+) -> dict:
+    """Replace a released file's card metrics (and tracker), keeping the old ones in its history."""
+    from mtmnv3.core.fileio import atomic_write_json
+
+    out = Path(out)
+    card_json = out.with_suffix(".json")
+    if not card_json.is_file():
+        raise FileNotFoundError(
+            f"no model card {card_json} to update (publish the file with --metrics-json first)"
+        )
+    card = json.loads(card_json.read_text())
+    sha = _sha256(out)
+    if card.get("sha256") != sha:
+        raise ValueError(
+            f"{out} is not the file of its card {card_json}: SHA-256 {sha[:12]}... against the card's "
+            f"{str(card.get('sha256'))[:12]}..."
+        )
+    history = list(card.get("history", []))
+    history.append({"metrics": card["metrics"], "tracker": card.get("tracker"), "note": note})
+    card.update(
+        metrics=dict(metrics), tracker=tracker, history=history, commands=[*card["commands"], command]
+    )
+    atomic_write_json(card_json, card)
+    write_card(out.with_suffix(".md"), card)
+    return card
+
+
 def write_card(out: str | os.PathLike, card: Mapping[str, Any]) -> None:
     """``NAME.md``: the model card page from the card's data."""
     from mtmnv3.core.fileio import atomic_open
@@ -243,6 +287,15 @@ def write_card(out: str | os.PathLike, card: Mapping[str, Any]) -> None:
         lines.append(
             f"| {label} | " + " | ".join(_fmt(v) for v in vals) + f" | {s['mean']:.4f} +- {s['std']:.4f} |"
         )
+    if card.get("tracker"):
+        lines += ["", f"Tracking metrics with the config's tracker: `{_call(card['tracker'])}`."]
+    for old in card.get("history", []):
+        before = old["metrics"]["summary"]
+        values = ", ".join(
+            f"{label} {before[key]['mean']:.4f}" for key, label in CARD_METRICS.items() if key in before
+        )
+        tracker = f" with `{_call(old['tracker'])}`" if old.get("tracker") else ""
+        lines += ["", f"Before re-evaluation ({old['note']}): {values}{tracker}."]
     lines += [
         "",
         "## Limits",
@@ -279,6 +332,13 @@ def add_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse
         "--host", default=None, help="the training host, for the card (default: CPU count and model)"
     )
     p.add_argument(
+        "--card-only",
+        action="store_true",
+        help="CHECKPOINT is the released file (--out): only replace its card's held-out metrics with "
+        "--metrics-json, keeping the old ones in the card's history",
+    )
+    p.add_argument("--note", default="re-evaluated", help="--card-only: why it was re-evaluated")
+    p.add_argument(
         "--command",
         action="append",
         default=[],
@@ -312,6 +372,24 @@ def run(args: argparse.Namespace) -> int:
                     "`mtmnv3 test CONFIG CKPT --splits 0 1 2 3 --track --out-json FILE`"
                 )
             )
+    if args.card_only:
+        if metrics is None:
+            return report(ValueError("--card-only needs --metrics-json (the new held-out metrics)"))
+        if Path(args.checkpoint).resolve() != out.resolve():
+            return report(
+                ValueError(
+                    f"--card-only re-evaluates the released file itself: CHECKPOINT must be --out ({out})"
+                )
+            )
+        from mmengine.config import Config
+
+        tracker = Config.fromfile(args.config).get("tracker")
+        try:
+            update_card(out, metrics, _plain(tracker), args.note, args.command_line)
+        except (FileNotFoundError, ValueError) as err:
+            return report(err)
+        print(f"updated the model card {out.with_suffix('.md')} (+ .json)")
+        return 0
     try:
         meta = publish_weights(args.config, args.checkpoint, out)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -343,6 +421,7 @@ def run(args: argparse.Namespace) -> int:
         "train_seconds": record["train_seconds"],
         "host": args.host or _host(),
         "metrics": metrics,
+        "tracker": _plain(cfg.get("tracker")),
         "commands": [*args.command, args.command_line],
     }
     atomic_write_json(out.with_suffix(".json"), card)

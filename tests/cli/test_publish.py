@@ -110,3 +110,37 @@ def test_publish_bad_input_leaves_no_file(released, tmp_path):
     assert r.returncode == 2 and "--splits" in r.stderr and not out.exists()
     r = run_tool("publish", config, work / "iter_6.pth", "--out", tmp_path / "w.bin")
     assert r.returncode == 2 and ".pth" in r.stderr
+
+
+def test_card_only_reevaluation_keeps_the_file_and_the_old_metrics(released, tmp_path):
+    tmp, config, weights, _ = released
+    before = json.loads(weights.with_suffix(".json").read_text())
+    data = weights.read_bytes()
+    new = json.loads(json.dumps(before["metrics"]))
+    new["summary"]["mot/IDF1"]["mean"] = 0.999  # stands for a re-run under another tracker
+    metrics = tmp_path / "new.json"
+    metrics.write_text(json.dumps(new))
+    r = run_tool(
+        "publish", config, weights, "--out", weights, "--card-only", "--metrics-json", metrics,
+        "--note", "tracker changed",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert weights.read_bytes() == data  # the released file itself is untouched
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["metrics"]["summary"]["mot/IDF1"]["mean"] == 0.999
+    assert (
+        card["history"][0]["metrics"] == before["metrics"] and card["history"][0]["note"] == "tracker changed"
+    )
+    assert card["tracker"]["type"] == "EmbeddingTracker" and card["train_seconds"] == before["train_seconds"]
+    page = weights.with_suffix(".md").read_text()
+    assert (
+        "Before re-evaluation (tracker changed)" in page
+        and "Tracking metrics with the config's tracker" in page
+    )
+    # another file than the card's, or no metrics: refused, nothing changed
+    other = tmp_path / "other.pth"
+    other.write_bytes(data + b"x")
+    r = run_tool("publish", config, other, "--out", other, "--card-only", "--metrics-json", metrics)
+    assert r.returncode == 2 and "no model card" in r.stderr
+    r = run_tool("publish", config, weights, "--out", weights, "--card-only")
+    assert r.returncode == 2 and "--card-only needs --metrics-json" in r.stderr
