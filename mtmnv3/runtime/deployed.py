@@ -77,6 +77,11 @@ class DeployedRunner:
             export (default: the export's size, a rectangle or a square;
             fixed-size exports refuse others). Frames of any shape are
             letterboxed into it with their aspect kept.
+
+    Opening one sets PyTorch to one intra-op thread for the process: with the
+    network on its runtime, torch only decodes small output maps, where a
+    thread pool's fork and join cost more than the work, and its idle threads
+    would compete with the runtime's for the cores (benchmarks/demo_pipeline.py).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class DeployedRunner:
         if input_color not in INPUT_COLORS:
             raise ValueError(f"input_color must be one of {INPUT_COLORS}, got {input_color!r}")
         self.session = open_session(path, threads, providers)
+        torch.set_num_threads(1)  # the decode of small maps (see above)
         self.meta = self.session.meta
         self.backend = self.session.backend
         self.threads = threads
