@@ -19,8 +19,8 @@ SYSTEM_PKGS := dataset-fashion-mnist ffmpeg
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	@t0=$(NOW); test -x $(PY) || $(PYTHON) -m venv $(VENV); \
-	echo "$(PIP) install -c $(CONSTRAINTS) -e '.[dev,runtimes,docs,trackers]' && $(PIP) install --no-deps $(BOXMOT)"; \
-	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes,docs,trackers]' && \
+	echo "$(PIP) install -c $(CONSTRAINTS) -e '.[dev,runtimes,docs,trackers,sweep]' && $(PIP) install --no-deps $(BOXMOT)"; \
+	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) -e '.[dev,runtimes,docs,trackers,sweep]' && \
 	$(PIP) install --quiet --progress-bar off -c $(CONSTRAINTS) --no-deps $(BOXMOT) && \
 	touch $(STAMP) && echo "install: $$(( $(NOW) - t0 )) s" | tee -a $(TIMING)
 
