@@ -27,14 +27,17 @@ emb_head = dict(
 # assume, and the 0.95 chi-square motion gate rejected many true matches of
 # boxes whose aspect and height jitter, so the gate only rejects implausible
 # jumps, and it tests the box centre alone (fewer ID switches than the full
-# 4-D gate, most with fast objects: docs/design-notes.md); BoT-SORT's
-# min-fusion of IoU and appearance.
+# 4-D gate, most with fast objects: docs/design-notes.md). BoT-SORT's Kalman
+# state (centre, width, height) places boxes better than the aspect-ratio state,
+# and with it the weighted fusion of IoU and appearance beat the min-fusion and
+# BoxMOT's trackers on the model's detections (docs/tracking.md, "the peers").
 tracker = dict(
     type="EmbeddingTracker",
     high_thr=0.4,
     new_track_thr=0.5,
     low_thr=0.1,
-    fusion="min",
+    kalman="xywh",
+    fusion="weighted",
     gate_thr=50.0,
     gate_position_only=True,
 )
