@@ -19,6 +19,10 @@ fp16 by default, which changes fp32 outputs), and sessions compile with
 ``INFERENCE_PRECISION_HINT='f32'``: on CPUs with bf16 support OpenVINO may
 otherwise run the float parts in bf16, so an "fp32" export would not be fp32.
 An int8 IR still runs its quantized convolutions in int8 under that hint.
+Without it OpenVINO's "fp32" is bf16 on such CPUs: faster (OpenVINO's own
+speed-up over ONNX Runtime fp32 on MobileNetV3 comes from there, not from its
+f32 kernels, which run about as fast as ONNX Runtime's), but with bf16 errors
+(docs/deployment.md, ``benchmarks/openvino_vs_ort.py``).
 
 The ``openvino`` (and, for int8, ``nncf``) packages are optional: they are
 imported inside the functions that need them (:func:`require_openvino`).
@@ -80,6 +84,10 @@ INFERENCE_PRECISION = "f32"
 #: threads into streams that a sequential caller never fills.
 PERFORMANCE_HINT = "LATENCY"
 NUM_STREAMS = 1
+#: Threads are not pinned to cores: on a host whose cores other processes share,
+#: a pinned inference thread waits for its own core while another one idles
+#: (OpenVINO pins by default; ``benchmarks/openvino_vs_ort.py``, docs/deployment.md).
+CPU_PINNING = False
 #: NNCF's preset for CNNs: symmetric int8 weights and activations (its
 #: default for non-transformer models, passed explicitly so the sidecar records it).
 INT8_PRESET = "performance"
@@ -344,9 +352,10 @@ def load_openvino_meta(path: str | os.PathLike) -> dict[str, Any]:
 class OpenVINOSession:
     """An OpenVINO CPU session of an export: normalised images -> raw outputs in the sidecar's order.
 
-    Compiled with the latency hint, one stream and f32 inference precision
-    (see the module docstring and :data:`PERFORMANCE_HINT`); one infer request
-    is created once and reused by every :meth:`run`.
+    Compiled with the latency hint, one stream, f32 inference precision and
+    no thread pinning (see the module docstring, :data:`PERFORMANCE_HINT` and
+    :data:`CPU_PINNING`); one infer request is created once and reused by
+    every :meth:`run`, which passes the input without copying it.
 
     Args:
         path: the export's ``.xml`` (with its ``.bin`` and ``.xml.json`` sidecar).
@@ -376,6 +385,7 @@ class OpenVINOSession:
             "PERFORMANCE_HINT": PERFORMANCE_HINT,
             "NUM_STREAMS": NUM_STREAMS,
             "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION,
+            "ENABLE_CPU_PINNING": CPU_PINNING,
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -423,5 +433,8 @@ class OpenVINOSession:
             ValueError: a shape the export cannot take (another fixed batch or size).
         """
         self._check(images)
-        results = self._request.infer({INPUT_NAME: np.ascontiguousarray(images)})
+        # share_inputs: the request reads the caller's array in place (no copy into its own
+        # input tensor; the call is synchronous, so the array outlives the inference). The
+        # outputs are copies: the request's buffers are overwritten by the next run.
+        results = self._request.infer({INPUT_NAME: np.ascontiguousarray(images)}, share_inputs=True)
         return [np.asarray(results[port]) for port in self._ports]

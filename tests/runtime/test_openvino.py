@@ -104,6 +104,19 @@ def test_fp32_matches_pytorch_per_output(model, fp32_export):
     assert not np.array_equal(again[0], got[0])
 
 
+def test_session_compile_properties_and_strided_input(model, fp32_export):
+    path, _ = fp32_export
+    session = OpenVINOSession(path, threads=1)
+    assert session.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    assert session.compiled.get_property("ENABLE_CPU_PINNING") is openvino_runtime.CPU_PINNING
+    # The input is shared with the request, not copied: a strided view is made contiguous first.
+    x = images(seed=3)
+    wide = np.concatenate([x, x], axis=3)[..., ::2]
+    assert not wide.flags["C_CONTIGUOUS"]
+    for g, r in zip(session.run(wide), torch_raw(model, np.ascontiguousarray(wide), HEADS)):
+        assert np.abs(g - r).max() <= FP32_ATOL
+
+
 def test_sidecar(model, fp32_export):
     path, meta = fp32_export
     assert sidecar_path(path).name == "model.xml.json"
