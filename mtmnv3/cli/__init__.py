@@ -42,6 +42,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "summary",
         "trunk summary (params, MACs, latency); --update-metafile writes configs/metafile.yml",
     ),
+    "sweep": ("sweep", "train configs x seeds as trials on Ray (local cluster, or --address), resumable"),
+    "scorecard": (
+        "scorecard",
+        "trunks side by side: accuracy, latency per runtime, int8, robustness (trains or reuses a sweep)",
+    ),
 }
 
 EXAMPLES = """examples:

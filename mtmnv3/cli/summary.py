@@ -145,10 +145,10 @@ def _trunk_summary(args: argparse.Namespace) -> int:
 
 
 # ---- the metafile ------------------------------------------------------------------------------------
-def model_complexity(config: str | os.PathLike) -> dict[str, Any]:
+def model_complexity(config: str | os.PathLike, cfg_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parameters and MACs (convolutions and linear layers, one forward pass) of a config's model.
 
-    The input is square, at the config's test input size. Returns the metafile's
+    The input is square, at the config's test input size (``cfg_options`` merged on top). Returns the metafile's
     Metadata; a model that cannot be built here (e.g. mmdet not installed) gets a
     ``Note`` saying why instead of the counts.
     """
@@ -160,7 +160,7 @@ def model_complexity(config: str | os.PathLike) -> dict[str, Any]:
     from mtmnv3.engine import input_size, load_config
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, cfg_options)
     except ImportError as e:  # custom_imports of an optional extra (mmdet)
         return {"Note": f"config not loaded here (it imports {_missing_module(e)}); counts left out"}
     size = int(input_size(cfg.test_dataloader.dataset)) if cfg.get("test_dataloader") else 320

@@ -52,6 +52,7 @@ __all__ = [
     "failures",
     "format_results",
     "import_ray",
+    "parse_options",
     "plan_trials",
     "results_by_config",
     "run_sweep",
@@ -195,7 +196,7 @@ def plan_trials(
             opts = (*options, f"randomness.seed={seed}")
             max_iters, fingerprint, error = None, None, None
             try:
-                cfg = load_config(config, _options_dict(opts))
+                cfg = load_config(config, parse_options(opts))
                 max_iters = int(cfg.train_cfg.max_iters)
                 fingerprint = hashlib.sha256(cfg.pretty_text.encode()).hexdigest()
             except Exception as e:  # noqa: BLE001 - a config that does not load fails its trials, not the sweep
@@ -214,7 +215,7 @@ def plan_trials(
     return trials
 
 
-def _options_dict(options: Sequence[str]) -> dict[str, Any]:
+def parse_options(options: Sequence[str]) -> dict[str, Any]:
     """``key=value`` strings parsed as ``--cfg-options`` parses them."""
     import argparse
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OpTime", "OpProfile", "profile_ops", "median_profile", "op_profile_table"]
+__all__ = ["OpTime", "OpProfile", "profile_nodes", "profile_ops", "median_profile", "op_profile_table"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,19 @@ def profile_ops(
         FileNotFoundError: no such model.
         ValueError: ``runs`` < 1 or ``warmup`` < 0.
     """
+    events, weights = _profile_events(path, example, threads, runs, warmup)
+    return _summarise(events, warmup, threads, weights)
+
+
+def _profile_events(
+    path: str | os.PathLike,
+    example: np.ndarray,
+    threads: int,
+    runs: int,
+    warmup: int,
+    optimization: str | None = None,
+) -> tuple[list[dict], dict[str, list[int]]]:
+    """The profiler's events of ``warmup + runs`` runs, and the optimised graph's convolution weight shapes."""
     from mtmnv3.runtime.ort_runtime import ORT_LOG_ERRORS_ONLY, make_session
 
     if not os.path.isfile(path):
@@ -97,13 +110,70 @@ def profile_ops(
             log_severity=ORT_LOG_ERRORS_ONLY,
             profile_prefix=Path(tmp) / "ort_profile",
             optimized_model_path=Path(tmp) / "optimized.onnx",
+            **({} if optimization is None else {"optimization": optimization}),
         )
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(example, np.float32)}
         for _ in range(warmup + runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
         weights = _conv_weight_shapes(Path(tmp) / "optimized.onnx")
-    return _summarise(events, warmup, threads, weights)
+    return events, weights
+
+
+def profile_nodes(
+    path: str | os.PathLike,
+    example: np.ndarray,
+    threads: int = 1,
+    runs: int = 20,
+    warmup: int = 5,
+    optimization: str = "ORT_DISABLE_ALL",
+) -> dict[str, float]:
+    """Kernel time per graph node (median ms per run), warm-up runs left out.
+
+    With the default ``optimization='ORT_DISABLE_ALL'`` the graph runs as
+    written, so the node names are the exported file's and every node's time
+    is its own (no fused kernels that hide an activation inside a convolution).
+    A function operator that ONNX Runtime expands when it creates the kernels
+    (``HardSwish``) appears as the nodes it expands to (``HardSigmoid_<n>``,
+    ``Mul_<n>``), names that are not in the file.
+
+    Raises:
+        FileNotFoundError: no such model.
+        ValueError: ``runs`` < 1 or ``warmup`` < 0, or no run after the warm-up.
+    """
+    events, _ = _profile_events(path, example, threads, runs, warmup, optimization)
+    model_runs, kernels = _profiled_kernels(events, warmup)
+    per_node: dict[str, list[float]] = {}
+    for i, e in kernels:
+        node = e["name"][: -len("_kernel_time")]
+        per_node.setdefault(node, [0.0] * len(model_runs))[i] += e["dur"] / 1000.0
+    return {node: float(np.median(times)) for node, times in per_node.items()}
+
+
+def _profiled_kernels(
+    events: Sequence[Mapping], warmup: int
+) -> tuple[list[Mapping], list[tuple[int, Mapping]]]:
+    """The runs after the first ``warmup``, and each of their kernel events with its run's index.
+
+    Raises:
+        ValueError: no run after the warm-up.
+    """
+    model_runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
+    )[warmup:]
+    if not model_runs:
+        raise ValueError("the profile holds no runs after the warm-up")
+    starts = np.array([r["ts"] for r in model_runs])
+    ends = starts + np.array([r["dur"] for r in model_runs])
+    kernels = []
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if i >= 0 and e["ts"] <= ends[i]:  # not a warm-up run's kernel
+            kernels.append((i, e))
+    return model_runs, kernels
 
 
 def _conv_weight_shapes(path: Path) -> dict[str, list[int]]:
@@ -130,22 +200,10 @@ def _summarise(
     ``weights`` (node name -> weight shape) gives convolutions' kinds where
     the events do not (prepacked int8 weights).
     """
-    model_runs = sorted(
-        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-        key=lambda e: e["ts"],
-    )[warmup:]
-    if not model_runs:
-        raise ValueError("the profile holds no runs after the warm-up")
-    starts = np.array([r["ts"] for r in model_runs])
-    ends = starts + np.array([r["dur"] for r in model_runs])
+    model_runs, kernels = _profiled_kernels(events, warmup)
     per_run: list[dict[str, float]] = [{} for _ in model_runs]
     nodes: dict[str, set[str]] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
-            continue
-        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
-        if i < 0 or e["ts"] > ends[i]:
-            continue  # a warm-up run's kernel
+    for i, e in kernels:
         args = e.get("args", {})
         op = args.get("op_name", "?")
         node = e["name"][: -len("_kernel_time")]
