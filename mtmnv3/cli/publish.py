@@ -216,7 +216,7 @@ def _call(cfg: Mapping[str, Any]) -> str:
 
 
 def update_card(
-    out: str | os.PathLike, metrics: Mapping[str, Any], tracker: Any, note: str, command: str
+    out: str | os.PathLike, metrics: Mapping[str, Any], tracker: Any, note: str, commands: Sequence[str]
 ) -> dict:
     """Replace a released file's card metrics (and tracker), keeping the old ones in its history."""
     from mtmnv3.core.fileio import atomic_write_json
@@ -237,7 +237,7 @@ def update_card(
     history = list(card.get("history", []))
     history.append({"metrics": card["metrics"], "tracker": card.get("tracker"), "note": note})
     card.update(
-        metrics=dict(metrics), tracker=tracker, history=history, commands=[*card["commands"], command]
+        metrics=dict(metrics), tracker=tracker, history=history, commands=[*card["commands"], *commands]
     )
     atomic_write_json(card_json, card)
     write_card(out.with_suffix(".md"), card)
@@ -385,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
 
         tracker = Config.fromfile(args.config).get("tracker")
         try:
-            update_card(out, metrics, _plain(tracker), args.note, args.command_line)
+            update_card(out, metrics, _plain(tracker), args.note, [*args.command, args.command_line])
         except (FileNotFoundError, ValueError) as err:
             return report(err)
         print(f"updated the model card {out.with_suffix('.md')} (+ .json)")
