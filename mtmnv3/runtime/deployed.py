@@ -16,7 +16,8 @@ original frame's pixels, at any frame size and aspect.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,19 @@ class FramePrediction:
         return None if self.class_probs is None else int(self.class_probs.argmax())
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``n`` inside the block (restored after)."""
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
 class DeployedRunner:
     """Letterbox + normalise -> a deployed file on its runtime -> the model's own torch decode.
 
@@ -78,10 +92,10 @@ class DeployedRunner:
             fixed-size exports refuse others). Frames of any shape are
             letterboxed into it with their aspect kept.
 
-    Opening one sets PyTorch to one intra-op thread for the process: with the
-    network on its runtime, torch only decodes small output maps, where a
-    thread pool's fork and join cost more than the work, and its idle threads
-    would compete with the runtime's for the cores (benchmarks/demo_pipeline.py).
+    The decode (:meth:`postprocess`) runs PyTorch on one intra-op thread: it
+    works on small output maps, where a thread pool's fork and join cost more
+    than the work, and the pool's threads would compete with the runtime's for
+    the cores (benchmarks/demo_pipeline.py).
     """
 
     def __init__(
@@ -95,7 +109,6 @@ class DeployedRunner:
         if input_color not in INPUT_COLORS:
             raise ValueError(f"input_color must be one of {INPUT_COLORS}, got {input_color!r}")
         self.session = open_session(path, threads, providers)
-        torch.set_num_threads(1)  # the decode of small maps (see above)
         self.meta = self.session.meta
         self.backend = self.session.backend
         self.threads = threads
@@ -177,7 +190,13 @@ class DeployedRunner:
     def postprocess(
         self, raw: Mapping[str, np.ndarray], metas: Sequence[dict[str, Any]]
     ) -> list[FramePrediction]:
-        """Raw outputs of a batch -> per-frame predictions (the model's own decode code)."""
+        """Raw outputs of a batch -> per-frame predictions (the model's own decode code, on one thread)."""
+        with _torch_threads(1):
+            return self._postprocess(raw, metas)
+
+    def _postprocess(
+        self, raw: Mapping[str, np.ndarray], metas: Sequence[dict[str, Any]]
+    ) -> list[FramePrediction]:
         heads = self.meta["heads"]
         n = len(metas)
         probs = None
