@@ -242,6 +242,7 @@ def build_rows(trunks: Sequence[Mapping[str, Any]], reference: str) -> list[dict
                     if isinstance(ms, float) and isinstance(ref_ms, float)
                     else na("no reference ORT fp32 time" if isinstance(ms, float) else "no time")
                 )
+        row["exports"] = dict(t.get("exports") or {})  # per file: parity passed, worst relative error
         row["int8_speedup"], row["int8_drop"] = {}, {}
         for runtime in RUNTIMES:
             fp32, int8 = row["ms"][f"{runtime}/fp32"], row["ms"][f"{runtime}/int8"]
@@ -367,7 +368,9 @@ def format_markdown(
         "- ms: median model time per call (batch 1) of each deployed file, all files timed in the same "
         "interleaved rounds of one process; (x ref): ratio to the reference trunk's ONNX Runtime fp32 file.",
         "- int8 speed-up: the runtime's fp32 ms over its int8 ms (its own quantizer: ORT static QDQ, NNCF, "
-        "XNNPACKQuantizer); int8 drop: the int8 file's metric minus the fp32 file's, same runtime, same frames.",
+        "XNNPACKQuantizer); int8 drop: the int8 file's metric minus the fp32 file's, same runtime, same frames. "
+        "int8 files are kept when their raw outputs miss `mtmnv3 export`'s parity bound (scorecard.json gives "
+        "the worst relative error per file); fp32 files must pass it.",
         "- clean: PyTorch fp32, mean +- std over training seeds x held-out test splits.",
         "- mCE: corruption error summed over severities, over the reference trunk's, averaged over the "
         "corruptions (Hendrycks & Dietterich 2019); the reference is 1.000, lower is more robust.",
