@@ -128,14 +128,26 @@ def scale_schedule(cfg: Config, max_iters: int) -> None:
         raise ValueError(f"train_cfg.max_iters must be >= 1, got {max_iters}")
     ratio = max_iters / old
     schedulers = cfg.get("param_scheduler") or []
+    prev: tuple[int, int] | None = None  # the previous scheduler's (old end, new end)
     for sched in [schedulers] if isinstance(schedulers, Mapping) else schedulers:
         if sched.get("by_epoch", True):
             continue
-        for key in ("begin", "end"):
-            if isinstance(sched.get(key), int):
-                sched[key] = min(max_iters, max(0, round(sched[key] * ratio)))
-        if "end" in sched and sched["end"] <= sched.get("begin", 0):
-            sched["end"] = min(max_iters, sched.get("begin", 0) + 1)
+        begin, end = sched.get("begin", 0), sched.get("end")
+        if not isinstance(begin, int):
+            continue
+        new_begin = min(max_iters, max(0, round(begin * ratio)))
+        if prev is not None and begin == prev[0]:
+            new_begin = prev[1]  # a scheduler that started where the previous one ended still does
+        if "begin" in sched:
+            sched["begin"] = new_begin
+        if isinstance(end, int):
+            # At least two iterations where the file had them: a one-step LinearLR warm-up never
+            # reaches its end factor, and the decay after it would start from the warm-up's low rate.
+            new_end = max(round(end * ratio), new_begin + min(2, max(1, end - begin)))
+            sched["end"] = max(1, min(max_iters, new_end))
+            if sched.get("begin", 0) >= sched["end"]:  # a run too short for it: its last iteration
+                sched["begin"] = sched["end"] - 1
+            prev = (end, sched["end"])
     if train_cfg.get("val_interval") == old:
         train_cfg["val_interval"] = max_iters
     train_cfg["max_iters"] = max_iters

@@ -34,3 +34,27 @@ def test_same_length_changes_nothing_and_bad_length_is_refused():
     assert same.param_scheduler == base.param_scheduler
     with pytest.raises(ValueError, match="max_iters must be >= 1"):
         scale_schedule(load_config(CONFIG), 0)
+
+
+def test_a_short_run_still_warms_up_to_the_base_rate():
+    """Scaled to 30 iterations the warm-up keeps two steps and the decay starts after it: a one-step
+    LinearLR never reaches its end factor, so the run would stay at 1 % of the rate."""
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    cfg = load_config(CONFIG, {"train_cfg.max_iters": 30})
+    warm, cosine = cfg.param_scheduler
+    assert warm.end >= 2 and cosine.begin == warm.end and cosine.end == 30
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=cfg.optim_wrapper.optimizer.lr)
+    schedulers = [PARAM_SCHEDULERS.build({**s, "optimizer": opt}) for s in cfg.param_scheduler]
+    rates = []
+    for _ in range(30):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        for s in schedulers:
+            s.step()
+    assert max(rates) == pytest.approx(cfg.optim_wrapper.optimizer.lr, rel=0.01)
+    for n in (1, 2, 3):  # runs shorter than the warm-up still give valid schedulers
+        short = load_config(CONFIG, {"train_cfg.max_iters": n})
+        assert all(0 <= s.begin < s.end <= n for s in short.param_scheduler)
