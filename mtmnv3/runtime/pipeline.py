@@ -136,10 +136,9 @@ class PipelineResult:
 
 
 def stage_modules(trunk: MobileNetV3Trunk, plan: StagePlan) -> list[nn.Sequential]:
-    """One ``nn.Sequential`` of the trunk's blocks per plan stage (shares weights)."""
-    if plan.num_blocks != len(trunk.blocks):
-        raise ValueError(f"plan covers {plan.num_blocks} blocks but the trunk has {len(trunk.blocks)}")
-    return [nn.Sequential(*(trunk.blocks[i] for i in range(a, b))) for a, b in plan.stages]
+    """One ``nn.Sequential`` of the trunk's blocks per plan stage (shares weights; the trunk's
+    input normalisation, when it has one, first in stage 0)."""
+    return trunk.plan_stage_modules(plan)
 
 
 StageFn = Callable[[Any], Any]
