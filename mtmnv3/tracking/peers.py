@@ -63,7 +63,7 @@ BOXMOT_INSTALL_HINT = (
     "pip install -c requirements/constraints.txt -e '.[trackers]' && "
     f"pip install --no-deps boxmot=={BOXMOT_VERSION}"
 )
-#: Options of our own tracker that configure its association only; the peers ignore them.
+#: Options of our own tracker that configure its association or motion model only; the peers ignore them.
 _OURS_ONLY = frozenset(
     {
         "emb_weight",
@@ -73,6 +73,7 @@ _OURS_ONLY = frozenset(
         "gate_position_only",
         "duplicate_thr",
         "cmc",
+        "kalman",
         "min_hits",
         "new_track_thr",
         "match_thr",

@@ -233,7 +233,7 @@ def test_the_default_config_tracker_can_be_swapped_for_a_peer():
 
     cfg = dict(load_config("configs/mtmnv3_small_3task_synth.py", {"tracker.type": "BoxMOTOCSort"}).tracker)
     with pytest.warns(
-        UserWarning, match="BoxMOTOCSort ignores fusion, gate_position_only, gate_thr, new_track_thr"
+        UserWarning, match="BoxMOTOCSort ignores fusion, gate_position_only, gate_thr, kalman, new_track_thr"
     ):
         tracker = build_tracker({**cfg, "use_embeddings": True, "frame_rate": 25.0})
     assert tracker.boxmot_tracker.det_thresh == cfg["high_thr"]
