@@ -32,26 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _heldout_video(cfg, out_dir: Path, size: int, frames: int, seed: int) -> Path:
-    from mtmnv3.apis.inference import mot_sequence_dirs
-    from mtmnv3.data import SceneConfig, write_synth_dataset
-    from mtmnv3.runtime.video import write_sequence_video
-
-    scene = dict(cfg.test_dataloader.dataset.get("scene") or {})
-    scene_cfg = SceneConfig(
-        num_sequences=1,
-        num_frames=frames,
-        image_size=size,
-        num_objects=int(cfg.test_dataloader.dataset.get("num_objects", 4)),
-        appearance_pool="test",
-        **scene,
-    )
-    write_synth_dataset(out_dir / "data", scene_cfg, seed=seed, name_prefix="heldout", progress=False)
-    video = out_dir / "heldout.mp4"
-    write_sequence_video(mot_sequence_dirs(out_dir / "data" / "mot")[0], video)
-    return video
-
-
 def _run(args, sources: list[str], backend: str, budget: float, out_dir: Path, max_frames: int) -> dict:
     from mtmnv3.cli.live_demo import live_namespace, run_demo
 
@@ -94,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2024)
     args = p.parse_args(argv)
 
+    from mtmnv3.cli.demo_job import write_heldout_video
     from mtmnv3.engine import load_config
     from mtmnv3.runtime.sessions import installed_backends
     from mtmnv3.runtime.stream_server import FFmpegStream, ffmpeg_path
@@ -122,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # long enough to serve every frame without looping back to its start
-        video = _heldout_video(cfg, tmp, args.video_size, max(n_frames + 30, 60), args.seed)
+        video, _ = write_heldout_video(cfg, tmp, max(n_frames + 30, 60), args.video_size, args.seed)
         for backend, budget, k in (
             (b, m, k) for b in args.backends for m in args.budgets for k in args.streams
         ):

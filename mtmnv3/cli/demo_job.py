@@ -188,6 +188,32 @@ def write_report(
         f.write("\n".join(lines))
 
 
+def write_heldout_video(cfg: Any, work: Path, frames: int, size: int, seed: int) -> tuple[Path, Path]:
+    """``work/heldout.mp4``: one generated sequence of the config's test scene with unseen
+    object images (``size`` x ``size``, ``frames`` long), and its MOTChallenge folder under
+    ``work/heldout``; both are reused when present."""
+    from mtmnv3.apis.inference import mot_sequence_dirs
+    from mtmnv3.data import SceneConfig, write_synth_dataset
+    from mtmnv3.runtime.video import write_sequence_video
+
+    heldout = work / "heldout"
+    if not (heldout / "mot").is_dir():
+        scene_cfg = SceneConfig(
+            num_sequences=1,
+            num_frames=frames,
+            image_size=size,
+            num_objects=int(cfg.test_dataloader.dataset.get("num_objects", 4)),
+            appearance_pool="test",
+            **dict(cfg.test_dataloader.dataset.get("scene") or {}),
+        )
+        write_synth_dataset(heldout, scene_cfg, seed=seed, name_prefix="heldout", progress=False)
+    seq = mot_sequence_dirs(heldout / "mot")[0]
+    video = work / "heldout.mp4"
+    if not video.is_file():
+        write_sequence_video(seq, video)
+    return video, seq
+
+
 def run_job(
     config: str = DEFAULT_CONFIG,
     work_dir: str | os.PathLike = "work_dirs/demo",
@@ -218,15 +244,12 @@ def run_job(
         FileNotFoundError: the config does not exist.
         ValueError: a bad option value.
     """
-    from mtmnv3.apis.inference import mot_sequence_dirs
     from mtmnv3.cli import test as test_cli
     from mtmnv3.cli import train as train_cli
     from mtmnv3.cli.live_demo import live_namespace, parse_cfg_options, run_demo
     from mtmnv3.core.fileio import atomic_write_json
-    from mtmnv3.data import SceneConfig, write_synth_dataset
     from mtmnv3.engine import load_config
     from mtmnv3.evaluation import evaluate_mot_files
-    from mtmnv3.runtime.video import write_sequence_video
 
     if not os.path.isfile(config):
         raise FileNotFoundError(f"config not found: {config!r}")
@@ -290,22 +313,7 @@ def run_job(
         print(f"\nretrained against the model card ({card_json}):\n{table}", flush=True)
 
     # 3. a held-out video (one long sequence of unseen object images) and the budgeted demo
-    scene = dict(cfg.test_dataloader.dataset.get("scene") or {})
-    heldout = work / "heldout"
-    if not (heldout / "mot").is_dir():
-        scene_cfg = SceneConfig(
-            num_sequences=1,
-            num_frames=frames,
-            image_size=video_size,
-            num_objects=int(cfg.test_dataloader.dataset.get("num_objects", 4)),
-            appearance_pool="test",
-            **scene,
-        )
-        write_synth_dataset(heldout, scene_cfg, seed=seed, name_prefix="heldout", progress=False)
-    seq = mot_sequence_dirs(heldout / "mot")[0]
-    video = work / "heldout.mp4"
-    if not video.is_file():
-        write_sequence_video(seq, video)
+    video, seq = write_heldout_video(cfg, work, frames, video_size, seed)
     demo_args = live_namespace(
         config,
         str(model_path),
