@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mtmnv3.runtime.loop import PerceptionLoop, StepResult, summarize
@@ -49,9 +49,6 @@ class Stream:
     late: int = 0
     status: str = "running"
     error: str | None = None
-    first_s: float | None = None
-    last_s: float | None = None
-    latency_ms: list[float] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -155,13 +152,9 @@ class MultiStreamRunner:
                             self._share_budget(running)
                         continue
                     result = stream.loop.step(frame)
-                    now = time.perf_counter()
-                    latency = now - frame.timestamp
-                    stream.latency_ms.append(latency * 1e3)
                     stream.frames += 1
-                    stream.late += latency > 1.0 / stream.fps
-                    stream.first_s = now if stream.first_s is None else stream.first_s
-                    stream.last_s = now
+                    # late: the result came more than one source frame period after capture
+                    stream.late += time.perf_counter() - frame.timestamp > 1.0 / stream.fps
                     progressed = True
                     if on_result is not None and on_result(stream, frame, result):
                         for s in running:
