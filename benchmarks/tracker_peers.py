@@ -219,22 +219,6 @@ def run(seqs: list[Sequence], configs: dict[str, dict], protocol: str | None) ->
     return table
 
 
-def _parse_options(text: str) -> dict:
-    """``'kalman=xywh,match_thr=0.7'`` -> ``{'kalman': 'xywh', 'match_thr': 0.7}`` (numbers, booleans, strings)."""
-    import ast
-
-    out = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --variant options must be KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs/mtmnv3_small_3task_synth.py"))
@@ -259,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--variant",
         action="append",
+        nargs="+",
         default=[],
-        metavar="NAME:KEY=VALUE,...",
-        help="another row: the config's tracker with these options (repeatable), e.g. 'xywh:kalman='xywh''",
+        metavar="NAME [KEY=VALUE ...]",
+        help="another row: the config's tracker with these options, read as --cfg-options values "
+        "(repeatable), e.g. --variant 'min fusion' fusion=min",
     )
     args = p.parse_args(argv)
     cameras = [c for c in args.camera.split(",") if c]
@@ -290,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     scene = dict(full_cfg.test_dataloader.dataset.get("scene") or {})
     botsort_cmc = None if args.botsort_cmc.lower() == "none" else args.botsort_cmc
     configs = trackers(tcfg, botsort_cmc, with_embeddings=not args.gt_detections)
-    for text in args.variant:
-        name, _, options = text.partition(":")
-        configs[f"EmbeddingTracker ({name})"] = {**tcfg, **_parse_options(options)}
+    from mtmnv3.cli.live_demo import parse_cfg_options
+
+    for name, *options in args.variant:
+        configs[f"EmbeddingTracker ({name})"] = {**tcfg, **parse_cfg_options(options)}
     source = f"ground truth, jitter {args.jitter:g}, {args.drop:.0%} dropped, no embeddings"
     if not args.gt_detections:
         source = f"model {args.checkpoint} ({Path(args.config).name}), detections + embeddings"
