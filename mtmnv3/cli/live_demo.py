@@ -74,7 +74,7 @@ LIVE_DEFAULTS: dict[str, Any] = dict(
     line=None,
     zone=None,
     counts_csv=None,
-    reconnect=8,
+    reconnect=Reconnect.attempts,  # the reader's own default
     cfg_options=[],
 )
 
