@@ -392,3 +392,25 @@ def test_tool_missing_checkpoint_and_bad_exporter(tool_files, tmp_path, capsys):
         _tool().main([str(config), str(tmp_path / "none.pth"), "--out", out, "--exporter", "tflite"])
     assert exc.value.code == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_runs_torch_on_one_thread_and_restores_the_callers(tiny, exported, monkeypatch):
+    """The runner's decode runs PyTorch single-threaded and leaves the process's thread count as it was."""
+    import mtmnv3.runtime.deployed as deployed
+
+    runner = DeployedRunner(exported[0], input_color="rgb")
+    seen = []
+    decode = deployed.decode_centers
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(deployed, "decode_centers", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runner.predict(frame())
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
